@@ -1,0 +1,4 @@
+//! The two HTTP listeners: the proxy and the admin API.
+
+pub mod admin;
+pub mod proxy;

@@ -1,0 +1,228 @@
+//! Streaming bodies in both directions, with the accounting that must last as long as they do.
+
+use std::{
+    cell::{Cell, RefCell},
+    pin::Pin,
+    rc::Rc,
+    task::{Context, Poll},
+    time::Instant,
+};
+
+use actix_web::{
+    body::{BodySize, MessageBody},
+    error::PayloadError,
+    web::{Bytes, Payload},
+    HttpRequest,
+};
+use futures_util::{ready, Stream};
+
+use crate::{logfmt::Escaped, pool::Lease};
+
+/// The client's request body, shared between attempts.
+///
+/// awc drops a request body without polling it when the connection cannot be opened, so a
+/// body that was never touched can still be sent to the next backend.
+pub struct BodySource {
+    payload: RefCell<Option<Payload>>,
+    touched: Cell<bool>,
+    received: Cell<u64>,
+    limit: u64,
+    too_large: Cell<bool>,
+    client_error: RefCell<Option<String>>,
+}
+
+impl BodySource {
+    /// Wraps the client's payload, refusing more than `limit` bytes.
+    pub fn new(payload: Payload, limit: u64) -> Rc<BodySource> {
+        Rc::new(BodySource {
+            payload: RefCell::new(Some(payload)),
+            touched: Cell::new(false),
+            received: Cell::new(0),
+            limit,
+            too_large: Cell::new(false),
+            client_error: RefCell::new(None),
+        })
+    }
+
+    /// Whether any of the body has been read (then it cannot be sent again).
+    pub fn touched(&self) -> bool {
+        self.touched.get()
+    }
+
+    /// Whether the body went over the limit.
+    pub fn too_large(&self) -> bool {
+        self.too_large.get()
+    }
+
+    /// The client's own body error, if reading its body failed.
+    pub fn client_error(&self) -> Option<String> {
+        self.client_error.borrow().clone()
+    }
+}
+
+/// One attempt's view of a [`BodySource`], sent with awc.
+pub struct UpstreamRequestBody {
+    src: Rc<BodySource>,
+    size: BodySize,
+}
+
+impl UpstreamRequestBody {
+    /// A body of `size` (`Sized` when the client declared a length, else `Stream`).
+    pub fn new(src: Rc<BodySource>, size: BodySize) -> UpstreamRequestBody {
+        UpstreamRequestBody { src, size }
+    }
+}
+
+impl MessageBody for UpstreamRequestBody {
+    type Error = PayloadError;
+
+    fn size(&self) -> BodySize {
+        self.size
+    }
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        let src = &self.src;
+        src.touched.set(true);
+        let mut slot = src.payload.borrow_mut();
+        let Some(payload) = slot.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match ready!(Pin::new(payload).poll_next(cx)) {
+            Some(Ok(chunk)) => {
+                let total = src.received.get() + chunk.len() as u64;
+                src.received.set(total);
+                if total > src.limit {
+                    src.too_large.set(true);
+                    *slot = None;
+                    return Poll::Ready(Some(Err(PayloadError::Overflow)));
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Some(Err(e)) => {
+                *src.client_error.borrow_mut() = Some(e.to_string());
+                *slot = None;
+                Poll::Ready(Some(Err(e)))
+            }
+            None => Poll::Ready(None),
+        }
+    }
+}
+
+/// What the access log line of a request says.
+pub struct AccessRecord {
+    /// Request id.
+    pub request_id: String,
+    /// Client address.
+    pub client: String,
+    /// Method.
+    pub method: String,
+    /// Path without the query.
+    pub path: String,
+    /// Response status.
+    pub status: u16,
+    /// Backend that answered, or `-`.
+    pub backend: String,
+    /// When the request arrived.
+    pub started: Instant,
+}
+
+impl AccessRecord {
+    /// The record of `req`, answered with `status` by `backend` (`-` for the gateway itself).
+    pub fn new(req: &HttpRequest, request_id: &str, status: u16, backend: &str, started: Instant) -> Self {
+        AccessRecord {
+            request_id: request_id.to_string(),
+            client: req
+                .peer_addr()
+                .map_or_else(|| "-".to_string(), |a| a.ip().to_string()),
+            method: req.method().to_string(),
+            path: req.path().to_string(),
+            status,
+            backend: backend.to_string(),
+            started,
+        }
+    }
+
+    /// Writes the access-log line (target `tollgate::access`).
+    pub fn log(&self, bytes: u64, outcome: &str) {
+        log::info!(
+            target: "tollgate::access",
+            "{} {} \"{} {}\" {} backend={} {}us {}B{}",
+            Escaped(&self.request_id),
+            self.client,
+            self.method,
+            Escaped(&self.path),
+            self.status,
+            self.backend,
+            self.started.elapsed().as_micros(),
+            bytes,
+            outcome
+        );
+    }
+}
+
+/// The backend's response body on its way to the client. Holds the backend lease (in-flight
+/// count) until the body is done, and writes the access-log line when it is dropped.
+pub struct DownstreamBody<S> {
+    inner: S,
+    lease: Option<Lease>,
+    log: Option<AccessRecord>,
+    bytes: u64,
+    finished: bool,
+    failed: bool,
+}
+
+impl<S> DownstreamBody<S> {
+    /// Wraps the backend's response stream.
+    pub fn new(inner: S, lease: Lease, log: Option<AccessRecord>) -> Self {
+        DownstreamBody {
+            inner,
+            lease: Some(lease),
+            log,
+            bytes: 0,
+            finished: false,
+            failed: false,
+        }
+    }
+}
+
+impl<S> Stream for DownstreamBody<S>
+where
+    S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,
+{
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let item = ready!(Pin::new(&mut self.inner).poll_next(cx));
+        match &item {
+            Some(Ok(chunk)) => self.bytes += chunk.len() as u64,
+            Some(Err(e)) => {
+                self.failed = true;
+                if let Some(lease) = &self.lease {
+                    lease.count_failure();
+                    log::warn!(
+                        "backend {} failed mid-response: {e}; aborting the client connection",
+                        lease.backend().base
+                    );
+                }
+            }
+            None => self.finished = true,
+        }
+        Poll::Ready(item)
+    }
+}
+
+impl<S> Drop for DownstreamBody<S> {
+    fn drop(&mut self) {
+        if let Some(record) = &self.log {
+            let outcome = if self.failed {
+                " upstream-aborted"
+            } else if self.finished {
+                ""
+            } else {
+                " client-aborted"
+            };
+            record.log(self.bytes, outcome);
+        }
+        self.lease.take();
+    }
+}

@@ -1,0 +1,161 @@
+//! Header rules of the forwarder: hop-by-hop removal (RFC 9110 §7.6.1) and forwarding headers.
+
+use std::net::IpAddr;
+
+use actix_web::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+
+/// Headers that describe one connection, never forwarded in either direction. `content-length`
+/// is not hop-by-hop, but the body type sets it again on each side, so it is dropped here too;
+/// `expect` was answered by the gateway itself.
+const NOT_FORWARDED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+    "upgrade",
+    "content-length",
+    "expect",
+];
+
+fn connection_named(headers: &HeaderMap) -> Vec<HeaderName> {
+    headers
+        .get_all(header::CONNECTION)
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|token| HeaderName::from_bytes(token.trim().as_bytes()).ok())
+        .collect()
+}
+
+/// Copies the end-to-end headers of `src` into `dst`: everything but the hop-by-hop headers
+/// and those named in `Connection`.
+pub fn copy_end_to_end(src: &HeaderMap, dst: &mut HeaderMap) {
+    let named = if src.contains_key(header::CONNECTION) {
+        connection_named(src)
+    } else {
+        Vec::new()
+    };
+    for (name, value) in src.iter() {
+        if NOT_FORWARDED.contains(&name.as_str()) || named.contains(name) {
+            continue;
+        }
+        dst.append(name.clone(), value.clone());
+    }
+}
+
+/// Headers of the request sent to a backend: the client's end-to-end headers plus
+/// `X-Forwarded-For` (peer appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Request-Id`.
+pub fn upstream_request_headers(src: &HeaderMap, peer: Option<IpAddr>, request_id: &str) -> HeaderMap {
+    let mut out = HeaderMap::with_capacity(src.len() + 4);
+    copy_end_to_end(src, &mut out);
+    if let Some(peer) = peer {
+        let prior: Vec<&str> = src
+            .get_all(X_FORWARDED_FOR)
+            .filter_map(|v| v.to_str().ok())
+            .map(str::trim)
+            .filter(|v| !v.is_empty())
+            .collect();
+        let value = if prior.is_empty() {
+            peer.to_string()
+        } else {
+            format!("{}, {peer}", prior.join(", "))
+        };
+        out.remove(X_FORWARDED_FOR);
+        if let Ok(v) = HeaderValue::try_from(value) {
+            out.insert(HeaderName::from_static(X_FORWARDED_FOR), v);
+        }
+    }
+    out.insert(
+        HeaderName::from_static("x-forwarded-proto"),
+        HeaderValue::from_static("http"),
+    );
+    if let Some(host) = src.get(header::HOST) {
+        out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        out.insert(HeaderName::from_static(crate::error_body::REQUEST_ID), v);
+    }
+    out
+}
+
+const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// The client's request id if it is sane (1-128 visible ASCII characters), else a new UUID.
+pub fn request_id(headers: &HeaderMap) -> String {
+    if let Some(v) = headers.get(crate::error_body::REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+            // All visible ASCII, so this cannot fail.
+            if let Ok(s) = v.to_str() {
+                return s.to_string();
+            }
+        }
+    }
+    uuid::Uuid::new_v4().simple().to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    #[test]
+    fn hop_by_hop_and_connection_named_headers_are_dropped() {
+        let src = map(&[
+            ("connection", "keep-alive, X-Secret-Hop"),
+            ("keep-alive", "timeout=5"),
+            ("x-secret-hop", "1"),
+            ("te", "trailers"),
+            ("upgrade", "websocket"),
+            ("transfer-encoding", "chunked"),
+            ("proxy-authorization", "Basic abc"),
+            ("accept", "text/plain"),
+            ("x-custom", "a"),
+            ("x-custom", "b"),
+        ]);
+        let mut dst = HeaderMap::new();
+        copy_end_to_end(&src, &mut dst);
+        let mut names: Vec<&str> = dst.keys().map(|k| k.as_str()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names, vec!["accept", "x-custom"]);
+        assert_eq!(dst.get_all("x-custom").count(), 2);
+    }
+
+    #[test]
+    fn forwarded_for_is_appended_and_host_kept() {
+        let src = map(&[
+            ("x-forwarded-for", "1.2.3.4"),
+            ("x-forwarded-for", "5.6.7.8"),
+            ("host", "api.example"),
+        ]);
+        let out = upstream_request_headers(&src, Some("10.0.0.9".parse().unwrap()), "rid1");
+        assert_eq!(out.get("x-forwarded-for").unwrap(), "1.2.3.4, 5.6.7.8, 10.0.0.9");
+        assert_eq!(out.get("host").unwrap(), "api.example");
+        assert_eq!(out.get("x-forwarded-host").unwrap(), "api.example");
+        assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
+        assert_eq!(out.get("x-request-id").unwrap(), "rid1");
+    }
+
+    #[test]
+    fn request_ids_are_passed_when_sane_and_made_otherwise() {
+        assert_eq!(request_id(&map(&[("x-request-id", "abc-123")])), "abc-123");
+        let long = "a".repeat(200);
+        let made = request_id(&map(&[("x-request-id", &long)]));
+        assert_eq!(made.len(), 32);
+        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+}

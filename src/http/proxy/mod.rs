@@ -1,0 +1,302 @@
+//! The proxy listener: every request is forwarded with awc to a backend the pool picks.
+//!
+//! One [`ProxyHandler`] per worker (built in the `HttpServer` factory) holds that worker's awc
+//! client and connection pool. Bodies stream both ways; nothing is collected except a small
+//! body of an idempotent request, kept so the request can be retried on another backend.
+
+mod body;
+mod error;
+mod headers;
+
+use std::{rc::Rc, time::Instant};
+
+use actix_web::{
+    body::{BodySize, BodyStream, SizedStream},
+    http::{header, Method, StatusCode},
+    web::{self, Bytes, BytesMut},
+    HttpRequest, HttpResponse,
+};
+use awc::error::{ConnectError, SendRequestError};
+use futures_util::StreamExt;
+
+pub use body::AccessRecord;
+pub use error::ProxyError;
+pub use headers::{copy_end_to_end, request_id, upstream_request_headers};
+
+use body::{BodySource, DownstreamBody, UpstreamRequestBody};
+
+use crate::{logfmt::Escaped, pool::PoolHandle};
+
+/// Longest request target (path and query) accepted; longer gets 414.
+pub const MAX_TARGET_LEN: usize = 8 * 1024;
+
+/// Bodies of idempotent requests up to this size are buffered so they can be retried.
+pub const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
+
+/// Proxy settings every worker shares.
+#[derive(Debug, Clone)]
+pub struct ProxySettings {
+    /// Extra attempts on other backends.
+    pub retries: u32,
+    /// Largest request body accepted.
+    pub max_body_size: u64,
+}
+
+/// Per-worker forwarder: the awc client of this worker and the pool handle.
+pub struct ProxyHandler {
+    client: awc::Client,
+    pool: PoolHandle,
+    settings: ProxySettings,
+    access_log: bool,
+}
+
+/// How a failed attempt failed, which decides whether another backend may be tried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    /// Nothing reached the backend: the connection could not be opened.
+    Connect { timeout: bool },
+    /// The request may have reached the backend.
+    AfterSend { timeout: bool },
+}
+
+fn classify(e: &SendRequestError) -> Failure {
+    match e {
+        // awc reports a connection closed before any response as `Disconnected`: the request
+        // was written, so it may have been delivered.
+        SendRequestError::Connect(ConnectError::Disconnected) => Failure::AfterSend { timeout: false },
+        SendRequestError::Connect(ConnectError::Timeout) => Failure::Connect { timeout: true },
+        SendRequestError::Connect(_) => Failure::Connect { timeout: false },
+        SendRequestError::Timeout => Failure::AfterSend { timeout: true },
+        _ => Failure::AfterSend { timeout: false },
+    }
+}
+
+/// The request body as far as retries are concerned.
+enum RequestBody {
+    /// No body at all.
+    Empty,
+    /// Fully read, small: may be sent again.
+    Buffered(Bytes),
+    /// Streamed: can go to another backend only if the first attempt never touched it.
+    Streamed(Rc<BodySource>, BodySize),
+}
+
+impl ProxyHandler {
+    /// A forwarder for one worker.
+    pub fn new(client: awc::Client, pool: PoolHandle, settings: ProxySettings) -> ProxyHandler {
+        let access_log = log::log_enabled!(target: "tollgate::access", log::Level::Info);
+        ProxyHandler {
+            client,
+            pool,
+            settings,
+            access_log,
+        }
+    }
+
+    async fn forward(
+        &self,
+        req: &HttpRequest,
+        payload: web::Payload,
+        request_id: &str,
+        started: Instant,
+    ) -> Result<HttpResponse, ProxyError> {
+        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
+        if target.len() > MAX_TARGET_LEN {
+            return Err(ProxyError::UriTooLong { len: target.len() });
+        }
+        let limit = self.settings.max_body_size;
+        let declared = declared_length(req);
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let body = match declared {
+            Some(0) => RequestBody::Empty,
+            None if !chunked => RequestBody::Empty,
+            Some(n) if idempotent && n <= REPLAY_BUFFER_LIMIT => {
+                RequestBody::Buffered(read_small_body(payload, n).await?)
+            }
+            Some(n) => RequestBody::Streamed(BodySource::new(payload, limit), BodySize::Sized(n)),
+            None => RequestBody::Streamed(BodySource::new(payload, limit), BodySize::Stream),
+        };
+        if self.pool.is_empty() {
+            return Err(ProxyError::NoHealthyBackend);
+        }
+
+        let peer = req.peer_addr().map(|a| a.ip());
+        let headers = upstream_request_headers(req.headers(), peer, request_id);
+        let mut tried: Vec<usize> = Vec::with_capacity(1);
+        let mut previous: Option<ProxyError> = None;
+        loop {
+            let Some(lease) = self.pool.pick(&tried) else {
+                return Err(previous.unwrap_or(ProxyError::NoHealthyBackend));
+            };
+            if let Some(err) = previous.take() {
+                log::warn!(
+                    "[{}] {err}, retrying on {}",
+                    Escaped(request_id),
+                    lease.backend().base
+                );
+            }
+            tried.push(lease.index());
+            // no_decompress: the client's own Accept-Encoding goes through, untouched.
+            let mut upstream = self
+                .client
+                .request(req.method().clone(), format!("{}{target}", lease.backend().base))
+                .no_decompress();
+            *upstream.headers_mut() = headers.clone();
+            let sent = match &body {
+                RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
+                RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
+                RequestBody::Streamed(src, size) => {
+                    upstream
+                        .send_body(UpstreamRequestBody::new(src.clone(), *size))
+                        .await
+                }
+            };
+            let e = match sent {
+                Ok(resp) => return Ok(self.respond(req, resp, lease, request_id, started)),
+                Err(e) => e,
+            };
+            lease.count_failure();
+            if let RequestBody::Streamed(src, _) = &body {
+                if src.too_large() {
+                    return Err(ProxyError::BodyTooLarge { limit });
+                }
+                if let Some(cause) = src.client_error() {
+                    return Err(ProxyError::ClientBody(cause));
+                }
+            }
+            let base = lease.backend().base.clone();
+            let failure = classify(&e);
+            let cause = e.to_string();
+            if let Failure::Connect { .. } = failure {
+                self.pool.report_connect_failure(lease.index(), cause.clone());
+            }
+            let err = match failure {
+                Failure::Connect { timeout: true } | Failure::AfterSend { timeout: true } => {
+                    ProxyError::UpstreamTimeout { backend: base, cause }
+                }
+                _ => ProxyError::UpstreamFailed { backend: base, cause },
+            };
+            let may_retry = match (failure, &body) {
+                (Failure::Connect { .. }, RequestBody::Streamed(src, _)) => !src.touched(),
+                (Failure::Connect { .. }, _) => true,
+                (Failure::AfterSend { .. }, RequestBody::Streamed(..)) => false,
+                (Failure::AfterSend { .. }, _) => idempotent,
+            };
+            if !may_retry || tried.len() > self.settings.retries as usize {
+                return Err(err);
+            }
+            previous = Some(err);
+        }
+    }
+
+    fn respond<S>(
+        &self,
+        req: &HttpRequest,
+        resp: awc::ClientResponse<S>,
+        lease: crate::pool::Lease,
+        request_id: &str,
+        started: Instant,
+    ) -> HttpResponse
+    where
+        S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
+    {
+        let status = resp.status();
+        let mut out = HttpResponse::build(status);
+        {
+            let mut tmp = header::HeaderMap::with_capacity(resp.headers().len());
+            copy_end_to_end(resp.headers(), &mut tmp);
+            for (name, value) in tmp {
+                out.append_header((name, value));
+            }
+        }
+        out.insert_header((crate::error_body::REQUEST_ID, request_id));
+        let length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let no_body = *req.method() == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let record = self
+            .access_log
+            .then(|| AccessRecord::new(req, request_id, status.as_u16(), &lease.backend().base, started));
+        let stream = DownstreamBody::new(resp, lease, record);
+        match (length, no_body) {
+            (Some(n), _) => out.body(SizedStream::new(n, stream)),
+            (None, true) => {
+                // Nothing to stream; drop the body now so the lease and log end here.
+                drop(stream);
+                out.body(actix_web::body::None::new())
+            }
+            (None, false) => out.body(BodyStream::new(stream)),
+        }
+    }
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}
+
+async fn read_small_body(mut payload: web::Payload, len: u64) -> Result<Bytes, ProxyError> {
+    let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
+    while let Some(chunk) = payload.next().await {
+        let chunk = chunk.map_err(|e| ProxyError::ClientBody(e.to_string()))?;
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// The proxy's catch-all route: any method, any path.
+pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<ProxyHandler>) -> HttpResponse {
+    let started = Instant::now();
+    let rid = request_id(req.headers());
+    match proxy.forward(&req, payload, &rid, started).await {
+        Ok(resp) => resp,
+        Err(err) => {
+            let resp = err.to_response(&rid);
+            if resp.status().is_server_error() {
+                log::warn!(
+                    "[{}] {} {}: {err}",
+                    Escaped(&rid),
+                    req.method(),
+                    Escaped(req.path())
+                );
+            }
+            if proxy.access_log {
+                AccessRecord::new(&req, &rid, resp.status().as_u16(), "-", started).log(0, "");
+            }
+            resp
+        }
+    }
+}
+
+/// Builds the awc client of one worker.
+pub fn build_client(
+    connect_timeout: std::time::Duration,
+    upstream_timeout: std::time::Duration,
+) -> awc::Client {
+    awc::Client::builder()
+        .disable_redirects()
+        .no_default_headers()
+        .connector(
+            awc::Connector::new()
+                .timeout(connect_timeout)
+                // No cap on connections per worker: a cap only queues requests inside the
+                // gateway, where the upstream timeout cannot see them.
+                .limit(0),
+        )
+        .timeout(upstream_timeout)
+        .finish()
+}

@@ -1,0 +1,72 @@
+//! The `tollgate` binary: read `.env`, parse settings, build, run.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use tollgate::{
+    config::{Cli, Command, Settings},
+    startup::Application,
+};
+
+fn init_logging(filter: &str) {
+    env_logger::Builder::new()
+        .parse_filters(filter)
+        .format_timestamp_millis()
+        .init();
+}
+
+fn main() -> ExitCode {
+    match dotenvy::dotenv() {
+        Ok(_) => {}
+        Err(e) if e.not_found() => {}
+        Err(e) => {
+            eprintln!("tollgate: cannot read .env: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    let cli = Cli::parse();
+
+    if let Some(Command::DemoBackend { listen, name }) = &cli.command {
+        init_logging(&cli.log);
+        let result = actix_web::rt::System::new().block_on(async {
+            let listener = std::net::TcpListener::bind(listen)?;
+            log::info!("demo backend {name} listening on http://{listen}");
+            tollgate::demo::serve(listener, name.clone(), true)?.await
+        });
+        return match result {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("tollgate demo-backend: {e}");
+                ExitCode::FAILURE
+            }
+        };
+    }
+
+    let settings = match Settings::from_cli(&cli) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("tollgate: invalid configuration:");
+            for problem in &e.0 {
+                eprintln!("  {problem}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    init_logging(&settings.log);
+
+    let system = actix_web::rt::System::new();
+    let result = system.block_on(async {
+        let app = Application::build(settings).await?;
+        app.run_until_stopped().await?;
+        actix_web::rt::System::current().stop();
+        Ok::<(), Box<dyn std::error::Error>>(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            eprintln!("tollgate: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

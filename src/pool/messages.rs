@@ -1,0 +1,61 @@
+//! Messages of the [`BackendPool`](super::BackendPool) actor: control traffic only, never one
+//! per request.
+
+use actix::Message;
+use serde::Serialize;
+
+/// The proxy could not connect to a backend; counts like a failed health check.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ReportFailure {
+    /// Backend index.
+    pub index: usize,
+    /// What went wrong, for the log.
+    pub reason: String,
+}
+
+/// Status of every backend, for the admin API.
+#[derive(Debug, Message)]
+#[rtype(result = "Vec<BackendStatus>")]
+pub struct GetBackends;
+
+/// Stop health checks and the actor (part of graceful shutdown).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct Shutdown;
+
+/// Outcome of the most recent health check of a backend.
+#[derive(Debug, Clone, Serialize)]
+pub struct CheckResult {
+    /// Whether the check passed (2xx or 3xx within the timeout).
+    pub ok: bool,
+    /// HTTP status, when a response arrived.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub status: Option<u16>,
+    /// Why it failed, when it failed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// When the check finished (RFC 3339, UTC).
+    pub at: String,
+    /// How long the check took, in milliseconds.
+    pub duration_ms: u64,
+}
+
+/// One backend as `GET /backends` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct BackendStatus {
+    /// Base URL.
+    pub url: String,
+    /// Configured weight.
+    pub weight: u32,
+    /// Whether it takes traffic now.
+    pub healthy: bool,
+    /// Requests in flight now.
+    pub in_flight: usize,
+    /// Requests sent since start.
+    pub requests_total: u64,
+    /// Failed requests since start.
+    pub failures_total: u64,
+    /// Most recent health check, if one has finished.
+    pub last_check: Option<CheckResult>,
+}

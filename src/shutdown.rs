@@ -1,0 +1,93 @@
+//! Ordered graceful shutdown.
+//!
+//! On SIGTERM or SIGINT: `/readyz` turns 503, the proxy stops accepting and drains in-flight
+//! requests within `TOLLGATE_SHUTDOWN_TIMEOUT`, health checks and the backend pool stop, then
+//! the admin listener and demo backends; `main` then stops the actix `System` and exits 0.
+//! A second signal during the drain exits at once (code 130).
+
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use actix_rt::{
+    signal::unix::{signal, SignalKind},
+    task::JoinHandle,
+};
+use actix_web::dev::ServerHandle;
+use futures_util::future::{select, Either};
+
+use crate::pool::{PoolHandle, Shutdown};
+
+/// Handles of the servers to stop, in order.
+pub struct Servers {
+    /// The proxy listener, drained first.
+    pub proxy: ServerHandle,
+    /// The admin listener, kept up during the drain so `/readyz` can say 503.
+    pub admin: ServerHandle,
+    /// Demo backends, stopped last (in-flight proxied requests may still need them).
+    pub demos: Vec<ServerHandle>,
+}
+
+/// The signals that stop the gateway, registered once so that none is missed between two waits.
+struct Signals {
+    term: actix_rt::signal::unix::Signal,
+    int: actix_rt::signal::unix::Signal,
+}
+
+impl Signals {
+    fn register() -> std::io::Result<Signals> {
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+        })
+    }
+
+    /// Waits for the next SIGTERM or SIGINT; returns its name.
+    async fn next(&mut self) -> &'static str {
+        match select(Box::pin(self.term.recv()), Box::pin(self.int.recv())).await {
+            Either::Left(_) => "SIGTERM",
+            Either::Right(_) => "SIGINT",
+        }
+    }
+}
+
+/// Runs until a signal (or the proxy server ending by itself), then shuts down in order.
+pub async fn run(
+    proxy_task: JoinHandle<std::io::Result<()>>,
+    servers: Servers,
+    pool: PoolHandle,
+    draining: Arc<AtomicBool>,
+    deadline: Duration,
+) -> std::io::Result<()> {
+    let mut signals = Signals::register()?;
+    match select(Box::pin(signals.next()), proxy_task).await {
+        Either::Left((name, _)) => {
+            log::info!("{name} received: draining in-flight requests (deadline {deadline:?}); a second signal stops at once");
+        }
+        Either::Right((ended, _)) => {
+            log::error!("proxy server ended by itself: {ended:?}");
+        }
+    }
+    draining.store(true, Ordering::Release);
+    actix_rt::spawn(async move {
+        let name = signals.next().await;
+        log::warn!("{name} received again: exiting without waiting for in-flight requests");
+        std::process::exit(130);
+    });
+
+    servers.proxy.stop(true).await;
+    log::info!("proxy drained");
+    if let Err(e) = pool.addr().send(Shutdown).await {
+        log::warn!("backend pool was already stopped: {e}");
+    }
+    servers.admin.stop(true).await;
+    for demo in servers.demos {
+        demo.stop(true).await;
+    }
+    log::info!("shutdown complete");
+    Ok(())
+}

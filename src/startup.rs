@@ -1,0 +1,194 @@
+//! Building and running the application: listeners bound first, then served until shutdown.
+
+use std::{
+    net::{SocketAddr, TcpListener},
+    sync::{atomic::AtomicBool, Arc},
+};
+
+use actix_web::{dev::Server, web, App, HttpServer};
+
+use crate::{
+    config::{BackendSpec, Settings},
+    demo,
+    http::{
+        admin::{self, AdminState},
+        proxy::{self, ProxyHandler, ProxySettings},
+    },
+    pool::{PoolHandle, PoolSettings, Thresholds},
+    shutdown,
+};
+
+/// Why the gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr} ({what}): {source}")]
+    Bind {
+        /// Which listener.
+        what: &'static str,
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A server could not be set up on its listener.
+    #[error("cannot start the {what} server: {source}")]
+    Serve {
+        /// Which server.
+        what: &'static str,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The running gateway: listeners bound, actors started, servers ready to run.
+pub struct Application {
+    proxy: Server,
+    admin: Server,
+    demos: Vec<Server>,
+    proxy_addr: SocketAddr,
+    admin_addr: SocketAddr,
+    pool: PoolHandle,
+    draining: Arc<AtomicBool>,
+    shutdown_timeout: std::time::Duration,
+}
+
+fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
+    let listener = TcpListener::bind(addr).map_err(|source| StartupError::Bind { what, addr, source })?;
+    let local = listener
+        .local_addr()
+        .map_err(|source| StartupError::Bind { what, addr, source })?;
+    Ok((listener, local))
+}
+
+impl Application {
+    /// Binds the listeners (port 0 picks a free port), starts the backend pool and builds the
+    /// servers. Must run inside an actix `System`.
+    pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
+        let mut demos = Vec::new();
+        if settings.demo {
+            if !settings.backends.is_empty() {
+                log::warn!("--demo: ignoring TOLLGATE_BACKENDS, proxying to the demo backends only");
+            }
+            settings.backends.clear();
+            for n in 1..=3 {
+                let (listener, addr) = bind("demo backend", SocketAddr::from(([127, 0, 0, 1], 0)))?;
+                let name = format!("demo-{n}");
+                log::info!("demo backend {name} listening on http://{addr}");
+                demos.push(
+                    demo::serve(listener, name, false)
+                        .map_err(|source| StartupError::Serve { what: "demo", source })?,
+                );
+                settings.backends.push(BackendSpec {
+                    base: format!("http://{addr}"),
+                    weight: std::num::NonZeroU32::MIN,
+                });
+            }
+        }
+        log::info!("configuration: {}", settings.summary());
+
+        let pool = PoolHandle::start(
+            &settings.backends,
+            PoolSettings {
+                strategy: settings.strategy,
+                health_path: settings.health_path.clone(),
+                interval: settings.health_interval,
+                timeout: settings.health_timeout,
+                thresholds: Thresholds {
+                    healthy: settings.healthy_threshold,
+                    unhealthy: settings.unhealthy_threshold,
+                },
+            },
+        );
+        let draining = Arc::new(AtomicBool::new(false));
+        // actix-server counts its drain deadline in whole seconds.
+        let drain_secs = settings.shutdown_timeout.as_secs_f64().ceil() as u64;
+
+        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", settings.listen)?;
+        let proxy_settings = ProxySettings {
+            retries: settings.retries,
+            max_body_size: settings.max_body_size,
+        };
+        let (connect_timeout, upstream_timeout) = (settings.connect_timeout, settings.upstream_timeout);
+        let proxy_pool = pool.clone();
+        let proxy = HttpServer::new(move || {
+            let handler = ProxyHandler::new(
+                proxy::build_client(connect_timeout, upstream_timeout),
+                proxy_pool.clone(),
+                proxy_settings.clone(),
+            );
+            App::new()
+                .app_data(web::Data::new(handler))
+                .default_service(web::to(proxy::handle))
+        })
+        .workers(settings.workers)
+        .disable_signals()
+        .shutdown_timeout(drain_secs)
+        .listen(proxy_listener)
+        .map_err(|source| StartupError::Serve {
+            what: "proxy",
+            source,
+        })?
+        .run();
+
+        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin_listen)?;
+        let admin_state = web::Data::new(AdminState {
+            pool: pool.clone(),
+            draining: draining.clone(),
+            token: settings.admin_token.clone(),
+        });
+        let admin = HttpServer::new(move || {
+            App::new()
+                .app_data(admin_state.clone())
+                .configure(admin::configure)
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(drain_secs)
+        .listen(admin_listener)
+        .map_err(|source| StartupError::Serve {
+            what: "admin",
+            source,
+        })?
+        .run();
+
+        log::info!("proxy listening on http://{proxy_addr}, admin API on http://{admin_addr}");
+        Ok(Application {
+            proxy,
+            admin,
+            demos,
+            proxy_addr,
+            admin_addr,
+            pool,
+            draining,
+            shutdown_timeout: settings.shutdown_timeout,
+        })
+    }
+
+    /// Port of the proxy listener.
+    pub fn port(&self) -> u16 {
+        self.proxy_addr.port()
+    }
+
+    /// Port of the admin listener.
+    pub fn admin_port(&self) -> u16 {
+        self.admin_addr.port()
+    }
+
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see [`shutdown`]).
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let servers = shutdown::Servers {
+            proxy: self.proxy.handle(),
+            admin: self.admin.handle(),
+            demos: self.demos.iter().map(Server::handle).collect(),
+        };
+        let proxy = actix_rt::spawn(self.proxy);
+        actix_rt::spawn(self.admin);
+        for demo in self.demos {
+            actix_rt::spawn(demo);
+        }
+        shutdown::run(proxy, servers, self.pool, self.draining, self.shutdown_timeout).await
+    }
+}
