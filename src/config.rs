@@ -125,6 +125,16 @@ pub enum Command {
     },
 }
 
+/// Names of every environment variable the gateway reads, straight from the clap definition.
+pub fn env_vars() -> Vec<String> {
+    use clap::CommandFactory;
+    Cli::command()
+        .get_arguments()
+        .filter_map(|a| a.get_env())
+        .map(|e| e.to_string_lossy().into_owned())
+        .collect()
+}
+
 /// How the load balancer picks a backend.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {

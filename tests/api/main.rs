@@ -1,1 +1,8 @@
+//! Black-box tests: the real gateway on port 0 against in-test backends on port 0.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod admin;
+mod failover;
+mod helpers;
+mod process;
+mod proxy;
