@@ -1,0 +1,129 @@
+#!/usr/bin/env bash
+# bench.sh - tollgate next to nginx and HAProxy, with the shared proxy-bench harness.
+#
+# Usage: scripts/bench.sh [--help]
+#
+# Builds target/release/tollgate, starts it on 127.0.0.1:8280 (admin :8281) with one worker,
+# RUST_LOG=warn (no access log) and the harness's two nginx backends, then runs
+#     proxy-bench.sh tollgate=8280:PID
+# The harness's markdown table goes to stdout, followed by one summary line per target.
+# Progress, build output and the gateway's warnings go to stderr.
+#
+# Environment (defaults in brackets):
+#   ROUNDS [5]           harness rounds (the harness's own default is 3)
+#   DURATION WARMUP CONNS THREADS PIN OUT_DIR KEEP BASELINE ...
+#                        passed through to the harness: scripts/proxy-bench.sh --help
+#   TOLLGATE_EXTRA_ENV   space-separated VAR=VALUE pairs added to (or overriding) the gateway's
+#                        env, e.g. TOLLGATE_EXTRA_ENV="TOLLGATE_RETRIES=0 TOLLGATE_WORKERS=2"
+#   TOLLGATE_BIN         binary to bench instead of building target/release/tollgate
+#   PROXY_BENCH          harness [scripts/proxy-bench.sh, else ../shared/bench/proxy-bench.sh]
+#
+# The gateway runs from a temporary directory, without the caller's TOLLGATE_*, RUST_LOG and
+# DATABASE_URL, so neither the repo's .env nor a stray export changes what is measured: use
+# TOLLGATE_EXTRA_ENV for variants. With PIN=split|isolate|custom the gateway is pinned to the
+# harness's PROXY_CPUS, like the nginx and HAProxy anchors.
+#
+# Example (short smoke run): ROUNDS=1 DURATION=3s WARMUP=1s scripts/bench.sh
+
+set -euo pipefail
+
+case "${1:-}" in
+    -h|--help) awk 'NR > 1 && /^#/ { sub(/^# ?/, ""); print; next } NR > 1 { exit }' "$0"; exit 0 ;;
+    "") ;;
+    *) echo "bench.sh: unknown argument '$1' (see --help)" >&2; exit 2 ;;
+esac
+
+REPO=$(cd "$(dirname "$0")/.." && pwd)
+export ROUNDS=${ROUNDS:-5}
+PORT=8280 ADMIN_PORT=8281
+B1_PORT=${B1_PORT:-9001} B2_PORT=${B2_PORT:-9002}   # the harness starts these backends
+
+log() { printf '[bench] %s\n' "$*" >&2; }
+die() { log "ERROR: $*"; exit 1; }
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+# An explicit PROXY_BENCH wins; otherwise the in-repo copy, then the shared original.
+HARNESS=${PROXY_BENCH:-$REPO/scripts/proxy-bench.sh}
+[[ -n "${PROXY_BENCH:-}" || -x "$HARNESS" ]] || HARNESS=$REPO/../shared/bench/proxy-bench.sh
+[[ -x "$HARNESS" ]] || die "harness not found or not executable: $HARNESS"
+
+if [[ -n "${TOLLGATE_BIN:-}" ]]; then
+    [[ -x "$TOLLGATE_BIN" ]] || die "TOLLGATE_BIN=$TOLLGATE_BIN is not an executable"
+    BIN=$(realpath "$TOLLGATE_BIN")   # absolute: the gateway runs from another directory
+else
+    log "cargo build --release"
+    (cd "$REPO" && cargo build --release) >&2   # keep stdout for the table
+    BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/tollgate
+fi
+
+gw_env=(
+    "TOLLGATE_BACKENDS=http://127.0.0.1:$B1_PORT,http://127.0.0.1:$B2_PORT"
+    TOLLGATE_WORKERS=1
+    "TOLLGATE_LISTEN=127.0.0.1:$PORT"
+    "TOLLGATE_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT"
+    RUST_LOG=warn                 # the access log is info-level: off
+    TOLLGATE_HEALTH_INTERVAL=1s   # backends come up after the gateway: recover quickly
+)
+read -r -a extra_env <<<"${TOLLGATE_EXTRA_ENV:-}"
+for kv in "${extra_env[@]}"; do
+    [[ "$kv" =~ ^[A-Za-z_][A-Za-z0-9_]*= ]] || die "TOLLGATE_EXTRA_ENV: '$kv' is not VAR=VALUE"
+done
+
+# Same CPU layout as the harness gives its anchor proxies (its presets, see its --help).
+pin=()
+case "${PIN:-none}" in
+    split|isolate) pin=(taskset -c "${PROXY_CPUS:-1}") ;;
+    custom) if [[ -n "${PROXY_CPUS:-}" ]]; then pin=(taskset -c "$PROXY_CPUS"); fi ;;
+esac
+
+for p in "$PORT" "$ADMIN_PORT"; do
+    if port_open "$p"; then die "port $p is already in use (a gateway left running?)"; fi
+done
+
+WORK=$(mktemp -d -t tollgate-bench.XXXXXX)
+GW_PID=""
+cleanup() {
+    local rc=$?
+    trap - EXIT INT TERM
+    if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
+        kill -TERM "$GW_PID" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$GW_PID" 2>/dev/null || true   # the drain took over 5 s
+    fi
+    [[ -n "$GW_PID" ]] && { wait "$GW_PID" 2>/dev/null || true; }
+    if [[ -s "$WORK/gateway.log" ]]; then
+        log "gateway log (last 20 lines of $(wc -l <"$WORK/gateway.log")):"
+        tail -n 20 "$WORK/gateway.log" >&2
+    fi
+    rm -rf "$WORK"
+    exit "$rc"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+stale=$(compgen -e | grep -E '^(TOLLGATE_|RUST_LOG$|DATABASE_URL$)' || true)
+(
+    cd "$WORK"   # tollgate reads .env from its working directory; there is none here
+    # shellcheck disable=SC2086  # one variable name per word
+    unset $stale
+    exec "${pin[@]}" env "${gw_env[@]}" "${extra_env[@]}" "$BIN"
+) >"$WORK/gateway.log" 2>&1 &
+GW_PID=$!
+
+for _ in $(seq 100); do
+    port_open "$PORT" && break
+    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited before listening on :$PORT"
+    sleep 0.1
+done
+port_open "$PORT" || die "gateway did not listen on :$PORT within 10 s"
+log "tollgate pid $GW_PID on :$PORT${TOLLGATE_EXTRA_ENV:+ with $TOLLGATE_EXTRA_ENV}; harness $HARNESS"
+
+"$HARNESS" "tollgate=$PORT:$GW_PID" | tee "$WORK/table.md"
+
+# One line per target, from the table's columns:
+# | target | req/s | ratio | ratio min-max | p50 | p99 | CPU us/req | box busy | errors |
+echo
+awk -F' *[|] *' -v base="${BASELINE:-nginx}" 'NR > 2 && NF >= 11 {
+    printf "%-11s %7s req/s  %5s x %s (%s)  p50 %s ms  p99 %s ms  %s us CPU/req  %s errors\n",
+        $2, $3, $4, base, $5, $6, $7, $8, $10 }' "$WORK/table.md"
