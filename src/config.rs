@@ -8,6 +8,9 @@ use std::{fmt, net::SocketAddr, num::NonZeroU32, time::Duration};
 
 use actix_web::http::Uri;
 use clap::{Parser, Subcommand};
+use ipnet::IpNet;
+
+use crate::ratelimit::Quota;
 
 /// Largest accepted backend weight; keeps the smooth round-robin cycle small.
 pub const MAX_WEIGHT: u32 = 1000;
@@ -97,6 +100,43 @@ pub struct Cli {
         hide_env_values = true
     )]
     pub database_url: String,
+
+    /// Header that carries a client's API key.
+    #[arg(long, env = "TOLLGATE_API_KEY_HEADER", default_value = "X-API-Key")]
+    pub api_key_header: String,
+
+    /// Bucket capacity (burst) of anonymous clients, a whole number.
+    #[arg(long, env = "TOLLGATE_DEFAULT_CAPACITY", default_value = "100")]
+    pub default_capacity: String,
+
+    /// Refill rate of anonymous clients, tokens per second (may be fractional, e.g. 0.2).
+    #[arg(long, env = "TOLLGATE_DEFAULT_RATE", default_value = "10")]
+    pub default_rate: String,
+
+    /// Comma-separated CIDR blocks of proxies whose X-Forwarded-For / Forwarded headers are
+    /// believed (empty: none; the direct peer is the client).
+    #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", default_value = "")]
+    pub trusted_proxies: String,
+
+    /// Refuse requests without an API key (401) instead of limiting them per IP.
+    #[arg(long, env = "TOLLGATE_REQUIRE_API_KEY", default_value = "false")]
+    pub require_api_key: String,
+
+    /// Rate limiting on or off (off: every request is proxied, no client is charged).
+    #[arg(long, env = "TOLLGATE_RATE_LIMIT", default_value = "true")]
+    pub rate_limit: String,
+
+    /// How often changed bucket states are written to the database.
+    #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "1s")]
+    pub flush_interval: String,
+
+    /// Time an admin write may wait for a database connection before it answers 503.
+    #[arg(long, env = "TOLLGATE_DB_TIMEOUT", default_value = "2s")]
+    pub db_timeout: String,
+
+    /// How long to keep retrying an unreachable database at start before giving up.
+    #[arg(long, env = "TOLLGATE_DB_STARTUP_TIMEOUT", default_value = "30s")]
+    pub db_startup_timeout: String,
 
     /// Log filter in env_logger syntax (e.g. `info`, `warn,tollgate::access=off`).
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
@@ -223,6 +263,22 @@ pub struct Settings {
     pub database_url: DatabaseUrl,
     /// env_logger filter.
     pub log: String,
+    /// Header carrying API keys.
+    pub api_key_header: actix_web::http::header::HeaderName,
+    /// Quota of anonymous clients.
+    pub default_quota: Quota,
+    /// Proxies whose forwarding headers are believed.
+    pub trusted_proxies: Vec<IpNet>,
+    /// Refuse requests without an API key.
+    pub require_api_key: bool,
+    /// Rate limiting on or off.
+    pub rate_limit: bool,
+    /// Write-behind interval of bucket state.
+    pub flush_interval: Duration,
+    /// Wait for a database connection.
+    pub db_timeout: Duration,
+    /// Retry bound for the database at start.
+    pub db_startup_timeout: Duration,
     /// Demo mode: start three demo backends.
     pub demo: bool,
 }
@@ -236,6 +292,10 @@ pub struct ConfigError(pub Vec<String>);
 struct Problems(Vec<String>);
 
 impl Problems {
+    fn duration(&mut self, var: &str, flag: &str, raw: &str) -> Option<Duration> {
+        self.check(var, flag, raw, parse_duration(raw))
+    }
+
     fn check<T>(&mut self, var: &str, flag: &str, value: &str, parsed: Result<T, String>) -> Option<T> {
         match parsed {
             Ok(v) => Some(v),
@@ -309,24 +369,23 @@ impl Settings {
             &cli.health_path,
             parse_path(&cli.health_path),
         );
-        let mut dur = |var: &str, flag: &str, raw: &str| p.check(var, flag, raw, parse_duration(raw));
-        let health_interval = dur(
+        let health_interval = p.duration(
             "TOLLGATE_HEALTH_INTERVAL",
             "health-interval",
             &cli.health_interval,
         );
-        let health_timeout = dur("TOLLGATE_HEALTH_TIMEOUT", "health-timeout", &cli.health_timeout);
-        let connect_timeout = dur(
+        let health_timeout = p.duration("TOLLGATE_HEALTH_TIMEOUT", "health-timeout", &cli.health_timeout);
+        let connect_timeout = p.duration(
             "TOLLGATE_CONNECT_TIMEOUT",
             "connect-timeout",
             &cli.connect_timeout,
         );
-        let upstream_timeout = dur(
+        let upstream_timeout = p.duration(
             "TOLLGATE_UPSTREAM_TIMEOUT",
             "upstream-timeout",
             &cli.upstream_timeout,
         );
-        let shutdown_timeout = dur(
+        let shutdown_timeout = p.duration(
             "TOLLGATE_SHUTDOWN_TIMEOUT",
             "shutdown-timeout",
             &cli.shutdown_timeout,
@@ -367,6 +426,76 @@ impl Settings {
             &redact_password(&cli.database_url),
             parse_database_url(&cli.database_url),
         );
+        let flush_interval = p.duration("TOLLGATE_FLUSH_INTERVAL", "flush-interval", &cli.flush_interval);
+        let db_timeout = p.duration("TOLLGATE_DB_TIMEOUT", "db-timeout", &cli.db_timeout);
+        let db_startup_timeout = p.duration(
+            "TOLLGATE_DB_STARTUP_TIMEOUT",
+            "db-startup-timeout",
+            &cli.db_startup_timeout,
+        );
+        let api_key_header = p.check(
+            "TOLLGATE_API_KEY_HEADER",
+            "api-key-header",
+            &cli.api_key_header,
+            actix_web::http::header::HeaderName::from_bytes(cli.api_key_header.trim().as_bytes())
+                .map_err(|_| "expected an HTTP header name, e.g. X-API-Key".to_string()),
+        );
+        let default_capacity = p.check(
+            "TOLLGATE_DEFAULT_CAPACITY",
+            "default-capacity",
+            &cli.default_capacity,
+            cli.default_capacity.trim().parse::<u64>().map_err(|_| {
+                format!(
+                    "expected a whole number from 1 to {}",
+                    crate::ratelimit::MAX_CAPACITY
+                )
+            }),
+        );
+        let default_rate = p.check(
+            "TOLLGATE_DEFAULT_RATE",
+            "default-rate",
+            &cli.default_rate,
+            cli.default_rate
+                .trim()
+                .parse::<f64>()
+                .map_err(|_| "expected tokens per second, e.g. 10 or 0.2".to_string()),
+        );
+        let default_quota = match (default_capacity, default_rate) {
+            (Some(c), Some(r)) => match Quota::new(c, r) {
+                Ok(q) => Some(q),
+                Err(crate::ratelimit::QuotaError::Capacity) => p.check::<Quota>(
+                    "TOLLGATE_DEFAULT_CAPACITY",
+                    "default-capacity",
+                    &cli.default_capacity,
+                    Err(crate::ratelimit::QuotaError::Capacity.to_string()),
+                ),
+                Err(e) => p.check::<Quota>(
+                    "TOLLGATE_DEFAULT_RATE",
+                    "default-rate",
+                    &cli.default_rate,
+                    Err(e.to_string()),
+                ),
+            },
+            _ => None,
+        };
+        let trusted_proxies = p.check(
+            "TOLLGATE_TRUSTED_PROXIES",
+            "trusted-proxies",
+            &cli.trusted_proxies,
+            parse_nets(&cli.trusted_proxies),
+        );
+        let require_api_key = p.check(
+            "TOLLGATE_REQUIRE_API_KEY",
+            "require-api-key",
+            &cli.require_api_key,
+            parse_bool(&cli.require_api_key),
+        );
+        let rate_limit = p.check(
+            "TOLLGATE_RATE_LIMIT",
+            "rate-limit",
+            &cli.rate_limit,
+            parse_bool(&cli.rate_limit),
+        );
         if let Err(e) = env_filter::Builder::new().try_parse(&cli.log) {
             p.0.push(format!(
                 "RUST_LOG (--log): invalid value \"{}\": {e}; expected an env_logger filter like info or warn,tollgate=debug",
@@ -406,6 +535,14 @@ impl Settings {
                 workers,
             ),
             database_url,
+            (
+                api_key_header,
+                default_quota,
+                trusted_proxies,
+                require_api_key,
+                rate_limit,
+            ),
+            (flush_interval, db_timeout, db_startup_timeout),
         ) {
             (
                 Some(listen),
@@ -428,6 +565,14 @@ impl Settings {
                     Some(workers),
                 ),
                 Some(database_url),
+                (
+                    Some(api_key_header),
+                    Some(default_quota),
+                    Some(trusted_proxies),
+                    Some(require_api_key),
+                    Some(rate_limit),
+                ),
+                (Some(flush_interval), Some(db_timeout), Some(db_startup_timeout)),
             ) => Ok(Settings {
                 listen,
                 admin_listen,
@@ -448,6 +593,14 @@ impl Settings {
                 database_url,
                 log: cli.log.clone(),
                 demo: cli.demo,
+                api_key_header,
+                default_quota,
+                trusted_proxies,
+                require_api_key,
+                rate_limit,
+                flush_interval,
+                db_timeout,
+                db_startup_timeout,
             }),
             _ => Err(ConfigError(vec!["internal: a setting was not parsed".into()])),
         }
@@ -464,7 +617,9 @@ impl Settings {
             "listen={} admin_listen={} admin_token={} backends=[{}] lb_strategy={} health_path={} \
              health_interval={:?} health_timeout={:?} healthy_threshold={} unhealthy_threshold={} \
              connect_timeout={:?} upstream_timeout={:?} retries={} max_body_size={} \
-             shutdown_timeout={:?} workers={} database_url={} demo={}",
+             shutdown_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
+             default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
+             db_timeout={:?} db_startup_timeout={:?}",
             self.listen,
             self.admin_listen,
             if self.admin_token.is_some() {
@@ -487,8 +642,44 @@ impl Settings {
             self.workers,
             self.database_url.redacted(),
             self.demo,
+            self.rate_limit,
+            self.api_key_header,
+            self.default_quota.capacity(),
+            self.default_quota.rate_per_sec(),
+            self.trusted_proxies
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(","),
+            self.require_api_key,
+            self.flush_interval,
+            self.db_timeout,
+            self.db_startup_timeout,
         )
     }
+}
+
+fn parse_bool(raw: &str) -> Result<bool, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err("expected true or false".into()),
+    }
+}
+
+/// Parses a comma-separated list of addresses or CIDR blocks (an address is its own /32 or
+/// /128); empty gives an empty list.
+pub fn parse_nets(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s} is not an IP address or CIDR block like 10.0.0.0/8"))
+        })
+        .collect()
 }
 
 fn parse_addr(raw: &str) -> Result<SocketAddr, String> {

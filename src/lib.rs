@@ -18,5 +18,8 @@ pub mod error_body;
 pub mod http;
 pub mod logfmt;
 pub mod pool;
+pub mod ratelimit;
+pub mod registry;
 pub mod shutdown;
 pub mod startup;
+pub mod store;

@@ -1,7 +1,8 @@
 //! Ordered graceful shutdown.
 //!
 //! On SIGTERM or SIGINT: `/readyz` turns 503, the proxy stops accepting and drains in-flight
-//! requests within `TOLLGATE_SHUTDOWN_TIMEOUT`, health checks and the backend pool stop, then
+//! requests within `TOLLGATE_SHUTDOWN_TIMEOUT`, bucket state is flushed to the database,
+//! health checks and the backend pool stop, then
 //! the admin listener and demo backends; `main` then stops the actix `System` and exits 0.
 //! A second signal during the drain exits at once (code 130).
 
@@ -20,7 +21,10 @@ use actix_rt::{
 use actix_web::dev::ServerHandle;
 use futures_util::future::{select, Either};
 
-use crate::pool::{PoolHandle, Shutdown};
+use crate::{
+    pool::{PoolHandle, Shutdown},
+    registry::{Flush, RegistryHandle},
+};
 
 /// Handles of the servers to stop, in order.
 pub struct Servers {
@@ -60,6 +64,7 @@ pub async fn run(
     proxy_task: JoinHandle<std::io::Result<()>>,
     servers: Servers,
     pool: PoolHandle,
+    registry: RegistryHandle,
     draining: Arc<AtomicBool>,
     deadline: Duration,
 ) -> std::io::Result<()> {
@@ -81,6 +86,11 @@ pub async fn run(
 
     servers.proxy.stop(true).await;
     log::info!("proxy drained");
+    match registry.addr().send(Flush).await {
+        Ok(Ok(n)) => log::info!("bucket state of {n} client(s) written"),
+        Ok(Err(e)) => log::error!("could not write bucket state at shutdown: {e}"),
+        Err(e) => log::error!("client registry did not answer the flush: {e}"),
+    }
     if let Err(e) = pool.addr().send(Shutdown).await {
         log::warn!("backend pool was already stopped: {e}");
     }

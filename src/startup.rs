@@ -15,8 +15,43 @@ use crate::{
         proxy::{self, ProxyHandler, ProxySettings},
     },
     pool::{PoolHandle, PoolSettings, Thresholds},
+    registry::{ClientRegistry, LimitSettings, RegistryHandle, RegistrySettings},
     shutdown,
+    store::{self, DbExecutor, LoadClients, StoreError},
 };
+
+/// Database threads: blocking diesel calls run here, never on an HTTP worker.
+const DB_THREADS: usize = 2;
+
+/// Connects to the database (retrying up to the start-up bound), migrates it, loads the
+/// clients and starts the `ClientRegistry` with its `DbExecutor`s.
+async fn start_registry(settings: &Settings) -> Result<RegistryHandle, StartupError> {
+    let (url, checkout, startup) = (
+        settings.database_url.clone(),
+        settings.db_timeout,
+        settings.db_startup_timeout,
+    );
+    let pool = actix_rt::task::spawn_blocking(move || store::connect_with_retry(&url, checkout, startup))
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    log::info!("database {} ready", settings.database_url.redacted());
+    let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
+    let rows = db
+        .send(LoadClients)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    let limits = LimitSettings {
+        api_key_header: settings.api_key_header.clone(),
+        default_quota: settings.default_quota,
+        trusted_proxies: settings.trusted_proxies.clone(),
+        require_api_key: settings.require_api_key,
+    };
+    let timers = RegistrySettings {
+        flush_interval: settings.flush_interval,
+        sweep_interval: std::time::Duration::from_secs(1),
+    };
+    Ok(ClientRegistry::start_with(rows, limits, db, timers))
+}
 
 /// Why the gateway could not start.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +67,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// The database could not be reached or migrated.
+    #[error("{0}")]
+    Database(#[from] crate::store::StoreError),
     /// A server could not be set up on its listener.
     #[error("cannot start the {what} server: {source}")]
     Serve {
@@ -51,6 +89,7 @@ pub struct Application {
     proxy_addr: SocketAddr,
     admin_addr: SocketAddr,
     pool: PoolHandle,
+    registry: RegistryHandle,
     draining: Arc<AtomicBool>,
     shutdown_timeout: std::time::Duration,
 }
@@ -102,6 +141,7 @@ impl Application {
                 },
             },
         );
+        let registry = start_registry(&settings).await?;
         let draining = Arc::new(AtomicBool::new(false));
         // actix-server counts its drain deadline in whole seconds.
         let drain_secs = settings.shutdown_timeout.as_secs_f64().ceil() as u64;
@@ -113,11 +153,16 @@ impl Application {
         };
         let (connect_timeout, upstream_timeout) = (settings.connect_timeout, settings.upstream_timeout);
         let proxy_pool = pool.clone();
+        let limiter = settings.rate_limit.then(|| registry.clone());
+        if limiter.is_none() {
+            log::warn!("rate limiting is off (TOLLGATE_RATE_LIMIT=false): no client is charged");
+        }
         let proxy = HttpServer::new(move || {
             let handler = ProxyHandler::new(
                 proxy::build_client(connect_timeout, upstream_timeout),
                 proxy_pool.clone(),
                 proxy_settings.clone(),
+                limiter.clone(),
             );
             App::new()
                 .app_data(web::Data::new(handler))
@@ -138,6 +183,7 @@ impl Application {
             pool: pool.clone(),
             draining: draining.clone(),
             token: settings.admin_token.clone(),
+            registry: registry.clone(),
         });
         let admin = HttpServer::new(move || {
             App::new()
@@ -162,6 +208,7 @@ impl Application {
             proxy_addr,
             admin_addr,
             pool,
+            registry,
             draining,
             shutdown_timeout: settings.shutdown_timeout,
         })
@@ -189,6 +236,14 @@ impl Application {
         for demo in self.demos {
             actix_rt::spawn(demo);
         }
-        shutdown::run(proxy, servers, self.pool, self.draining, self.shutdown_timeout).await
+        shutdown::run(
+            proxy,
+            servers,
+            self.pool,
+            self.registry,
+            self.draining,
+            self.shutdown_timeout,
+        )
+        .await
     }
 }

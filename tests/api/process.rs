@@ -9,14 +9,22 @@ use actix_web::web::Bytes;
 
 use crate::helpers::*;
 
-struct GatewayProcess {
+pub struct GatewayProcess {
     child: Child,
-    port: u16,
-    admin_port: u16,
+    pub port: u16,
+    pub admin_port: u16,
+    _db: Option<TestDb>,
 }
 
 impl GatewayProcess {
     fn spawn(backends: &[String], extra: &[&str]) -> GatewayProcess {
+        let db = TestDb::sqlite();
+        let mut gw = Self::spawn_db(backends, extra, &db.url());
+        gw._db = Some(db);
+        gw
+    }
+
+    pub fn spawn_db(backends: &[String], extra: &[&str], database_url: &str) -> GatewayProcess {
         let (port, admin_port) = (dead_port(), dead_port());
         let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
             .current_dir(std::env::temp_dir())
@@ -25,6 +33,7 @@ impl GatewayProcess {
             .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
             .args(["--backends", &backends.join(",")])
             .args(["--log", "info"])
+            .args(["--database-url", database_url])
             .args(extra)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -34,14 +43,19 @@ impl GatewayProcess {
             child,
             port,
             admin_port,
+            _db: None,
         }
     }
 
-    fn url(&self, path: &str) -> String {
+    pub fn url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
-    async fn wait_ready(&self) {
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub async fn wait_ready(&self) {
         let c = client();
         let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
         eventually("gateway process ready", Duration::from_secs(20), || async {
@@ -50,7 +64,7 @@ impl GatewayProcess {
         .await;
     }
 
-    fn signal(&self, sig: &str) {
+    pub fn signal(&self, sig: &str) {
         let ok = Command::new("kill")
             .args([sig, &self.child.id().to_string()])
             .status()
@@ -67,7 +81,7 @@ impl GatewayProcess {
             .unwrap()
     }
 
-    async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
+    pub async fn wait_exit(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let start = std::time::Instant::now();
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {

@@ -1,4 +1,10 @@
-//! The admin listener: liveness, readiness and backend status, behind a bearer token.
+//! The admin listener: liveness, readiness, backend status and client CRUD, behind a bearer
+//! token.
+
+mod clients;
+mod error;
+
+pub use error::AdminError;
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -15,7 +21,7 @@ use actix_web::{
 use serde_json::json;
 use subtle::ConstantTimeEq;
 
-use crate::{error_body, http::proxy::request_id, pool::PoolHandle};
+use crate::{error_body, http::proxy::request_id, pool::PoolHandle, registry::RegistryHandle};
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -25,6 +31,8 @@ pub struct AdminState {
     pub draining: Arc<AtomicBool>,
     /// Bearer token; `None` leaves the API open (only allowed on loopback).
     pub token: Option<String>,
+    /// The client registry.
+    pub registry: RegistryHandle,
 }
 
 /// Registers the admin routes.
@@ -35,6 +43,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             web::scope("")
                 .wrap(from_fn(require_token))
                 .route("/backends", web::get().to(backends))
+                .configure(clients::configure)
                 .default_service(web::to(not_found)),
         );
 }

@@ -2,7 +2,10 @@
 
 use actix_web::{http::StatusCode, HttpResponse};
 
-use crate::error_body;
+use crate::{
+    error_body,
+    ratelimit::{Decision, Quota},
+};
 
 /// A failure of the gateway on the proxy path (never a backend's own error response, which
 /// passes through untouched).
@@ -42,6 +45,32 @@ pub enum ProxyError {
     /// The client's request body could not be read (the client went away or sent garbage).
     #[error("reading the request body failed: {0}")]
     ClientBody(String),
+    /// The API key matches no client.
+    #[error("unknown API key")]
+    UnknownApiKey,
+    /// Anonymous access is off and no API key was sent.
+    #[error("API key required")]
+    ApiKeyRequired,
+    /// The client is disabled.
+    #[error("client disabled")]
+    ClientDisabled,
+    /// The client's bucket is empty.
+    #[error("rate limit exceeded")]
+    RateLimited(Decision, Quota),
+}
+
+/// The `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers-10).
+pub fn rate_limit_headers(d: &Decision, q: &Quota) -> [(&'static str, String); 2] {
+    [
+        (
+            "ratelimit-policy",
+            format!("\"default\";q={};w={}", q.capacity(), q.window_secs()),
+        ),
+        (
+            "ratelimit",
+            format!("\"default\";r={};t={}", d.remaining, d.reset_secs),
+        ),
+    ]
 }
 
 impl ProxyError {
@@ -72,12 +101,32 @@ impl ProxyError {
                 "bad_request_body",
                 "Request body could not be read",
             ),
+            ProxyError::UnknownApiKey => (StatusCode::UNAUTHORIZED, "unknown_api_key", "Unknown API key"),
+            ProxyError::ApiKeyRequired => (StatusCode::UNAUTHORIZED, "api_key_required", "API key required"),
+            ProxyError::ClientDisabled => (StatusCode::FORBIDDEN, "client_disabled", "Client disabled"),
+            ProxyError::RateLimited(..) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "Rate limit exceeded",
+            ),
         }
     }
 
     /// The JSON error response. 5xx bodies stay opaque; the cause is logged by the caller.
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
         let (status, error, message) = self.parts();
-        error_body::respond(status, error, message, request_id)
+        let mut b = error_body::builder(status, request_id);
+        if let ProxyError::RateLimited(d, q) = self {
+            b.insert_header(("retry-after", d.retry_after_secs.max(1).to_string()));
+            for h in rate_limit_headers(d, q) {
+                b.insert_header(h);
+            }
+        }
+        b.json(error_body::ErrorBody {
+            code: status.as_u16(),
+            message,
+            error,
+            request_id,
+        })
     }
 }

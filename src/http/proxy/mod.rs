@@ -20,12 +20,17 @@ use awc::error::{ConnectError, SendRequestError};
 use futures_util::StreamExt;
 
 pub use body::AccessRecord;
-pub use error::ProxyError;
+pub use error::{rate_limit_headers, ProxyError};
 pub use headers::{copy_end_to_end, request_id, upstream_request_headers};
 
 use body::{BodySource, DownstreamBody, UpstreamRequestBody};
 
-use crate::{logfmt::Escaped, pool::PoolHandle};
+use crate::{
+    logfmt::Escaped,
+    pool::PoolHandle,
+    ratelimit::{Decision, Quota},
+    registry::{Refusal, RegistryHandle},
+};
 
 /// Longest request target (path and query) accepted; longer gets 414.
 pub const MAX_TARGET_LEN: usize = 8 * 1024;
@@ -47,6 +52,8 @@ pub struct ProxyHandler {
     client: awc::Client,
     pool: PoolHandle,
     settings: ProxySettings,
+    /// `None` when rate limiting is off.
+    limiter: Option<RegistryHandle>,
     access_log: bool,
 }
 
@@ -83,13 +90,33 @@ enum RequestBody {
 
 impl ProxyHandler {
     /// A forwarder for one worker.
-    pub fn new(client: awc::Client, pool: PoolHandle, settings: ProxySettings) -> ProxyHandler {
+    pub fn new(
+        client: awc::Client,
+        pool: PoolHandle,
+        settings: ProxySettings,
+        limiter: Option<RegistryHandle>,
+    ) -> ProxyHandler {
         let access_log = log::log_enabled!(target: "tollgate::access", log::Level::Info);
         ProxyHandler {
             client,
             pool,
             settings,
+            limiter,
             access_log,
+        }
+    }
+
+    /// Charges the request's client one token (inline: no actor round trip).
+    fn admit(&self, req: &HttpRequest) -> Result<Option<(Decision, Quota)>, ProxyError> {
+        let Some(limiter) = &self.limiter else {
+            return Ok(None);
+        };
+        match limiter.check(req.headers(), req.peer_addr().map(|a| a.ip())) {
+            Ok(verdict) => Ok(Some(verdict)),
+            Err(Refusal::UnknownApiKey) => Err(ProxyError::UnknownApiKey),
+            Err(Refusal::ApiKeyRequired) => Err(ProxyError::ApiKeyRequired),
+            Err(Refusal::ClientDisabled) => Err(ProxyError::ClientDisabled),
+            Err(Refusal::RateLimited(d, q)) => Err(ProxyError::RateLimited(d, q)),
         }
     }
 
@@ -104,6 +131,7 @@ impl ProxyHandler {
         if target.len() > MAX_TARGET_LEN {
             return Err(ProxyError::UriTooLong { len: target.len() });
         }
+        let limit_state = self.admit(req)?;
         let limit = self.settings.max_body_size;
         let declared = declared_length(req);
         if declared.is_some_and(|n| n > limit) {
@@ -159,7 +187,7 @@ impl ProxyHandler {
                 }
             };
             let e = match sent {
-                Ok(resp) => return Ok(self.respond(req, resp, lease, request_id, started)),
+                Ok(resp) => return Ok(self.respond(req, resp, lease, request_id, started, limit_state)),
                 Err(e) => e,
             };
             lease.count_failure();
@@ -203,6 +231,7 @@ impl ProxyHandler {
         lease: crate::pool::Lease,
         request_id: &str,
         started: Instant,
+        limit_state: Option<(Decision, Quota)>,
     ) -> HttpResponse
     where
         S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
@@ -217,6 +246,11 @@ impl ProxyHandler {
             }
         }
         out.insert_header((crate::error_body::REQUEST_ID, request_id));
+        if let Some((d, q)) = &limit_state {
+            for h in rate_limit_headers(d, q) {
+                out.insert_header(h);
+            }
+        }
         let length = resp
             .headers()
             .get(header::CONTENT_LENGTH)

@@ -1,0 +1,336 @@
+//! `/clients`: CRUD of registered clients and their limits.
+
+use std::collections::HashMap;
+
+use actix_web::{
+    http::{header, StatusCode},
+    web, HttpRequest, HttpResponse,
+};
+use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+
+use super::{error::AdminError, AdminState};
+use crate::{
+    config::parse_nets,
+    ratelimit::{Quota, QuotaError},
+    registry::{
+        ClientInput, ClientPatch, ClientView, CreateClient, Created, DeleteClient, PatchClient, PutClient,
+    },
+};
+
+/// Registers the routes.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(
+        web::resource("/clients")
+            .route(web::post().to(create))
+            .route(web::get().to(list)),
+    )
+    .service(
+        web::resource("/clients/{client_id}")
+            .route(web::get().to(get))
+            .route(web::put().to(put))
+            .route(web::patch().to(patch))
+            .route(web::delete().to(delete)),
+    );
+}
+
+/// Body of `POST /clients` and `PUT /clients/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientRequest {
+    client_id: Option<String>,
+    capacity: u64,
+    rate_per_sec: f64,
+    api_key: Option<String>,
+    ips: Option<Vec<String>>,
+    name: Option<String>,
+    enabled: Option<bool>,
+}
+
+/// Body of `PATCH /clients/{id}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClientPatchRequest {
+    capacity: Option<u64>,
+    rate_per_sec: Option<f64>,
+    api_key: Option<String>,
+    ips: Option<Vec<String>>,
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    enabled: Option<bool>,
+}
+
+/// `Some(None)` for an explicit `null`, so that PATCH can clear a field.
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
+    Option::<String>::deserialize(d).map(Some)
+}
+
+/// A client as returned on creation: the only time its API key is shown.
+#[derive(Debug, Serialize)]
+pub struct CreatedResponse {
+    #[serde(flatten)]
+    client: ClientView,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+}
+
+/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
+/// for a missing, unknown or mistyped one.
+fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let mime = content_type.split(';').next().unwrap_or("").trim();
+    if !mime.eq_ignore_ascii_case("application/json") {
+        return Err(AdminError::UnsupportedMediaType);
+    }
+    let value: serde_json::Value =
+        serde_json::from_slice(body).map_err(|e| AdminError::MalformedJson(e.to_string()))?;
+    if !value.is_object() {
+        return Err(AdminError::invalid("body", "expected a JSON object"));
+    }
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner().to_string();
+        // serde names an unknown or missing field in its message; the path is the parent then.
+        let field = field_in_message(&inner).unwrap_or(path);
+        AdminError::Invalid {
+            field,
+            message: inner,
+        }
+    })
+}
+
+fn field_in_message(message: &str) -> Option<String> {
+    let rest = message
+        .strip_prefix("unknown field `")
+        .or_else(|| message.strip_prefix("missing field `"))?;
+    Some(rest.split('`').next()?.to_string())
+}
+
+fn valid_id(id: &str) -> Result<(), AdminError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::invalid(
+            "client_id",
+            "1 to 64 characters of A-Z a-z 0-9 . _ - ~",
+        ))
+    }
+}
+
+fn valid_name(name: Option<String>) -> Result<Option<String>, AdminError> {
+    match name {
+        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => Err(AdminError::invalid(
+            "name",
+            "at most 200 characters, no control characters",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn valid_key(key: Option<String>) -> Result<Option<String>, AdminError> {
+    match key {
+        Some(k) if !(16..=256).contains(&k.len()) || !k.bytes().all(|b| b.is_ascii_graphic()) => Err(
+            AdminError::invalid("api_key", "16 to 256 visible ASCII characters, no spaces"),
+        ),
+        other => Ok(other),
+    }
+}
+
+fn valid_ips(ips: Option<Vec<String>>) -> Result<Option<Vec<ipnet::IpNet>>, AdminError> {
+    let Some(ips) = ips else { return Ok(None) };
+    if ips.len() > 100 {
+        return Err(AdminError::invalid("ips", "at most 100 entries"));
+    }
+    let mut nets = Vec::with_capacity(ips.len());
+    for (i, s) in ips.iter().enumerate() {
+        let mut parsed = parse_nets(s).map_err(|m| AdminError::invalid(&format!("ips[{i}]"), m))?;
+        match (parsed.pop(), parsed.is_empty()) {
+            (Some(net), true) if !nets.contains(&net) => nets.push(net),
+            _ => {
+                return Err(AdminError::invalid(
+                    &format!("ips[{i}]"),
+                    "one address or CIDR block, listed once",
+                ))
+            }
+        }
+    }
+    Ok(Some(nets))
+}
+
+fn valid_quota(capacity: u64, rate: f64) -> Result<Quota, AdminError> {
+    Quota::new(capacity, rate).map_err(|e| match e {
+        QuotaError::Capacity => AdminError::invalid("capacity", e.to_string()),
+        QuotaError::Rate => AdminError::invalid("rate_per_sec", e.to_string()),
+    })
+}
+
+fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError> {
+    valid_id(&client_id)?;
+    Ok(ClientInput {
+        client_id,
+        quota: valid_quota(r.capacity, r.rate_per_sec)?,
+        name: valid_name(r.name)?,
+        api_key: valid_key(r.api_key)?,
+        ips: valid_ips(r.ips)?.unwrap_or_default(),
+        enabled: r.enabled.unwrap_or(true),
+    })
+}
+
+fn location(id: &str) -> String {
+    format!("/clients/{id}")
+}
+
+fn created_response(c: Created) -> HttpResponse {
+    let status = if c.created {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
+    let mut b = HttpResponse::build(status);
+    if c.created {
+        b.insert_header((header::LOCATION, location(&c.view.client_id)));
+    }
+    b.json(CreatedResponse {
+        client: c.view,
+        api_key: c.api_key,
+    })
+}
+
+async fn create(
+    req: HttpRequest,
+    body: web::Bytes,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let r: ClientRequest = parse_json(&req, &body)?;
+    let id = r
+        .client_id
+        .clone()
+        .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
+    let input = input(id.clone(), r)?;
+    let created = state
+        .registry
+        .addr()
+        .send(CreateClient(input))
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        .map_err(|e| AdminError::from_registry(e, &id))?;
+    Ok(created_response(created))
+}
+
+async fn put(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let id = path.into_inner();
+    let r: ClientRequest = parse_json(&req, &body)?;
+    if r.client_id.as_ref().is_some_and(|b| *b != id) {
+        return Err(AdminError::invalid(
+            "client_id",
+            "differs from the client id in the path",
+        ));
+    }
+    let input = input(id.clone(), r)?;
+    let done = state
+        .registry
+        .addr()
+        .send(PutClient(input))
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        .map_err(|e| AdminError::from_registry(e, &id))?;
+    Ok(created_response(done))
+}
+
+async fn patch(
+    req: HttpRequest,
+    path: web::Path<String>,
+    body: web::Bytes,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let id = path.into_inner();
+    let r: ClientPatchRequest = parse_json(&req, &body)?;
+    let patch = ClientPatch {
+        capacity: r.capacity,
+        rate_per_sec: r.rate_per_sec,
+        api_key: valid_key(r.api_key)?,
+        ips: valid_ips(r.ips)?,
+        name: match r.name {
+            Some(n) => Some(valid_name(n)?),
+            None => None,
+        },
+        enabled: r.enabled,
+    };
+    let view = state
+        .registry
+        .addr()
+        .send(PatchClient {
+            client_id: id.clone(),
+            patch,
+        })
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        .map_err(|e| AdminError::from_registry(e, &id))?;
+    Ok(HttpResponse::Ok().json(view))
+}
+
+async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+    let id = path.into_inner();
+    state
+        .registry
+        .addr()
+        .send(DeleteClient(id.clone()))
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        .map_err(|e| AdminError::from_registry(e, &id))?;
+    Ok(HttpResponse::NoContent().finish())
+}
+
+async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+    let id = path.into_inner();
+    let table = state.registry.table();
+    let entry = table.get(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;
+    Ok(HttpResponse::Ok().json(ClientView::of(entry, state.registry.now())))
+}
+
+/// `GET /clients?limit=&offset=`: default 50, at most 500, ordered by id, with the total.
+async fn list(
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, AdminError> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(AdminError::invalid(
+                    name,
+                    format!("a whole number from 0 to {max}"),
+                )),
+            },
+        }
+    };
+    let limit = number("limit", 50, 500)?;
+    let offset = number("offset", 0, usize::MAX)?;
+    let table = state.registry.table();
+    let now = state.registry.now();
+    let clients: Vec<ClientView> = table
+        .all()
+        .skip(offset)
+        .take(limit)
+        .map(|e| ClientView::of(e, now))
+        .collect();
+    Ok(HttpResponse::Ok().json(serde_json::json!({
+        "clients": clients,
+        "total": table.len(),
+        "limit": limit,
+        "offset": offset,
+    })))
+}

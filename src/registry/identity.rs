@@ -1,0 +1,141 @@
+//! Who is asking: the client address behind trusted proxies, and the anonymous bucket key.
+
+use std::net::IpAddr;
+
+use actix_web::http::header::HeaderMap;
+use ipnet::IpNet;
+
+/// The address of the client: the direct peer, unless the peer is a trusted proxy, in which
+/// case `Forwarded` (or else `X-Forwarded-For`) is walked right to left, skipping trusted hops.
+/// A header from an untrusted peer is ignored, so spoofing it buys nothing.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+    let peer = peer.to_canonical();
+    if trusted.is_empty() || !is_trusted(peer, trusted) {
+        return peer;
+    }
+    let hops = forwarded_hops(headers);
+    let mut current = peer;
+    for hop in hops.iter().rev() {
+        if !is_trusted(current, trusted) {
+            break;
+        }
+        match parse_hop(hop) {
+            Some(ip) => current = ip.to_canonical(),
+            None => break,
+        }
+    }
+    current
+}
+
+fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
+    trusted.iter().any(|net| net.contains(&ip))
+}
+
+/// Hop addresses, leftmost (original client) first.
+fn forwarded_hops(headers: &HeaderMap) -> Vec<String> {
+    let forwarded: Vec<String> = headers
+        .get_all("forwarded")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|element| {
+            element.split(';').find_map(|pair| {
+                let (k, v) = pair.trim().split_once('=')?;
+                k.trim()
+                    .eq_ignore_ascii_case("for")
+                    .then(|| v.trim().trim_matches('"').to_string())
+            })
+        })
+        .collect();
+    if !forwarded.is_empty() {
+        return forwarded;
+    }
+    headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+/// `1.2.3.4`, `1.2.3.4:5678`, `[2001:db8::1]:443` or `2001:db8::1`.
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = hop.strip_prefix('[') {
+        return rest.split_once(']')?.0.parse().ok();
+    }
+    hop.rsplit_once(':')?.0.parse().ok()
+}
+
+/// Key of an anonymous client's bucket: the IPv4 address, or the /64 of an IPv6 address
+/// (one subscriber usually holds a whole /64).
+pub fn anonymous_key(ip: IpAddr) -> u128 {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => (0xffff_u128 << 32) | u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6) & !((1u128 << 64) - 1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use actix_web::http::header::{HeaderName, HeaderValue};
+
+    use super::*;
+
+    fn h(pairs: &[(&str, &str)]) -> HeaderMap {
+        let mut m = HeaderMap::new();
+        for (k, v) in pairs {
+            m.append(
+                HeaderName::from_bytes(k.as_bytes()).unwrap(),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        m
+    }
+
+    fn nets(list: &[&str]) -> Vec<IpNet> {
+        list.iter().map(|s| s.parse().unwrap()).collect()
+    }
+
+    #[test]
+    fn untrusted_peers_cannot_spoof() {
+        let peer: IpAddr = "203.0.113.9".parse().unwrap();
+        let headers = h(&[("x-forwarded-for", "1.1.1.1")]);
+        assert_eq!(client_ip(&headers, peer, &[]), peer);
+        assert_eq!(client_ip(&headers, peer, &nets(&["10.0.0.0/8"])), peer);
+    }
+
+    #[test]
+    fn trusted_hops_are_skipped_right_to_left() {
+        let trusted = nets(&["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        // The client forged 6.6.6.6 at the left; the first untrusted hop from the right wins.
+        let headers = h(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.1")]);
+        assert_eq!(
+            client_ip(&headers, peer, &trusted),
+            "198.51.100.7".parse::<IpAddr>().unwrap()
+        );
+        let headers = h(&[("forwarded", "for=\"[2001:db8::5]:4711\", for=10.0.0.1")]);
+        assert_eq!(
+            client_ip(&headers, peer, &trusted),
+            "2001:db8::5".parse::<IpAddr>().unwrap()
+        );
+        let headers = h(&[("x-forwarded-for", "garbage")]);
+        assert_eq!(client_ip(&headers, peer, &trusted), peer);
+    }
+
+    #[test]
+    fn ipv6_is_grouped_by_64() {
+        let a = anonymous_key("2001:db8:1:2:aaaa::1".parse().unwrap());
+        let b = anonymous_key("2001:db8:1:2:bbbb::9".parse().unwrap());
+        let c = anonymous_key("2001:db8:1:3::1".parse().unwrap());
+        assert_eq!(a, b);
+        assert_ne!(a, c);
+        assert_eq!(
+            anonymous_key("::ffff:1.2.3.4".parse().unwrap()),
+            anonymous_key("1.2.3.4".parse().unwrap())
+        );
+    }
+}

@@ -1,0 +1,116 @@
+//! Connections, the pool and migrations.
+
+use std::time::{Duration, Instant};
+
+use diesel::{
+    connection::SimpleConnection,
+    pg::PgConnection,
+    r2d2::{self, ManageConnection, Pool},
+    sqlite::SqliteConnection,
+    Connection, RunQueryDsl,
+};
+use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+
+use super::StoreError;
+use crate::config::DatabaseUrl;
+
+const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
+const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
+
+/// A connection to either backend.
+#[derive(diesel::MultiConnection)]
+pub enum DbConnection {
+    /// PostgreSQL.
+    Pg(PgConnection),
+    /// SQLite.
+    Sqlite(SqliteConnection),
+}
+
+/// The connection pool.
+pub type DbPool = Pool<DbManager>;
+
+/// Opens connections of the configured backend, never guessing from the URL: the derived
+/// `MultiConnection::establish` would try each backend in turn and hide the real error.
+#[derive(Debug)]
+pub struct DbManager {
+    url: DatabaseUrl,
+}
+
+impl ManageConnection for DbManager {
+    type Connection = DbConnection;
+    type Error = r2d2::Error;
+
+    fn connect(&self) -> Result<DbConnection, r2d2::Error> {
+        match &self.url {
+            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
+                .map(DbConnection::Pg)
+                .map_err(r2d2::Error::ConnectionError),
+            DatabaseUrl::Sqlite(path) => {
+                let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
+                // WAL lets the flusher and admin writes proceed without blocking readers;
+                // busy_timeout waits for a lock instead of failing at once.
+                conn.batch_execute(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
+                )
+                .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Sqlite(conn))
+            }
+        }
+    }
+
+    fn is_valid(&self, conn: &mut DbConnection) -> Result<(), r2d2::Error> {
+        diesel::sql_query("SELECT 1")
+            .execute(conn)
+            .map(|_| ())
+            .map_err(r2d2::Error::QueryError)
+    }
+
+    fn has_broken(&self, _: &mut DbConnection) -> bool {
+        false
+    }
+}
+
+/// Builds the pool, waits for the database with backoff up to `startup_timeout`, and runs the
+/// pending migrations. Blocking: call it off the HTTP workers.
+pub fn connect_with_retry(
+    url: &DatabaseUrl,
+    checkout_timeout: Duration,
+    startup_timeout: Duration,
+) -> Result<DbPool, StoreError> {
+    let pool = Pool::builder()
+        .max_size(4)
+        .min_idle(Some(0))
+        .connection_timeout(checkout_timeout)
+        .build_unchecked(DbManager { url: url.clone() });
+    let started = Instant::now();
+    let mut backoff = Duration::from_millis(200);
+    let mut conn = loop {
+        match pool.get() {
+            Ok(conn) => break conn,
+            Err(e) if started.elapsed() + backoff < startup_timeout => {
+                log::warn!(
+                    "database {} not reachable yet ({e}); retrying in {backoff:?}",
+                    url.redacted()
+                );
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+            }
+            Err(e) => {
+                return Err(StoreError::Unavailable(format!(
+                    "cannot reach the database {} after {:?}: {e}",
+                    url.redacted(),
+                    started.elapsed()
+                )))
+            }
+        }
+    };
+    let applied = match &mut *conn {
+        DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
+        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
+    }
+    .map_err(|e| StoreError::Query(format!("migrations failed: {e}")))?;
+    if applied > 0 {
+        log::info!("applied {applied} database migration(s)");
+    }
+    Ok(pool)
+}

@@ -1,0 +1,55 @@
+//! Persistence with diesel + r2d2: PostgreSQL (`postgres://…`) or a SQLite file.
+//!
+//! One [`DbConnection`] enum over both backends, embedded migrations per backend, and a
+//! [`DbExecutor`] running on a `SyncArbiter` so that no blocking call ever runs on an HTTP
+//! worker or inside the `ClientRegistry` actor.
+
+mod db;
+mod executor;
+mod models;
+pub mod schema;
+
+pub use db::{connect_with_retry, DbConnection, DbPool};
+pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
+pub use models::{BucketRow, ClientRow};
+
+/// A storage failure, as callers need to tell them apart.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// No connection could be had, or the connection broke: try again later.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A unique column already holds this value.
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// Any other database error.
+    #[error("database error: {0}")]
+    Query(String),
+}
+
+impl From<diesel::result::Error> for StoreError {
+    fn from(e: diesel::result::Error) -> Self {
+        use diesel::result::{DatabaseErrorKind, Error};
+        match e {
+            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
+                StoreError::Conflict(info.message().to_string())
+            }
+            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
+                StoreError::Unavailable(info.message().to_string())
+            }
+            // libpq reports a dropped server connection as an unknown error.
+            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
+                if info.message().contains("connection") || info.message().contains("server closed") =>
+            {
+                StoreError::Unavailable(info.message().to_string())
+            }
+            other => StoreError::Query(other.to_string()),
+        }
+    }
+}
+
+impl From<diesel::r2d2::PoolError> for StoreError {
+    fn from(e: diesel::r2d2::PoolError) -> Self {
+        StoreError::Unavailable(e.to_string())
+    }
+}

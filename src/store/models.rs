@@ -1,0 +1,54 @@
+//! Rows of the `clients` table.
+
+use diesel::prelude::*;
+
+use super::schema::clients;
+
+/// One registered client as stored.
+#[derive(Debug, Clone, PartialEq, Queryable, Selectable, Insertable, AsChangeset)]
+#[diesel(table_name = clients, treat_none_as_null = true)]
+pub struct ClientRow {
+    /// Primary key.
+    pub client_id: String,
+    /// Display name.
+    pub name: Option<String>,
+    /// Hex SHA-256 of the API key.
+    pub api_key_hash: String,
+    /// First characters of the key, to recognise it.
+    pub key_prefix: String,
+    /// Comma-separated IPs and CIDR blocks.
+    pub ips: String,
+    /// Bucket capacity.
+    pub capacity: i64,
+    /// Tokens per 1000 seconds.
+    pub rate_milli: i64,
+    /// Whether requests are accepted.
+    pub enabled: bool,
+    /// Unix ms.
+    pub created_at: i64,
+    /// Unix ms.
+    pub updated_at: i64,
+    /// Bucket level in units at `bucket_at`; `None` = full.
+    pub bucket_level: Option<i64>,
+    /// Unix ms of `bucket_level`.
+    pub bucket_at: Option<i64>,
+    /// Requests admitted since creation.
+    pub admitted: i64,
+    /// Requests refused since creation.
+    pub refused: i64,
+}
+
+/// The write-behind state of one client's bucket.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BucketRow {
+    /// Which client.
+    pub client_id: String,
+    /// Level in units.
+    pub level: i64,
+    /// Unix ms of the level.
+    pub at: i64,
+    /// Admitted count.
+    pub admitted: i64,
+    /// Refused count.
+    pub refused: i64,
+}
