@@ -7,3 +7,4 @@ mod failover;
 mod helpers;
 mod process;
 mod proxy;
+mod ratelimit;
