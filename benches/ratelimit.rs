@@ -1,1 +1,130 @@
-fn main() {}
+//! One rate-limit decision, in ns: tollgate's registry lookup + bucket take beside the
+//! `governor` crate's keyed limiter, measured in the same run; then the memory an anonymous
+//! bucket costs under a flood of distinct addresses.
+//!
+//! `cargo bench --bench ratelimit`
+#![allow(clippy::unwrap_used)]
+
+use std::{
+    hint::black_box,
+    net::{IpAddr, Ipv4Addr},
+    num::NonZeroU32,
+    sync::Arc,
+};
+
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
+use criterion::{criterion_group, Criterion};
+use tollgate::{
+    ratelimit::{Bucket, MonotonicClock, Quota},
+    registry::{hash_key, BucketCell, ClientEntry, ClientTable, LimitSettings, Shared},
+};
+
+const KEY: &str = "bench-api-key-0123456789abcdef";
+
+fn registry() -> Arc<Shared> {
+    // Never limited during the run: the decision path is what is measured, not refusals.
+    let quota = Quota::new(1_000_000, 1_000_000.0).unwrap();
+    let entry = ClientEntry {
+        id: "bench".into(),
+        name: None,
+        key_hash: hash_key(KEY.as_bytes()),
+        key_prefix: KEY[..8].into(),
+        ips: vec![],
+        enabled: true,
+        created_at: 0,
+        updated_at: 0,
+        cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+    };
+    let limits = LimitSettings {
+        api_key_header: HeaderName::from_static("x-api-key"),
+        default_quota: quota,
+        trusted_proxies: vec![],
+        require_api_key: false,
+    };
+    Shared::new(
+        ClientTable::build([Arc::new(entry)]),
+        limits,
+        MonotonicClock::default(),
+    )
+}
+
+fn decisions(c: &mut Criterion) {
+    let shared = registry();
+    let mut with_key = HeaderMap::new();
+    with_key.insert(
+        HeaderName::from_static("x-api-key"),
+        HeaderValue::from_static(KEY),
+    );
+    let none = HeaderMap::new();
+    let peer = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
+
+    let mut g = c.benchmark_group("one decision");
+    g.bench_function("tollgate registry: API key (SHA-256 + lookup + bucket)", |b| {
+        b.iter(|| black_box(shared.check(black_box(&with_key), peer)))
+    });
+    g.bench_function("tollgate registry: anonymous IP (one key)", |b| {
+        b.iter(|| black_box(shared.check(black_box(&none), peer)))
+    });
+    let mut n = 0u32;
+    g.bench_function("tollgate registry: anonymous IP (65536 keys)", |b| {
+        b.iter(|| {
+            n = n.wrapping_add(1);
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (n & 0xffff)));
+            black_box(shared.check(black_box(&none), Some(ip)))
+        })
+    });
+
+    let quota = governor::Quota::per_second(NonZeroU32::new(1_000_000).unwrap());
+    let keyed = governor::RateLimiter::<IpAddr, _, _>::keyed(quota);
+    let ip = IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7));
+    g.bench_function("governor keyed limiter: IP (one key)", |b| {
+        b.iter(|| black_box(keyed.check_key(black_box(&ip))))
+    });
+    let keyed_many = governor::RateLimiter::<IpAddr, _, _>::keyed(quota);
+    let mut m = 0u32;
+    g.bench_function("governor keyed limiter: IP (65536 keys)", |b| {
+        b.iter(|| {
+            m = m.wrapping_add(1);
+            let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 | (m & 0xffff)));
+            black_box(keyed_many.check_key(black_box(&ip)))
+        })
+    });
+    g.finish();
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// A flood of distinct anonymous addresses: how much memory their buckets take.
+fn memory_per_anonymous_key() {
+    const KEYS: u32 = 1_000_000;
+    let shared = registry();
+    let none = HeaderMap::new();
+    let before = rss_kib();
+    for i in 0..KEYS {
+        let ip = IpAddr::V4(Ipv4Addr::from(0x0a00_0000 + i));
+        let _ = shared.check(&none, Some(ip));
+    }
+    let after = rss_kib();
+    let kept = shared.anonymous().len();
+    let bytes = (after.saturating_sub(before)) * 1024;
+    println!(
+        "anonymous buckets: {kept} distinct addresses kept, RSS +{} MiB, {} bytes per key",
+        bytes >> 20,
+        bytes / u64::from(KEYS)
+    );
+}
+
+criterion_group!(benches, decisions);
+
+fn main() {
+    benches();
+    Criterion::default().configure_from_args().final_summary();
+    memory_per_anonymous_key();
+}

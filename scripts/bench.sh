@@ -17,6 +17,10 @@
 #                        env, e.g. TOLLGATE_EXTRA_ENV="TOLLGATE_RETRIES=0 TOLLGATE_WORKERS=2"
 #   TOLLGATE_BIN         binary to bench instead of building target/release/tollgate
 #   PROXY_BENCH          harness [scripts/proxy-bench.sh, else ../shared/bench/proxy-bench.sh]
+#   COMPARE_RATE_LIMIT   1 = rate limiting on versus off in the same run: `tollgate` (on, as
+#                        always here, for one client whose limit is never reached) and `tollgate_off`
+#                        (TOLLGATE_RATE_LIMIT=false, :8282); defaults ANCHORS=nginx and
+#                        BASELINE=tollgate_off, so the ratio column is on / off.
 #
 # The gateway runs from a temporary directory, without the caller's TOLLGATE_*, RUST_LOG and
 # DATABASE_URL, so neither the repo's .env nor a stray export changes what is measured: use
@@ -59,10 +63,12 @@ fi
 gw_env=(
     "TOLLGATE_BACKENDS=http://127.0.0.1:$B1_PORT,http://127.0.0.1:$B2_PORT"
     TOLLGATE_WORKERS=1
-    "TOLLGATE_LISTEN=127.0.0.1:$PORT"
-    "TOLLGATE_ADMIN_LISTEN=127.0.0.1:$ADMIN_PORT"
     RUST_LOG=warn                 # the access log is info-level: off
     TOLLGATE_HEALTH_INTERVAL=1s   # backends come up after the gateway: recover quickly
+    # Rate limiting on, as in production, for one client (the load generator's address) whose
+    # limit is never reached: the cost of the check is measured, never a refusal.
+    TOLLGATE_DEFAULT_CAPACITY=1000000
+    TOLLGATE_DEFAULT_RATE=1000000
 )
 read -r -a extra_env <<<"${TOLLGATE_EXTRA_ENV:-}"
 for kv in "${extra_env[@]}"; do
@@ -76,21 +82,22 @@ case "${PIN:-none}" in
     custom) if [[ -n "${PROXY_CPUS:-}" ]]; then pin=(taskset -c "$PROXY_CPUS"); fi ;;
 esac
 
-for p in "$PORT" "$ADMIN_PORT"; do
+for p in "$PORT" "$ADMIN_PORT" 8282 8283; do
     if port_open "$p"; then die "port $p is already in use (a gateway left running?)"; fi
 done
 
 WORK=$(mktemp -d -t tollgate-bench.XXXXXX)
-GW_PID=""
+GW_PIDS=()
 cleanup() {
-    local rc=$?
+    local rc=$? pid
     trap - EXIT INT TERM
-    if [[ -n "$GW_PID" ]] && kill -0 "$GW_PID" 2>/dev/null; then
-        kill -TERM "$GW_PID" 2>/dev/null || true
-        for _ in $(seq 50); do kill -0 "$GW_PID" 2>/dev/null || break; sleep 0.1; done
-        kill -KILL "$GW_PID" 2>/dev/null || true   # the drain took over 5 s
-    fi
-    [[ -n "$GW_PID" ]] && { wait "$GW_PID" 2>/dev/null || true; }
+    for pid in "${GW_PIDS[@]}"; do
+        kill -0 "$pid" 2>/dev/null || continue
+        kill -TERM "$pid" 2>/dev/null || true
+        for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+        kill -KILL "$pid" 2>/dev/null || true   # the drain took over 5 s
+        wait "$pid" 2>/dev/null || true
+    done
     if [[ -s "$WORK/gateway.log" ]]; then
         log "gateway log (last 20 lines of $(wc -l <"$WORK/gateway.log")):"
         tail -n 20 "$WORK/gateway.log" >&2
@@ -103,23 +110,41 @@ trap 'exit 130' INT
 trap 'exit 143' TERM
 
 stale=$(compgen -e | grep -E '^(TOLLGATE_|RUST_LOG$|DATABASE_URL$)' || true)
-(
-    cd "$WORK"   # tollgate reads .env from its working directory; there is none here
-    # shellcheck disable=SC2086  # one variable name per word
-    unset $stale
-    exec "${pin[@]}" env "${gw_env[@]}" "${extra_env[@]}" "$BIN"
-) >"$WORK/gateway.log" 2>&1 &
-GW_PID=$!
+targets=()
+# start_gateway NAME PORT ADMIN_PORT [VAR=VALUE ...]: one gateway in its own directory.
+start_gateway() {
+    local name=$1 port=$2 admin=$3 dir="$WORK/$1"
+    shift 3
+    mkdir -p "$dir"
+    (
+        cd "$dir"   # tollgate reads .env from its working directory; there is none here
+        # shellcheck disable=SC2086  # one variable name per word
+        unset $stale
+        exec "${pin[@]}" env "${gw_env[@]}" "TOLLGATE_LISTEN=127.0.0.1:$port" \
+            "TOLLGATE_ADMIN_LISTEN=127.0.0.1:$admin" "$@" "${extra_env[@]}" "$BIN"
+    ) >>"$WORK/gateway.log" 2>&1 &
+    local pid=$!
+    GW_PIDS+=("$pid")
+    for _ in $(seq 100); do
+        port_open "$port" && break
+        kill -0 "$pid" 2>/dev/null || die "gateway $name exited before listening on :$port"
+        sleep 0.1
+    done
+    port_open "$port" || die "gateway $name did not listen on :$port within 10 s"
+    log "$name pid $pid on :$port${TOLLGATE_EXTRA_ENV:+ with $TOLLGATE_EXTRA_ENV}"
+    targets+=("$name=$port:$pid")
+}
 
-for _ in $(seq 100); do
-    port_open "$PORT" && break
-    kill -0 "$GW_PID" 2>/dev/null || die "gateway exited before listening on :$PORT"
-    sleep 0.1
-done
-port_open "$PORT" || die "gateway did not listen on :$PORT within 10 s"
-log "tollgate pid $GW_PID on :$PORT${TOLLGATE_EXTRA_ENV:+ with $TOLLGATE_EXTRA_ENV}; harness $HARNESS"
+if [[ "${COMPARE_RATE_LIMIT:-0}" == 1 ]]; then
+    export ANCHORS=${ANCHORS:-nginx} BASELINE=${BASELINE:-tollgate_off}
+    start_gateway tollgate "$PORT" "$ADMIN_PORT"
+    start_gateway tollgate_off 8282 8283 TOLLGATE_RATE_LIMIT=false
+else
+    start_gateway tollgate "$PORT" "$ADMIN_PORT"
+fi
+log "harness $HARNESS"
 
-"$HARNESS" "tollgate=$PORT:$GW_PID" | tee "$WORK/table.md"
+"$HARNESS" "${targets[@]}" | tee "$WORK/table.md"
 
 # One line per target, from the table's columns:
 # | target | req/s | ratio | ratio min-max | p50 | p99 | CPU us/req | box busy | errors |

@@ -12,7 +12,6 @@ mod messages;
 
 use std::{
     collections::{BTreeMap, HashMap},
-    hash::BuildHasher,
     net::IpAddr,
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -192,24 +191,28 @@ impl ClientTable {
 
 const SHARDS: usize = 64;
 
+/// Map of one shard: aHash is keyed at random per process, so an attacker choosing source
+/// addresses cannot aim for collisions, and it is several times cheaper than SipHash.
+type AnonMap = HashMap<u128, Bucket, ahash::RandomState>;
+
 /// Buckets of anonymous clients, sharded to keep lock hold times short. Only buckets that are
 /// not full are kept: a full bucket carries no information, so eviction loses nothing.
 pub struct AnonBuckets {
-    shards: Vec<Mutex<HashMap<u128, Bucket>>>,
-    hasher: std::collections::hash_map::RandomState,
+    shards: Vec<Mutex<AnonMap>>,
+    hasher: ahash::RandomState,
 }
 
 impl Default for AnonBuckets {
     fn default() -> Self {
         AnonBuckets {
-            shards: (0..SHARDS).map(|_| Mutex::new(HashMap::new())).collect(),
-            hasher: Default::default(),
+            shards: (0..SHARDS).map(|_| Mutex::new(AnonMap::default())).collect(),
+            hasher: ahash::RandomState::new(),
         }
     }
 }
 
 impl AnonBuckets {
-    fn shard(&self, key: u128) -> &Mutex<HashMap<u128, Bucket>> {
+    fn shard(&self, key: u128) -> &Mutex<AnonMap> {
         &self.shards[(self.hasher.hash_one(key) as usize) % SHARDS]
     }
 
@@ -289,25 +292,10 @@ impl Shared {
             settings,
         })
     }
-}
-
-/// What handlers hold: lookups and token takes with no actor round trip, plus the actor's
-/// address for changes.
-#[derive(Clone)]
-pub struct RegistryHandle {
-    shared: Arc<Shared>,
-    addr: Addr<ClientRegistry>,
-}
-
-impl RegistryHandle {
-    /// A handle over `shared` and the actor at `addr`.
-    pub fn new(shared: Arc<Shared>, addr: Addr<ClientRegistry>) -> RegistryHandle {
-        RegistryHandle { shared, addr }
-    }
 
     /// Matches the request to a client and takes one token from its bucket.
     pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
-        let s = &*self.shared;
+        let s = self;
         if let Some(key) = headers.get(&s.settings.api_key_header) {
             let table = s.table.load();
             let entry = table
@@ -332,6 +320,31 @@ impl RegistryHandle {
         } else {
             Err(Refusal::RateLimited(decision, quota))
         }
+    }
+
+    /// The anonymous buckets (for measurements).
+    pub fn anonymous(&self) -> &AnonBuckets {
+        &self.anon
+    }
+}
+
+/// What handlers hold: lookups and token takes with no actor round trip, plus the actor's
+/// address for changes.
+#[derive(Clone)]
+pub struct RegistryHandle {
+    shared: Arc<Shared>,
+    addr: Addr<ClientRegistry>,
+}
+
+impl RegistryHandle {
+    /// A handle over `shared` and the actor at `addr`.
+    pub fn new(shared: Arc<Shared>, addr: Addr<ClientRegistry>) -> RegistryHandle {
+        RegistryHandle { shared, addr }
+    }
+
+    /// Matches the request to a client and takes one token from its bucket.
+    pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
+        self.shared.check(headers, peer)
     }
 
     /// The current table (for admin reads).

@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod compose;
 mod failover;
 mod helpers;
 mod process;
