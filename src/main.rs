@@ -8,6 +8,12 @@ use tollgate::{
     startup::Application,
 };
 
+/// mimalloc instead of glibc's allocator: every proxied request allocates and frees header
+/// maps and buffers, and glibc's free lists (consolidation included) took about 7 % of the
+/// gateway's CPU in a profile under load.
+#[global_allocator]
+static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn init_logging(filter: &str) {
     env_logger::Builder::new()
         .parse_filters(filter)

@@ -32,6 +32,9 @@ pub struct Backend {
     pub base: String,
     /// Configured weight.
     pub weight: u32,
+    /// The authority of a base URL without a path prefix: the request target is then used
+    /// as it is, with no string built per request.
+    authority: Option<actix_web::http::uri::Authority>,
     in_flight: AtomicUsize,
     requests: AtomicU64,
     failures: AtomicU64,
@@ -47,6 +50,22 @@ impl Load for Backend {
 }
 
 impl Backend {
+    /// The URL of `target` (path and query) on this backend.
+    pub fn url(&self, target: &actix_web::http::uri::PathAndQuery) -> Result<actix_web::http::Uri, String> {
+        use actix_web::http::uri::{Scheme, Uri};
+        let uri = match &self.authority {
+            Some(authority) => Uri::builder()
+                .scheme(Scheme::HTTP)
+                .authority(authority.clone())
+                .path_and_query(target.clone())
+                .build(),
+            None => format!("{}{}", self.base, target.as_str())
+                .parse::<Uri>()
+                .map_err(Into::into),
+        };
+        uri.map_err(|e| e.to_string())
+    }
+
     /// Requests sent to this backend since start.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -94,6 +113,12 @@ impl Shared {
             .map(|s| Backend {
                 base: s.base.clone(),
                 weight: s.weight.get(),
+                authority: s
+                    .base
+                    .parse::<actix_web::http::Uri>()
+                    .ok()
+                    .filter(|u| matches!(u.path(), "" | "/"))
+                    .and_then(|u| u.authority().cloned()),
                 in_flight: AtomicUsize::new(0),
                 requests: AtomicU64::new(0),
                 failures: AtomicU64::new(0),

@@ -12,9 +12,9 @@ use std::{rc::Rc, time::Instant};
 
 use actix_web::{
     body::{BodySize, BodyStream, SizedStream},
-    http::{header, Method, StatusCode},
+    http::{header, uri::PathAndQuery, Method, StatusCode},
     web::{self, Bytes, BytesMut},
-    HttpRequest, HttpResponse,
+    HttpMessage, HttpRequest, HttpResponse,
 };
 use awc::error::{ConnectError, SendRequestError};
 use futures_util::StreamExt;
@@ -127,9 +127,15 @@ impl ProxyHandler {
         request_id: &str,
         started: Instant,
     ) -> Result<HttpResponse, ProxyError> {
-        let target = req.uri().path_and_query().map_or("/", |pq| pq.as_str());
-        if target.len() > MAX_TARGET_LEN {
-            return Err(ProxyError::UriTooLong { len: target.len() });
+        let target = req
+            .uri()
+            .path_and_query()
+            .cloned()
+            .unwrap_or_else(|| PathAndQuery::from_static("/"));
+        if target.as_str().len() > MAX_TARGET_LEN {
+            return Err(ProxyError::UriTooLong {
+                len: target.as_str().len(),
+            });
         }
         let limit_state = self.admit(req)?;
         let limit = self.settings.max_body_size;
@@ -156,7 +162,6 @@ impl ProxyHandler {
         }
 
         let peer = req.peer_addr().map(|a| a.ip());
-        let headers = upstream_request_headers(req.headers(), peer, request_id);
         let mut tried: Vec<usize> = Vec::with_capacity(1);
         let mut previous: Option<ProxyError> = None;
         loop {
@@ -174,9 +179,13 @@ impl ProxyHandler {
             // no_decompress: the client's own Accept-Encoding goes through, untouched.
             let mut upstream = self
                 .client
-                .request(req.method().clone(), format!("{}{target}", lease.backend().base))
+                .request(
+                    req.method().clone(),
+                    lease.backend().url(&target).map_err(bad_target)?,
+                )
                 .no_decompress();
-            *upstream.headers_mut() = headers.clone();
+            // Built per attempt rather than cloned: retries are rare.
+            *upstream.headers_mut() = upstream_request_headers(req.headers(), peer, request_id);
             let sent = match &body {
                 RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
                 RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
@@ -227,7 +236,7 @@ impl ProxyHandler {
     fn respond<S>(
         &self,
         req: &HttpRequest,
-        resp: awc::ClientResponse<S>,
+        mut resp: awc::ClientResponse<S>,
         lease: crate::pool::Lease,
         request_id: &str,
         started: Instant,
@@ -238,19 +247,13 @@ impl ProxyHandler {
     {
         let status = resp.status();
         let mut out = HttpResponse::build(status);
-        {
-            let mut tmp = header::HeaderMap::with_capacity(resp.headers().len());
-            copy_end_to_end(resp.headers(), &mut tmp);
-            for (name, value) in tmp {
-                out.append_header((name, value));
-            }
-        }
         out.insert_header((crate::error_body::REQUEST_ID, request_id));
         if let Some((d, q)) = &limit_state {
             for h in rate_limit_headers(d, q) {
                 out.insert_header(h);
             }
         }
+
         let length = resp
             .headers()
             .get(header::CONTENT_LENGTH)
@@ -263,8 +266,8 @@ impl ProxyHandler {
         let record = self
             .access_log
             .then(|| AccessRecord::new(req, request_id, status.as_u16(), &lease.backend().base, started));
-        let stream = DownstreamBody::new(resp, lease, record);
-        match (length, no_body) {
+        let stream = DownstreamBody::new(resp.take_payload(), lease, record);
+        let mut response = match (length, no_body) {
             (Some(n), _) => out.body(SizedStream::new(n, stream)),
             (None, true) => {
                 // Nothing to stream; drop the body now so the lease and log end here.
@@ -272,7 +275,16 @@ impl ProxyHandler {
                 out.body(actix_web::body::None::new())
             }
             (None, false) => out.body(BodyStream::new(stream)),
-        }
+        };
+        copy_end_to_end(resp.headers(), response.headers_mut());
+        response
+    }
+}
+
+fn bad_target(cause: String) -> ProxyError {
+    ProxyError::UpstreamFailed {
+        backend: "-".into(),
+        cause: format!("cannot build the backend URL: {cause}"),
     }
 }
 
