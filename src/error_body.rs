@@ -27,7 +27,10 @@ pub struct ErrorBody<'a> {
 pub fn builder(status: StatusCode, request_id: &str) -> HttpResponseBuilder {
     let mut b = HttpResponse::build(status);
     if !request_id.is_empty() {
-        b.insert_header((REQUEST_ID, request_id));
+        b.insert_header((
+            actix_web::http::header::HeaderName::from_static(REQUEST_ID),
+            request_id,
+        ));
     }
     b
 }

@@ -12,7 +12,11 @@ use std::{rc::Rc, time::Instant};
 
 use actix_web::{
     body::{BodySize, BodyStream, SizedStream},
-    http::{header, uri::PathAndQuery, Method, StatusCode},
+    http::{
+        header::{self, HeaderName},
+        uri::PathAndQuery,
+        Method, StatusCode,
+    },
     web::{self, Bytes, BytesMut},
     HttpMessage, HttpRequest, HttpResponse,
 };
@@ -247,7 +251,7 @@ impl ProxyHandler {
     {
         let status = resp.status();
         let mut out = HttpResponse::build(status);
-        out.insert_header((crate::error_body::REQUEST_ID, request_id));
+        out.insert_header((HeaderName::from_static(crate::error_body::REQUEST_ID), request_id));
         if let Some((d, q)) = &limit_state {
             for h in rate_limit_headers(d, q) {
                 out.insert_header(h);
