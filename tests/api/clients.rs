@@ -256,16 +256,7 @@ async fn limits_are_live_without_restart(db: TestDb) {
     let key = "live-limits-key-0123456789";
     let body = json!({"client_id": "live", "capacity": 3, "rate_per_sec": 0.001, "api_key": key});
     assert_eq!(send(&gw, "POST", "/clients", Some(body)).await.0, 201);
-    let hit = || async {
-        gw.client
-            .get(gw.url("/x"))
-            .insert_header(("x-api-key", key))
-            .send()
-            .await
-            .unwrap()
-            .status()
-            .as_u16()
-    };
+    let hit = || async { gw.get_with_key("/x", key).await.0 };
 
     for _ in 0..3 {
         assert_eq!(hit().await, 200);
@@ -345,25 +336,11 @@ async fn limits_are_live_without_restart(db: TestDb) {
         .0,
         200
     );
-    let old = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(old.status(), 401);
+    assert_eq!(gw.get_with_key("/x", key).await.0, 401);
 
     // Deleted: its key is unknown from the next request on.
     assert_eq!(send(&gw, "DELETE", "/clients/live", None).await.0, 204);
-    let gone = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", new_key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(gone.status(), 401);
+    assert_eq!(gw.get_with_key("/x", new_key).await.0, 401);
 }
 both_databases!(limits_are_live_without_restart);
 
@@ -374,54 +351,23 @@ async fn refusals_have_exact_bodies_and_headers(db: TestDb) {
     let body = json!({"client_id": "r", "capacity": 2, "rate_per_sec": 0.2, "api_key": key});
     assert_eq!(send(&gw, "POST", "/clients", Some(body)).await.0, 201);
 
-    let mut resp = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
-    assert_eq!(
-        resp.headers().get("ratelimit-policy").unwrap(),
-        "\"default\";q=2;w=10"
-    );
-    assert_eq!(resp.headers().get("ratelimit").unwrap(), "\"default\";r=1;t=5");
-    resp.body().await.unwrap();
-    gw.client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-        .unwrap();
+    let (status, h, _) = gw.get_with_key("/x", key).await;
+    assert_eq!(status, 200);
+    assert_eq!(h.get("ratelimit-policy").unwrap(), "\"default\";q=2;w=10");
+    assert_eq!(h.get("ratelimit").unwrap(), "\"default\";r=1;t=5");
+    assert_eq!(gw.get_with_key("/x", key).await.0, 200);
 
-    let mut resp = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 429);
-    let h = resp.headers().clone();
+    let (status, h, body) = gw.get_with_key("/x", key).await;
+    assert_eq!(status, 429);
     assert_eq!(h.get("retry-after").unwrap(), "5");
     assert_eq!(h.get("ratelimit-policy").unwrap(), "\"default\";q=2;w=10");
     assert_eq!(h.get("ratelimit").unwrap(), "\"default\";r=0;t=10");
     assert_eq!(h.get("content-type").unwrap(), "application/json");
-    let body: Value = resp.json().await.unwrap();
     assert_error_body(&body, &h, 429, "rate_limited");
     assert_eq!(body["message"], "Rate limit exceeded");
 
-    let mut resp = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", "no-such-key-0000000000"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 401);
-    let h = resp.headers().clone();
-    let body: Value = resp.json().await.unwrap();
+    let (status, h, body) = gw.get_with_key("/x", "no-such-key-0000000000").await;
+    assert_eq!(status, 401);
     assert_error_body(&body, &h, 401, "unknown_api_key");
 
     assert_eq!(
@@ -430,16 +376,8 @@ async fn refusals_have_exact_bodies_and_headers(db: TestDb) {
             .0,
         200
     );
-    let mut resp = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 403);
-    let h = resp.headers().clone();
-    let body: Value = resp.json().await.unwrap();
+    let (status, h, body) = gw.get_with_key("/x", key).await;
+    assert_eq!(status, 403);
     assert_error_body(&body, &h, 403, "client_disabled");
     assert_eq!(
         backend.proxied().len(),
@@ -449,9 +387,7 @@ async fn refusals_have_exact_bodies_and_headers(db: TestDb) {
 }
 both_databases!(refusals_have_exact_bodies_and_headers);
 
-#[actix_web::test]
-async fn anonymous_access_can_be_turned_off() {
-    let db = TestDb::sqlite();
+async fn anonymous_access_can_be_turned_off(db: TestDb) {
     let backend = TestBackend::start("a");
     let gw = gateway(&db, &backend, &["--require-api-key", "true"]).await;
     let mut resp = gw.client.get(gw.url("/x")).send().await.unwrap();
@@ -460,10 +396,9 @@ async fn anonymous_access_can_be_turned_off() {
     let body: Value = resp.json().await.unwrap();
     assert_error_body(&body, &h, 401, "api_key_required");
 }
+both_databases!(anonymous_access_can_be_turned_off);
 
-#[actix_web::test]
-async fn the_client_api_needs_the_admin_token() {
-    let db = TestDb::sqlite();
+async fn the_client_api_needs_the_admin_token(db: TestDb) {
     let backend = TestBackend::start("a");
     let token = "admin-token-for-clients-0123";
     let gw = gateway(&db, &backend, &["--admin-token", token]).await;
@@ -489,3 +424,4 @@ async fn the_client_api_needs_the_admin_token() {
         .unwrap();
     assert_eq!(resp.status(), 201);
 }
+both_databases!(the_client_api_needs_the_admin_token);

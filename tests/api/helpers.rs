@@ -539,7 +539,16 @@ impl TestGateway {
 
     /// GET through the proxy: status, headers and JSON (or Null) body.
     pub async fn get(&self, path: &str) -> (u16, awc::http::header::HeaderMap, Value) {
-        let mut resp = self.client.get(self.url(path)).send().await.unwrap();
+        Self::fetch(self.client.get(self.url(path))).await
+    }
+
+    /// GET through the proxy with an API key.
+    pub async fn get_with_key(&self, path: &str, key: &str) -> (u16, awc::http::header::HeaderMap, Value) {
+        Self::fetch(self.client.get(self.url(path)).insert_header(("x-api-key", key))).await
+    }
+
+    async fn fetch(req: awc::ClientRequest) -> (u16, awc::http::header::HeaderMap, Value) {
+        let mut resp = req.send().await.unwrap();
         let body = resp.body().limit(1 << 20).await.unwrap();
         let json = serde_json::from_slice(&body).unwrap_or(Value::Null);
         (resp.status().as_u16(), resp.headers().clone(), json)

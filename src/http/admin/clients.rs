@@ -13,7 +13,8 @@ use crate::{
     config::parse_nets,
     ratelimit::{Quota, QuotaError},
     registry::{
-        ClientInput, ClientPatch, ClientView, CreateClient, Created, DeleteClient, PatchClient, PutClient,
+        ClientInput, ClientPatch, ClientRegistry, ClientView, CreateClient, Created, DeleteClient,
+        PatchClient, PutClient, RegistryError,
     },
 };
 
@@ -183,6 +184,23 @@ fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError>
     })
 }
 
+/// Sends a change to the registry and maps both failure layers (mailbox, refusal).
+async fn ask<M, R>(state: &AdminState, msg: M, id: &str) -> Result<R, AdminError>
+where
+    M: actix::Message<Result = Result<R, RegistryError>> + Send + 'static,
+    R: Send + 'static,
+    ClientRegistry: actix::Handler<M>,
+    <ClientRegistry as actix::Actor>::Context: actix::dev::ToEnvelope<ClientRegistry, M>,
+{
+    state
+        .registry
+        .addr()
+        .send(msg)
+        .await
+        .map_err(|e| AdminError::Unavailable(e.to_string()))?
+        .map_err(|e| AdminError::from_registry(e, id))
+}
+
 fn location(id: &str) -> String {
     format!("/clients/{id}")
 }
@@ -214,13 +232,7 @@ async fn create(
         .clone()
         .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
     let input = input(id.clone(), r)?;
-    let created = state
-        .registry
-        .addr()
-        .send(CreateClient(input))
-        .await
-        .map_err(|e| AdminError::Unavailable(e.to_string()))?
-        .map_err(|e| AdminError::from_registry(e, &id))?;
+    let created = ask(&state, CreateClient(input), &id).await?;
     Ok(created_response(created))
 }
 
@@ -239,13 +251,7 @@ async fn put(
         ));
     }
     let input = input(id.clone(), r)?;
-    let done = state
-        .registry
-        .addr()
-        .send(PutClient(input))
-        .await
-        .map_err(|e| AdminError::Unavailable(e.to_string()))?
-        .map_err(|e| AdminError::from_registry(e, &id))?;
+    let done = ask(&state, PutClient(input), &id).await?;
     Ok(created_response(done))
 }
 
@@ -268,28 +274,21 @@ async fn patch(
         },
         enabled: r.enabled,
     };
-    let view = state
-        .registry
-        .addr()
-        .send(PatchClient {
+    let view = ask(
+        &state,
+        PatchClient {
             client_id: id.clone(),
             patch,
-        })
-        .await
-        .map_err(|e| AdminError::Unavailable(e.to_string()))?
-        .map_err(|e| AdminError::from_registry(e, &id))?;
+        },
+        &id,
+    )
+    .await?;
     Ok(HttpResponse::Ok().json(view))
 }
 
 async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
-    state
-        .registry
-        .addr()
-        .send(DeleteClient(id.clone()))
-        .await
-        .map_err(|e| AdminError::Unavailable(e.to_string()))?
-        .map_err(|e| AdminError::from_registry(e, &id))?;
+    ask(&state, DeleteClient(id.clone()), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
