@@ -39,6 +39,7 @@ fn registry() -> Arc<Shared> {
         api_key_header: HeaderName::from_static("x-api-key"),
         default_quota: quota,
         trusted_proxies: vec![],
+        forwarded_header: tollgate::registry::ForwardedHeader::XForwardedFor,
         require_api_key: false,
     };
     Shared::new(

@@ -84,6 +84,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_MAX_BODY_SIZE", default_value = "16MiB")]
     pub max_body_size: String,
 
+    /// On shutdown, time /readyz answers 503 while the proxy still serves, so that load
+    /// balancers stop sending before the listener closes (0s: close at once).
+    #[arg(long, env = "TOLLGATE_DRAIN_DELAY", default_value = "0s")]
+    pub drain_delay: String,
+
     /// Deadline for in-flight requests to finish on shutdown.
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "30s")]
     pub shutdown_timeout: String,
@@ -117,6 +122,11 @@ pub struct Cli {
     /// believed (empty: none; the direct peer is the client).
     #[arg(long, env = "TOLLGATE_TRUSTED_PROXIES", default_value = "")]
     pub trusted_proxies: String,
+
+    /// Header the trusted proxies write the client address into: x-forwarded-for or
+    /// forwarded (RFC 7239). Only this one is read.
+    #[arg(long, env = "TOLLGATE_FORWARDED_HEADER", default_value = "x-forwarded-for")]
+    pub forwarded_header: String,
 
     /// Refuse requests without an API key (401) instead of limiting them per IP.
     #[arg(long, env = "TOLLGATE_REQUIRE_API_KEY", default_value = "false")]
@@ -269,6 +279,10 @@ pub struct Settings {
     pub default_quota: Quota,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header they write.
+    pub forwarded_header: crate::registry::ForwardedHeader,
+    /// Time between readiness turning 503 and the listener closing.
+    pub drain_delay: Duration,
     /// Refuse requests without an API key.
     pub require_api_key: bool,
     /// Rate limiting on or off.
@@ -490,6 +504,20 @@ impl Settings {
             &cli.require_api_key,
             parse_bool(&cli.require_api_key),
         );
+        let forwarded_header = p.check(
+            "TOLLGATE_FORWARDED_HEADER",
+            "forwarded-header",
+            &cli.forwarded_header,
+            match cli.forwarded_header.trim().to_ascii_lowercase().as_str() {
+                "x-forwarded-for" => Ok(crate::registry::ForwardedHeader::XForwardedFor),
+                "forwarded" => Ok(crate::registry::ForwardedHeader::Forwarded),
+                _ => Err("expected x-forwarded-for or forwarded".to_string()),
+            },
+        );
+        let drain_delay = match cli.drain_delay.trim() {
+            "0" | "0s" | "0ms" => Some(Duration::ZERO),
+            raw => p.duration("TOLLGATE_DRAIN_DELAY", "drain-delay", raw),
+        };
         let rate_limit = p.check(
             "TOLLGATE_RATE_LIMIT",
             "rate-limit",
@@ -542,7 +570,13 @@ impl Settings {
                 require_api_key,
                 rate_limit,
             ),
-            (flush_interval, db_timeout, db_startup_timeout),
+            (
+                flush_interval,
+                db_timeout,
+                db_startup_timeout,
+                forwarded_header,
+                drain_delay,
+            ),
         ) {
             (
                 Some(listen),
@@ -572,7 +606,13 @@ impl Settings {
                     Some(require_api_key),
                     Some(rate_limit),
                 ),
-                (Some(flush_interval), Some(db_timeout), Some(db_startup_timeout)),
+                (
+                    Some(flush_interval),
+                    Some(db_timeout),
+                    Some(db_startup_timeout),
+                    Some(forwarded_header),
+                    Some(drain_delay),
+                ),
             ) => Ok(Settings {
                 listen,
                 admin_listen,
@@ -601,6 +641,8 @@ impl Settings {
                 flush_interval,
                 db_timeout,
                 db_startup_timeout,
+                forwarded_header,
+                drain_delay,
             }),
             _ => Err(ConfigError(vec!["internal: a setting was not parsed".into()])),
         }
@@ -797,18 +839,36 @@ fn parse_database_url(raw: &str) -> Result<DatabaseUrl, String> {
     }
 }
 
-/// Replaces the password of a `scheme://user:password@host` URL with `***`.
+/// Replaces the password of a `scheme://user:password@host` URL, and the value of any
+/// `password`-like query parameter, with `***`.
 pub fn redact_password(url: &str) -> String {
-    if let Some((scheme, rest)) = url.split_once("://") {
-        let authority_end = rest.find('/').unwrap_or(rest.len());
-        if let Some(at) = rest[..authority_end].rfind('@') {
-            let userinfo = &rest[..at];
-            if let Some((user, _)) = userinfo.split_once(':') {
-                return format!("{scheme}://{user}:***{}", &rest[at..]);
-            }
+    let Some((scheme, rest)) = url.split_once("://") else {
+        return url.to_string();
+    };
+    let (main, query) = match rest.split_once('?') {
+        Some((m, q)) => (m, Some(q)),
+        None => (rest, None),
+    };
+    // The last '@' ends the user info, even when the password holds a '/' or '@'.
+    let mut out = match main.rfind('@') {
+        Some(at) if main[..at].contains(':') => {
+            let user = main[..at].split(':').next().unwrap_or("");
+            format!("{scheme}://{user}:***{}", &main[at..])
         }
+        _ => format!("{scheme}://{main}"),
+    };
+    if let Some(q) = query {
+        let params: Vec<String> = q
+            .split('&')
+            .map(|kv| match kv.split_once('=') {
+                Some((k, _)) if k.to_ascii_lowercase().contains("password") => format!("{k}=***"),
+                _ => kv.to_string(),
+            })
+            .collect();
+        out.push('?');
+        out.push_str(&params.join("&"));
     }
-    url.to_string()
+    out
 }
 
 #[cfg(test)]

@@ -26,6 +26,9 @@ use crate::{
     registry::{Flush, RegistryHandle},
 };
 
+/// How long shutdown waits for the final write of bucket state.
+const FLUSH_DEADLINE: Duration = Duration::from_secs(10);
+
 /// Handles of the servers to stop, in order.
 pub struct Servers {
     /// The proxy listener, drained first.
@@ -67,14 +70,19 @@ pub async fn run(
     registry: RegistryHandle,
     draining: Arc<AtomicBool>,
     deadline: Duration,
+    drain_delay: Duration,
 ) -> std::io::Result<()> {
     let mut signals = Signals::register()?;
+    let mut failure = None;
     match select(Box::pin(signals.next()), proxy_task).await {
         Either::Left((name, _)) => {
             log::info!("{name} received: draining in-flight requests (deadline {deadline:?}); a second signal stops at once");
         }
         Either::Right((ended, _)) => {
             log::error!("proxy server ended by itself: {ended:?}");
+            failure = Some(std::io::Error::other(format!(
+                "proxy server ended by itself: {ended:?}"
+            )));
         }
     }
     draining.store(true, Ordering::Release);
@@ -83,13 +91,19 @@ pub async fn run(
         log::warn!("{name} received again: exiting without waiting for in-flight requests");
         std::process::exit(130);
     });
+    if failure.is_none() && !drain_delay.is_zero() {
+        // Load balancers see /readyz fail and stop sending before the listener closes.
+        log::info!("not ready any more; closing the proxy listener in {drain_delay:?}");
+        actix_rt::time::sleep(drain_delay).await;
+    }
 
     servers.proxy.stop(true).await;
     log::info!("proxy drained");
-    match registry.addr().send(Flush).await {
+    // Bounded: a database that does not answer must not hold the exit forever.
+    match registry.addr().send(Flush).timeout(FLUSH_DEADLINE).await {
         Ok(Ok(n)) => log::info!("bucket state of {n} client(s) written"),
         Ok(Err(e)) => log::error!("could not write bucket state at shutdown: {e}"),
-        Err(e) => log::error!("client registry did not answer the flush: {e}"),
+        Err(e) => log::error!("client registry did not answer the flush within {FLUSH_DEADLINE:?}: {e}"),
     }
     if let Err(e) = pool.addr().send(Shutdown).await {
         log::warn!("backend pool was already stopped: {e}");
@@ -99,5 +113,8 @@ pub async fn run(
         demo.stop(true).await;
     }
     log::info!("shutdown complete");
-    Ok(())
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
 }

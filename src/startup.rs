@@ -44,6 +44,7 @@ async fn start_registry(settings: &Settings) -> Result<RegistryHandle, StartupEr
         api_key_header: settings.api_key_header.clone(),
         default_quota: settings.default_quota,
         trusted_proxies: settings.trusted_proxies.clone(),
+        forwarded_header: settings.forwarded_header,
         require_api_key: settings.require_api_key,
     };
     let timers = RegistrySettings {
@@ -92,6 +93,7 @@ pub struct Application {
     registry: RegistryHandle,
     draining: Arc<AtomicBool>,
     shutdown_timeout: std::time::Duration,
+    drain_delay: std::time::Duration,
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
@@ -150,6 +152,7 @@ impl Application {
         let proxy_settings = ProxySettings {
             retries: settings.retries,
             max_body_size: settings.max_body_size,
+            strip_header: settings.rate_limit.then(|| settings.api_key_header.clone()),
         };
         let (connect_timeout, upstream_timeout) = (settings.connect_timeout, settings.upstream_timeout);
         let proxy_pool = pool.clone();
@@ -211,6 +214,7 @@ impl Application {
             registry,
             draining,
             shutdown_timeout: settings.shutdown_timeout,
+            drain_delay: settings.drain_delay,
         })
     }
 
@@ -243,6 +247,7 @@ impl Application {
             self.registry,
             self.draining,
             self.shutdown_timeout,
+            self.drain_delay,
         )
         .await
     }

@@ -5,15 +5,26 @@ use std::net::IpAddr;
 use actix_web::http::header::HeaderMap;
 use ipnet::IpNet;
 
+/// Which header the trusted proxies write. Only that one is read: proxies append to their own
+/// header and pass the other through from the client untouched, so reading both would let a
+/// client choose its address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ForwardedHeader {
+    /// `X-Forwarded-For: client, proxy1, proxy2`.
+    XForwardedFor,
+    /// RFC 7239 `Forwarded: for=client, for=proxy1`.
+    Forwarded,
+}
+
 /// The address of the client: the direct peer, unless the peer is a trusted proxy, in which
-/// case `Forwarded` (or else `X-Forwarded-For`) is walked right to left, skipping trusted hops.
-/// A header from an untrusted peer is ignored, so spoofing it buys nothing.
-pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet]) -> IpAddr {
+/// case the proxies' header is walked right to left, skipping trusted hops. A header from an
+/// untrusted peer is ignored, so spoofing it buys nothing.
+pub fn client_ip(headers: &HeaderMap, peer: IpAddr, trusted: &[IpNet], which: ForwardedHeader) -> IpAddr {
     let peer = peer.to_canonical();
     if trusted.is_empty() || !is_trusted(peer, trusted) {
         return peer;
     }
-    let hops = forwarded_hops(headers);
+    let hops = forwarded_hops(headers, which);
     let mut current = peer;
     for hop in hops.iter().rev() {
         if !is_trusted(current, trusted) {
@@ -32,22 +43,21 @@ fn is_trusted(ip: IpAddr, trusted: &[IpNet]) -> bool {
 }
 
 /// Hop addresses, leftmost (original client) first.
-fn forwarded_hops(headers: &HeaderMap) -> Vec<String> {
-    let forwarded: Vec<String> = headers
-        .get_all("forwarded")
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .filter_map(|element| {
-            element.split(';').find_map(|pair| {
-                let (k, v) = pair.trim().split_once('=')?;
-                k.trim()
-                    .eq_ignore_ascii_case("for")
-                    .then(|| v.trim().trim_matches('"').to_string())
+fn forwarded_hops(headers: &HeaderMap, which: ForwardedHeader) -> Vec<String> {
+    if which == ForwardedHeader::Forwarded {
+        return headers
+            .get_all("forwarded")
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .filter_map(|element| {
+                element.split(';').find_map(|pair| {
+                    let (k, v) = pair.trim().split_once('=')?;
+                    k.trim()
+                        .eq_ignore_ascii_case("for")
+                        .then(|| v.trim().trim_matches('"').to_string())
+                })
             })
-        })
-        .collect();
-    if !forwarded.is_empty() {
-        return forwarded;
+            .collect();
     }
     headers
         .get_all("x-forwarded-for")
@@ -84,6 +94,8 @@ mod tests {
 
     use super::*;
 
+    const XFF: ForwardedHeader = ForwardedHeader::XForwardedFor;
+
     fn h(pairs: &[(&str, &str)]) -> HeaderMap {
         let mut m = HeaderMap::new();
         for (k, v) in pairs {
@@ -103,27 +115,46 @@ mod tests {
     fn untrusted_peers_cannot_spoof() {
         let peer: IpAddr = "203.0.113.9".parse().unwrap();
         let headers = h(&[("x-forwarded-for", "1.1.1.1")]);
-        assert_eq!(client_ip(&headers, peer, &[]), peer);
-        assert_eq!(client_ip(&headers, peer, &nets(&["10.0.0.0/8"])), peer);
+        assert_eq!(client_ip(&headers, peer, &[], XFF), peer);
+        assert_eq!(client_ip(&headers, peer, &nets(&["10.0.0.0/8"]), XFF), peer);
     }
 
     #[test]
     fn trusted_hops_are_skipped_right_to_left() {
         let trusted = nets(&["10.0.0.0/8"]);
         let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
         // The client forged 6.6.6.6 at the left; the first untrusted hop from the right wins.
         let headers = h(&[("x-forwarded-for", "6.6.6.6, 198.51.100.7, 10.0.0.1")]);
-        assert_eq!(
-            client_ip(&headers, peer, &trusted),
-            "198.51.100.7".parse::<IpAddr>().unwrap()
-        );
+        assert_eq!(client_ip(&headers, peer, &trusted, XFF), ip("198.51.100.7"));
         let headers = h(&[("forwarded", "for=\"[2001:db8::5]:4711\", for=10.0.0.1")]);
         assert_eq!(
-            client_ip(&headers, peer, &trusted),
-            "2001:db8::5".parse::<IpAddr>().unwrap()
+            client_ip(&headers, peer, &trusted, ForwardedHeader::Forwarded),
+            ip("2001:db8::5")
         );
         let headers = h(&[("x-forwarded-for", "garbage")]);
-        assert_eq!(client_ip(&headers, peer, &trusted), peer);
+        assert_eq!(client_ip(&headers, peer, &trusted, XFF), peer);
+    }
+
+    #[test]
+    fn only_the_configured_header_is_read() {
+        // The trusted proxy appends to X-Forwarded-For; the client forged Forwarded.
+        let trusted = nets(&["10.0.0.0/8"]);
+        let peer: IpAddr = "10.0.0.2".parse().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let headers = h(&[
+            ("forwarded", "for=192.0.2.10"),
+            ("x-forwarded-for", "198.51.100.7"),
+        ]);
+        assert_eq!(client_ip(&headers, peer, &trusted, XFF), ip("198.51.100.7"));
+        let headers = h(&[
+            ("x-forwarded-for", "192.0.2.10"),
+            ("forwarded", "for=198.51.100.7"),
+        ]);
+        assert_eq!(
+            client_ip(&headers, peer, &trusted, ForwardedHeader::Forwarded),
+            ip("198.51.100.7")
+        );
     }
 
     #[test]

@@ -26,7 +26,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 pub use actor::{ClientRegistry, RegistrySettings};
-pub use identity::{anonymous_key, client_ip};
+pub use identity::{anonymous_key, client_ip, ForwardedHeader};
 pub use messages::{
     ClientInput, ClientPatch, ClientView, CreateClient, Created, DeleteClient, Flush, PatchClient, PutClient,
     RegistryError,
@@ -257,6 +257,8 @@ pub struct LimitSettings {
     pub default_quota: Quota,
     /// Proxies whose forwarding headers are believed.
     pub trusted_proxies: Vec<IpNet>,
+    /// The header those proxies write.
+    pub forwarded_header: ForwardedHeader,
     /// Refuse requests without an API key.
     pub require_api_key: bool,
 }
@@ -296,14 +298,29 @@ impl Shared {
     /// Matches the request to a client and takes one token from its bucket.
     pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
         let s = self;
+        let ip = || {
+            peer.map(|p| {
+                client_ip(
+                    headers,
+                    p,
+                    &s.settings.trusted_proxies,
+                    s.settings.forwarded_header,
+                )
+            })
+        };
         if let Some(key) = headers.get(&s.settings.api_key_header) {
             let table = s.table.load();
-            let entry = table
-                .by_key(&hash_key(key.as_bytes()))
-                .ok_or(Refusal::UnknownApiKey)?;
-            return charge(entry, s.clock.now());
+            return match table.by_key(&hash_key(key.as_bytes())) {
+                Some(entry) => charge(entry, s.clock.now()),
+                // A wrong key costs the caller's address a token like an anonymous request,
+                // so that guessing keys is rate limited too.
+                None => match s.take_anonymous(ip()) {
+                    Ok(_) => Err(Refusal::UnknownApiKey),
+                    Err(limited) => Err(limited),
+                },
+            };
         }
-        let ip = peer.map(|p| client_ip(headers, p, &s.settings.trusted_proxies));
+        let ip = ip();
         if let Some(ip) = ip {
             if let Some(entry) = s.table.load().by_ip(ip) {
                 return charge(entry, s.clock.now());
@@ -312,9 +329,14 @@ impl Shared {
         if s.settings.require_api_key {
             return Err(Refusal::ApiKeyRequired);
         }
-        let key = ip.map_or(0, anonymous_key);
-        let quota = s.settings.default_quota;
-        let decision = s.anon.take(key, quota, s.clock.now());
+        s.take_anonymous(ip)
+    }
+
+    fn take_anonymous(&self, ip: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
+        let quota = self.settings.default_quota;
+        let decision = self
+            .anon
+            .take(ip.map_or(0, anonymous_key), quota, self.clock.now());
         if decision.allowed {
             Ok((decision, quota))
         } else {

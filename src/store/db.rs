@@ -34,6 +34,27 @@ pub type DbPool = Pool<DbManager>;
 #[derive(Debug)]
 pub struct DbManager {
     url: DatabaseUrl,
+    /// Bounds connecting and each statement, so that a database that stops answering
+    /// (rather than closing connections) fails writes instead of hanging them.
+    timeout: Duration,
+}
+
+/// Adds libpq timeouts the URL does not set itself: connecting, and data left unacknowledged
+/// on a connection (a silent network partition).
+fn with_pg_timeouts(url: &str, timeout: Duration) -> String {
+    let secs = timeout.as_secs().max(2); // libpq's connect_timeout minimum
+    let mut out = url.to_string();
+    for (key, value) in [
+        ("connect_timeout", secs.to_string()),
+        ("tcp_user_timeout", (secs * 2000).to_string()),
+        ("keepalives_idle", secs.to_string()),
+    ] {
+        if !url.contains(&format!("{key}=")) {
+            out.push(if out.contains('?') { '&' } else { '?' });
+            out.push_str(&format!("{key}={value}"));
+        }
+    }
+    out
 }
 
 impl ManageConnection for DbManager {
@@ -42,9 +63,14 @@ impl ManageConnection for DbManager {
 
     fn connect(&self) -> Result<DbConnection, r2d2::Error> {
         match &self.url {
-            DatabaseUrl::Postgres(url) => PgConnection::establish(url)
-                .map(DbConnection::Pg)
-                .map_err(r2d2::Error::ConnectionError),
+            DatabaseUrl::Postgres(url) => {
+                let mut conn = PgConnection::establish(&with_pg_timeouts(url, self.timeout))
+                    .map_err(r2d2::Error::ConnectionError)?;
+                let ms = (self.timeout * 5).max(Duration::from_secs(5)).as_millis();
+                conn.batch_execute(&format!("SET statement_timeout = {ms}"))
+                    .map_err(r2d2::Error::QueryError)?;
+                Ok(DbConnection::Pg(conn))
+            }
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets the flusher and admin writes proceed without blocking readers;
@@ -81,7 +107,10 @@ pub fn connect_with_retry(
         .max_size(4)
         .min_idle(Some(0))
         .connection_timeout(checkout_timeout)
-        .build_unchecked(DbManager { url: url.clone() });
+        .build_unchecked(DbManager {
+            url: url.clone(),
+            timeout: checkout_timeout,
+        });
     let started = Instant::now();
     let mut backoff = Duration::from_millis(200);
     let mut conn = loop {

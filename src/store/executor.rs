@@ -109,14 +109,21 @@ impl Handler<SaveBuckets> for DbExecutor {
         let mut conn = self.pool.get()?;
         conn.transaction(|conn| {
             for b in &msg.0 {
-                diesel::update(clients::table.find(&b.client_id))
-                    .set((
-                        clients::bucket_level.eq(Some(b.level)),
-                        clients::bucket_at.eq(Some(b.at)),
-                        clients::admitted.eq(b.admitted),
-                        clients::refused.eq(b.refused),
-                    ))
-                    .execute(conn)?;
+                // Counts only grow: a batch older than what is stored (two flushes in flight
+                // at shutdown) must not move the state back.
+                diesel::update(
+                    clients::table
+                        .find(&b.client_id)
+                        .filter(clients::admitted.le(b.admitted))
+                        .filter(clients::refused.le(b.refused)),
+                )
+                .set((
+                    clients::bucket_level.eq(Some(b.level)),
+                    clients::bucket_at.eq(Some(b.at)),
+                    clients::admitted.eq(b.admitted),
+                    clients::refused.eq(b.refused),
+                ))
+                .execute(conn)?;
             }
             Ok::<_, diesel::result::Error>(())
         })?;

@@ -96,15 +96,12 @@ async fn crud_round_trip(db: TestDb) {
         (Some(0), Some(0))
     );
 
-    // The key works on the proxy and is charged to user1.
-    let resp = gw
-        .client
-        .get(gw.url("/x"))
-        .insert_header(("x-api-key", key.as_str()))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 200);
+    // The key works on the proxy, is charged to user1, and is not passed to the backend.
+    assert_eq!(gw.get_with_key("/x", &key).await.0, 200);
+    assert!(
+        !backend.proxied()[0].headers.contains_key("x-api-key"),
+        "the API key reached the backend"
+    );
     assert_eq!(send(&gw, "GET", "/clients/user1", None).await.2["admitted"], 1);
 
     // Duplicates: id, then key.
@@ -397,6 +394,27 @@ async fn anonymous_access_can_be_turned_off(db: TestDb) {
     assert_error_body(&body, &h, 401, "api_key_required");
 }
 both_databases!(anonymous_access_can_be_turned_off);
+
+async fn wrong_keys_are_rate_limited_per_address(db: TestDb) {
+    let backend = TestBackend::start("a");
+    let gw = gateway(
+        &db,
+        &backend,
+        &["--default-capacity", "3", "--default-rate", "0.001"],
+    )
+    .await;
+    let mut statuses = Vec::new();
+    for i in 0..5 {
+        statuses.push(
+            gw.get_with_key("/x", &format!("guess-number-{i}-0123456789"))
+                .await
+                .0,
+        );
+    }
+    assert_eq!(statuses, vec![401, 401, 401, 429, 429]);
+    assert_eq!(backend.proxied().len(), 0);
+}
+both_databases!(wrong_keys_are_rate_limited_per_address);
 
 async fn the_client_api_needs_the_admin_token(db: TestDb) {
     let backend = TestBackend::start("a");

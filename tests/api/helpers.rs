@@ -238,8 +238,10 @@ pub enum RawMode {
     DieAfterReceiving,
     /// Answer with `Content-Length: 100000`, send 10 bytes, then reset.
     ResetMidResponse,
-    /// Answer with hop-by-hop headers, one of them named in `Connection`.
+    /// Answer with hop-by-hop headers, one of them named in `Connection`, and ids of its own.
     HopHeaders,
+    /// Answer `304 Not Modified` with a `Content-Length` (allowed; there is still no body).
+    NotModified,
 }
 
 /// A backend speaking raw TCP, for failures no HTTP framework would produce.
@@ -274,7 +276,13 @@ impl RawBackend {
                         RawMode::HopHeaders => {
                             let _ = stream.write_all(
                                 b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: close, x-resp-hop\r\n\
-                                  x-resp-hop: secret\r\nkeep-alive: timeout=5\r\nx-end-to-end: kept\r\n\r\nok",
+                                  x-resp-hop: secret\r\nkeep-alive: timeout=5\r\nx-end-to-end: kept\r\n\
+                                  x-request-id: backend-own-id\r\n\r\nok",
+                            );
+                        }
+                        RawMode::NotModified => {
+                            let _ = stream.write_all(
+                                b"HTTP/1.1 304 Not Modified\r\ncontent-length: 1234\r\netag: \"v1\"\r\n\r\n",
                             );
                         }
                         RawMode::ResetMidResponse => {

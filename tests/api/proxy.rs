@@ -104,6 +104,29 @@ async fn hop_by_hop_headers_of_the_response_never_reach_the_client() {
     assert!(lower.contains("x-end-to-end: kept"), "{resp}");
     assert!(!lower.contains("x-resp-hop"), "{resp}");
     assert!(!lower.contains("keep-alive: timeout"), "{resp}");
+    // One request id, the gateway's: the backend's own is replaced, not doubled.
+    assert_eq!(lower.matches("x-request-id:").count(), 1, "{resp}");
+    assert!(!lower.contains("backend-own-id"), "{resp}");
+}
+
+#[actix_web::test]
+async fn a_304_with_a_content_length_ends_at_once_and_keeps_the_connection() {
+    let backend = RawBackend::start(RawMode::NotModified);
+    let gw = spawn_gateway(&[backend.url()], &["--health-interval", "1h"]).await;
+    // Two requests on one keep-alive connection of the client: both complete.
+    for _ in 0..2 {
+        let mut resp = gw
+            .client
+            .get(gw.url("/cached"))
+            .insert_header(("if-none-match", "\"v1\""))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 304);
+        assert_eq!(resp.headers().get("etag").unwrap(), "\"v1\"");
+        assert!(resp.body().await.unwrap().is_empty());
+    }
+    assert_eq!(backend.received(), 2);
 }
 
 #[actix_web::test]

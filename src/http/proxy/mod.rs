@@ -49,6 +49,8 @@ pub struct ProxySettings {
     pub retries: u32,
     /// Largest request body accepted.
     pub max_body_size: u64,
+    /// A request header never sent to backends (the API key header while rate limiting is on).
+    pub strip_header: Option<HeaderName>,
 }
 
 /// Per-worker forwarder: the awc client of this worker and the pool handle.
@@ -153,7 +155,8 @@ impl ProxyHandler {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
         let body = match declared {
-            Some(0) => RequestBody::Empty,
+            // Declared empty: sent as `Content-Length: 0`, which some servers require on POST.
+            Some(0) => RequestBody::Buffered(Bytes::new()),
             None if !chunked => RequestBody::Empty,
             Some(n) if idempotent && n <= REPLAY_BUFFER_LIMIT => {
                 RequestBody::Buffered(read_small_body(payload, n).await?)
@@ -189,7 +192,12 @@ impl ProxyHandler {
                 )
                 .no_decompress();
             // Built per attempt rather than cloned: retries are rare.
-            *upstream.headers_mut() = upstream_request_headers(req.headers(), peer, request_id);
+            let headers = upstream.headers_mut();
+            *headers = upstream_request_headers(req.headers(), peer, request_id);
+            if let Some(name) = &self.settings.strip_header {
+                // The client's credential for the gateway is not the backend's business.
+                headers.remove(name);
+            }
             let sent = match &body {
                 RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
                 RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
@@ -251,12 +259,6 @@ impl ProxyHandler {
     {
         let status = resp.status();
         let mut out = HttpResponse::build(status);
-        out.insert_header((HeaderName::from_static(crate::error_body::REQUEST_ID), request_id));
-        if let Some((d, q)) = &limit_state {
-            for h in rate_limit_headers(d, q) {
-                out.insert_header(h);
-            }
-        }
 
         let length = resp
             .headers()
@@ -271,16 +273,31 @@ impl ProxyHandler {
             .access_log
             .then(|| AccessRecord::new(req, request_id, status.as_u16(), &lease.backend().base, started));
         let stream = DownstreamBody::new(resp.take_payload(), lease, record);
+        let head = *req.method() == Method::HEAD;
         let mut response = match (length, no_body) {
-            (Some(n), _) => out.body(SizedStream::new(n, stream)),
-            (None, true) => {
-                // Nothing to stream; drop the body now so the lease and log end here.
+            // HEAD keeps the length of the body it would have had; the encoder sends none.
+            (Some(n), _) if head || !no_body => out.body(SizedStream::new(n, stream)),
+            (_, true) => {
+                // 1xx, 204 and 304 have no body whatever Content-Length says: end here, so the
+                // lease and the log line end now and the client connection stays usable.
                 drop(stream);
                 out.body(actix_web::body::None::new())
             }
-            (None, false) => out.body(BodyStream::new(stream)),
+            (_, false) => out.body(BodyStream::new(stream)),
         };
-        copy_end_to_end(resp.headers(), response.headers_mut());
+        let headers = response.headers_mut();
+        copy_end_to_end(resp.headers(), headers);
+        // The gateway's own values replace any the backend sent.
+        if let Ok(v) = header::HeaderValue::from_str(request_id) {
+            headers.insert(HeaderName::from_static(crate::error_body::REQUEST_ID), v);
+        }
+        if let Some((d, q)) = &limit_state {
+            for (name, value) in rate_limit_headers(d, q) {
+                if let Ok(v) = header::HeaderValue::try_from(value) {
+                    headers.insert(name, v);
+                }
+            }
+        }
         response
     }
 }
