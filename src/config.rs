@@ -110,13 +110,15 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_API_KEY_HEADER", default_value = "X-API-Key")]
     pub api_key_header: String,
 
-    /// Bucket capacity (burst) of anonymous clients, a whole number.
-    #[arg(long, env = "TOLLGATE_DEFAULT_CAPACITY", default_value = "100")]
-    pub default_capacity: String,
+    /// Bucket capacity (burst) of anonymous clients, a whole number [default: 100; 10000 with
+    /// --demo, so that a load test of the demo is not refused].
+    #[arg(long, env = "TOLLGATE_DEFAULT_CAPACITY")]
+    pub default_capacity: Option<String>,
 
-    /// Refill rate of anonymous clients, tokens per second (may be fractional, e.g. 0.2).
-    #[arg(long, env = "TOLLGATE_DEFAULT_RATE", default_value = "10")]
-    pub default_rate: String,
+    /// Refill rate of anonymous clients, tokens per second (may be fractional, e.g. 0.2)
+    /// [default: 10; 10000 with --demo].
+    #[arg(long, env = "TOLLGATE_DEFAULT_RATE")]
+    pub default_rate: Option<String>,
 
     /// Comma-separated CIDR blocks of proxies whose X-Forwarded-For / Forwarded headers are
     /// believed (empty: none; the direct peer is the client).
@@ -454,11 +456,19 @@ impl Settings {
             actix_web::http::header::HeaderName::from_bytes(cli.api_key_header.trim().as_bytes())
                 .map_err(|_| "expected an HTTP header name, e.g. X-API-Key".to_string()),
         );
+        // The demo answers a newcomer's load test (ab -n 5000 -c 1000) from one address.
+        let (cap_default, rate_default) = if cli.demo {
+            ("10000", "10000")
+        } else {
+            ("100", "10")
+        };
+        let raw_capacity = cli.default_capacity.as_deref().unwrap_or(cap_default);
+        let raw_rate = cli.default_rate.as_deref().unwrap_or(rate_default);
         let default_capacity = p.check(
             "TOLLGATE_DEFAULT_CAPACITY",
             "default-capacity",
-            &cli.default_capacity,
-            cli.default_capacity.trim().parse::<u64>().map_err(|_| {
+            raw_capacity,
+            raw_capacity.trim().parse::<u64>().map_err(|_| {
                 format!(
                     "expected a whole number from 1 to {}",
                     crate::ratelimit::MAX_CAPACITY
@@ -468,8 +478,8 @@ impl Settings {
         let default_rate = p.check(
             "TOLLGATE_DEFAULT_RATE",
             "default-rate",
-            &cli.default_rate,
-            cli.default_rate
+            raw_rate,
+            raw_rate
                 .trim()
                 .parse::<f64>()
                 .map_err(|_| "expected tokens per second, e.g. 10 or 0.2".to_string()),
@@ -480,13 +490,13 @@ impl Settings {
                 Err(crate::ratelimit::QuotaError::Capacity) => p.check::<Quota>(
                     "TOLLGATE_DEFAULT_CAPACITY",
                     "default-capacity",
-                    &cli.default_capacity,
+                    raw_capacity,
                     Err(crate::ratelimit::QuotaError::Capacity.to_string()),
                 ),
                 Err(e) => p.check::<Quota>(
                     "TOLLGATE_DEFAULT_RATE",
                     "default-rate",
-                    &cli.default_rate,
+                    raw_rate,
                     Err(e.to_string()),
                 ),
             },
