@@ -153,6 +153,7 @@ impl Application {
             retries: settings.retries,
             max_body_size: settings.max_body_size,
             strip_header: settings.rate_limit.then(|| settings.api_key_header.clone()),
+            upstream_timeout: settings.upstream_timeout,
         };
         let (connect_timeout, upstream_timeout) = (settings.connect_timeout, settings.upstream_timeout);
         let proxy_pool = pool.clone();

@@ -186,3 +186,42 @@ async fn a_backend_reset_mid_response_aborts_the_client_connection() {
         "a GET whose response had started must not be retried"
     );
 }
+
+#[actix_web::test]
+async fn a_slow_upload_does_not_count_against_the_response_deadline() {
+    let backend = TestBackend::start("a");
+    let flags = ["--health-interval", "1h", "--upstream-timeout", "300ms"];
+    let gw = spawn_gateway(&[backend.url()], &flags).await;
+    // Six chunks 150 ms apart: the upload takes about 0.9 s, three times the deadline.
+    let slow = futures_util::stream::unfold(0u32, |i| async move {
+        if i == 6 {
+            return None;
+        }
+        actix_rt::time::sleep(Duration::from_millis(150)).await;
+        Some((Ok::<_, actix_web::Error>(Bytes::from(vec![b's'; 1000])), i + 1))
+    });
+    let mut resp = gw.client.post(gw.url("/upload")).send_stream(slow).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_eq!(body["body_bytes"], 6000);
+
+    // Once the body is in, the deadline for the response head applies.
+    backend.set_delay_ms(2000);
+    let chunks =
+        futures_util::stream::iter((0..2).map(|_| Ok::<_, actix_web::Error>(Bytes::from_static(b"x"))));
+    let started = Instant::now();
+    let mut resp = gw
+        .client
+        .post(gw.url("/upload"))
+        .send_stream(chunks)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 504);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_error_body(&body, resp.headers(), 504, "gateway_timeout");
+    assert!(
+        started.elapsed() < Duration::from_millis(1500),
+        "took {:?}",
+        started.elapsed()
+    );
+}

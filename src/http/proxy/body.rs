@@ -29,6 +29,9 @@ pub struct BodySource {
     limit: u64,
     too_large: Cell<bool>,
     client_error: RefCell<Option<String>>,
+    /// Set when the whole body has been read; wakes the response-head deadline.
+    finished: Cell<bool>,
+    finish_waker: RefCell<Option<std::task::Waker>>,
 }
 
 impl BodySource {
@@ -41,6 +44,21 @@ impl BodySource {
             limit,
             too_large: Cell::new(false),
             client_error: RefCell::new(None),
+            finished: Cell::new(false),
+            finish_waker: RefCell::new(None),
+        })
+    }
+
+    /// Resolves once the whole body has been read from the client (and handed to awc).
+    pub fn finished(self: &Rc<Self>) -> impl std::future::Future<Output = ()> {
+        let src = self.clone();
+        std::future::poll_fn(move |cx| {
+            if src.finished.get() {
+                Poll::Ready(())
+            } else {
+                *src.finish_waker.borrow_mut() = Some(cx.waker().clone());
+                Poll::Pending
+            }
         })
     }
 
@@ -103,7 +121,13 @@ impl MessageBody for UpstreamRequestBody {
                 *slot = None;
                 Poll::Ready(Some(Err(e)))
             }
-            None => Poll::Ready(None),
+            None => {
+                src.finished.set(true);
+                if let Some(w) = src.finish_waker.borrow_mut().take() {
+                    w.wake();
+                }
+                Poll::Ready(None)
+            }
         }
     }
 }

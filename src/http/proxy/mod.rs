@@ -21,7 +21,10 @@ use actix_web::{
     HttpMessage, HttpRequest, HttpResponse,
 };
 use awc::error::{ConnectError, SendRequestError};
-use futures_util::StreamExt;
+use futures_util::{
+    future::{select, Either},
+    StreamExt,
+};
 
 pub use body::AccessRecord;
 pub use error::{rate_limit_headers, ProxyError};
@@ -39,6 +42,9 @@ use crate::{
 /// Longest request target (path and query) accepted; longer gets 414.
 pub const MAX_TARGET_LEN: usize = 8 * 1024;
 
+/// Ceiling on a streamed upload to a backend (the response-head deadline starts after it).
+const UPLOAD_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+
 /// Bodies of idempotent requests up to this size are buffered so they can be retried.
 pub const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
 
@@ -51,6 +57,8 @@ pub struct ProxySettings {
     pub max_body_size: u64,
     /// A request header never sent to backends (the API key header while rate limiting is on).
     pub strip_header: Option<HeaderName>,
+    /// Deadline for the response head once the request is sent.
+    pub upstream_timeout: std::time::Duration,
 }
 
 /// Per-worker forwarder: the awc client of this worker and the pool handle.
@@ -202,9 +210,23 @@ impl ProxyHandler {
                 RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
                 RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
                 RequestBody::Streamed(src, size) => {
-                    upstream
-                        .send_body(UpstreamRequestBody::new(src.clone(), *size))
-                        .await
+                    // awc's deadline would cover the upload too: a large body from a slow
+                    // client must not time out. The deadline for the response head starts
+                    // once the whole body is sent.
+                    let send = upstream
+                        .timeout(UPLOAD_ALLOWANCE)
+                        .send_body(UpstreamRequestBody::new(src.clone(), *size));
+                    let head_deadline = {
+                        let (src, after) = (src.clone(), self.settings.upstream_timeout);
+                        async move {
+                            src.finished().await;
+                            actix_rt::time::sleep(after).await;
+                        }
+                    };
+                    match select(Box::pin(send), Box::pin(head_deadline)).await {
+                        Either::Left((sent, _)) => sent,
+                        Either::Right(_) => Err(SendRequestError::Timeout),
+                    }
                 }
             };
             let e = match sent {
