@@ -56,10 +56,15 @@ impl GatewayProcess {
     }
 
     pub async fn wait_ready(&self) {
+        self.wait_readyz(200).await;
+    }
+
+    /// Polls `/readyz` until it answers `status` (200 ready, 503 draining).
+    pub async fn wait_readyz(&self, status: u16) {
         let c = client();
-        let url = format!("http://127.0.0.1:{}/readyz", self.admin_port);
-        eventually("gateway process ready", Duration::from_secs(20), || async {
-            matches!(c.get(&url).send().await, Ok(r) if r.status() == 200)
+        let url = self.admin_url("/readyz");
+        eventually(&format!("readyz {status}"), Duration::from_secs(20), || async {
+            matches!(c.get(&url).send().await, Ok(r) if r.status().as_u16() == status)
         })
         .await;
     }
@@ -123,12 +128,7 @@ async fn sigterm_drains_an_in_flight_slow_request_and_exits_zero() {
     gw.signal("-TERM");
 
     // While draining: not ready, and no new connections.
-    let c = client();
-    let readyz = format!("http://127.0.0.1:{}/readyz", gw.admin_port);
-    eventually("readyz 503 while draining", Duration::from_secs(5), || async {
-        matches!(c.get(&readyz).send().await, Ok(r) if r.status() == 503)
-    })
-    .await;
+    gw.wait_readyz(503).await;
     let port = gw.port;
     eventually("proxy stops accepting", Duration::from_secs(5), || async move {
         std::net::TcpStream::connect(("127.0.0.1", port)).is_err()
@@ -160,12 +160,7 @@ async fn a_second_signal_exits_at_once() {
     })
     .await;
     gw.signal("-TERM");
-    let c = client();
-    let readyz = format!("http://127.0.0.1:{}/readyz", gw.admin_port);
-    eventually("draining", Duration::from_secs(5), || async {
-        matches!(c.get(&readyz).send().await, Ok(r) if r.status() == 503)
-    })
-    .await;
+    gw.wait_readyz(503).await;
     gw.signal("-INT");
     let exit = gw.wait_exit(Duration::from_secs(5)).await;
     assert_eq!(exit.code(), Some(130));
