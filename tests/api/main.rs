@@ -6,6 +6,8 @@ mod clients;
 mod compose;
 mod failover;
 mod helpers;
+mod hostile;
+mod logcapture;
 mod process;
 mod proxy;
 mod ratelimit;

@@ -209,6 +209,13 @@ impl<S> DownstreamBody<S> {
     }
 }
 
+impl<S> DownstreamBody<S> {
+    /// Ends a response that has no body (1xx, 204, 304, HEAD): complete, not aborted.
+    pub fn end_without_body(mut self) {
+        self.finished = true;
+    }
+}
+
 impl<S> Stream for DownstreamBody<S>
 where
     S: Stream<Item = Result<Bytes, PayloadError>> + Unpin,

@@ -6,6 +6,7 @@
 
 mod body;
 mod error;
+mod framing;
 mod headers;
 
 use std::{rc::Rc, time::Instant};
@@ -302,7 +303,7 @@ impl ProxyHandler {
             (_, true) => {
                 // 1xx, 204 and 304 have no body whatever Content-Length says: end here, so the
                 // lease and the log line end now and the client connection stays usable.
-                drop(stream);
+                stream.end_without_body();
                 out.body(actix_web::body::None::new())
             }
             (_, false) => out.body(BodyStream::new(stream)),
@@ -381,6 +382,7 @@ pub fn build_client(
         .no_default_headers()
         .connector(
             awc::Connector::new()
+                .connector(framing::GuardedConnector::default())
                 .timeout(connect_timeout)
                 // No cap on connections per worker: a cap only queues requests inside the
                 // gateway, where the upstream timeout cannot see them.
