@@ -84,6 +84,27 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_MAX_BODY_SIZE", default_value = "16MiB")]
     pub max_body_size: String,
 
+    /// Request bodies up to this size are read whole before any backend is contacted.
+    #[arg(long, env = "TOLLGATE_REQUEST_BUFFER", default_value = "64KiB")]
+    pub request_buffer: String,
+
+    /// Longest wait between two reads of a client's request body; then 408.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_TIMEOUT", default_value = "10s")]
+    pub client_body_timeout: String,
+
+    /// Minimum average upload rate per second once the grace period is over (0: none); then 408.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_MIN_RATE", default_value = "1KiB")]
+    pub client_body_min_rate: String,
+
+    /// Time from the start of a request before the minimum upload rate applies.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_GRACE", default_value = "5s")]
+    pub client_body_grace: String,
+
+    /// Longest wait between two reads of a backend's response body; then the client
+    /// connection is aborted.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_BODY_TIMEOUT", default_value = "30s")]
+    pub upstream_body_timeout: String,
+
     /// On shutdown, time /readyz answers 503 while the proxy still serves, so that load
     /// balancers stop sending before the listener closes (0s: close at once).
     #[arg(long, env = "TOLLGATE_DRAIN_DELAY", default_value = "0s")]
@@ -267,6 +288,12 @@ pub struct Settings {
     pub retries: u32,
     /// Largest accepted request body in bytes.
     pub max_body_size: u64,
+    /// Bodies up to this size are read whole before a backend is contacted.
+    pub request_buffer: u64,
+    /// How slowly a client may send its body.
+    pub upload: crate::http::proxy::UploadPolicy,
+    /// Longest wait for a backend's next response-body bytes.
+    pub upstream_body_timeout: Duration,
     /// Drain deadline on shutdown.
     pub shutdown_timeout: Duration,
     /// Proxy worker threads.
@@ -430,6 +457,33 @@ impl Settings {
             &cli.max_body_size,
             parse_size(&cli.max_body_size),
         );
+        let request_buffer = p.check(
+            "TOLLGATE_REQUEST_BUFFER",
+            "request-buffer",
+            &cli.request_buffer,
+            parse_size(&cli.request_buffer),
+        );
+        let client_body_timeout = p.duration(
+            "TOLLGATE_CLIENT_BODY_TIMEOUT",
+            "client-body-timeout",
+            &cli.client_body_timeout,
+        );
+        let client_body_min_rate = p.check(
+            "TOLLGATE_CLIENT_BODY_MIN_RATE",
+            "client-body-min-rate",
+            &cli.client_body_min_rate,
+            parse_size(&cli.client_body_min_rate),
+        );
+        let client_body_grace = p.duration(
+            "TOLLGATE_CLIENT_BODY_GRACE",
+            "client-body-grace",
+            &cli.client_body_grace,
+        );
+        let upstream_body_timeout = p.duration(
+            "TOLLGATE_UPSTREAM_BODY_TIMEOUT",
+            "upstream-body-timeout",
+            &cli.upstream_body_timeout,
+        );
         let workers = match cli.workers.as_deref() {
             None => Some(std::thread::available_parallelism().map_or(1, |n| n.get())),
             Some(raw) => p
@@ -587,6 +641,13 @@ impl Settings {
                 forwarded_header,
                 drain_delay,
             ),
+            (
+                request_buffer,
+                client_body_timeout,
+                client_body_min_rate,
+                client_body_grace,
+                upstream_body_timeout,
+            ),
         ) {
             (
                 Some(listen),
@@ -623,6 +684,13 @@ impl Settings {
                     Some(forwarded_header),
                     Some(drain_delay),
                 ),
+                (
+                    Some(request_buffer),
+                    Some(client_body_timeout),
+                    Some(client_body_min_rate),
+                    Some(client_body_grace),
+                    Some(upstream_body_timeout),
+                ),
             ) => Ok(Settings {
                 listen,
                 admin_listen,
@@ -638,6 +706,13 @@ impl Settings {
                 upstream_timeout,
                 retries,
                 max_body_size,
+                request_buffer,
+                upload: crate::http::proxy::UploadPolicy {
+                    idle: client_body_timeout,
+                    min_rate: client_body_min_rate,
+                    grace: client_body_grace,
+                },
+                upstream_body_timeout,
                 shutdown_timeout,
                 workers,
                 database_url,
@@ -671,7 +746,8 @@ impl Settings {
              connect_timeout={:?} upstream_timeout={:?} retries={} max_body_size={} \
              shutdown_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
-             db_timeout={:?} db_startup_timeout={:?}",
+             db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
+             client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?}",
             self.listen,
             self.admin_listen,
             if self.admin_token.is_some() {
@@ -707,6 +783,11 @@ impl Settings {
             self.flush_interval,
             self.db_timeout,
             self.db_startup_timeout,
+            self.request_buffer,
+            self.upload.idle,
+            self.upload.min_rate,
+            self.upload.grace,
+            self.upstream_body_timeout,
         )
     }
 }

@@ -152,6 +152,9 @@ impl Application {
         let proxy_settings = ProxySettings {
             retries: settings.retries,
             max_body_size: settings.max_body_size,
+            request_buffer: settings.request_buffer,
+            upload: settings.upload,
+            upstream_body_timeout: settings.upstream_body_timeout,
             strip_header: settings.rate_limit.then(|| settings.api_key_header.clone()),
             upstream_timeout: settings.upstream_timeout,
         };

@@ -22,6 +22,11 @@ pub struct ScriptBackend {
 
 impl ScriptBackend {
     pub fn start(script: &'static [u8]) -> ScriptBackend {
+        Self::start_holding(script, Duration::ZERO)
+    }
+
+    /// Like [`ScriptBackend::start`], but keeps the connection open for `hold` after the script.
+    pub fn start_holding(script: &'static [u8], hold: Duration) -> ScriptBackend {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
         let received = Arc::new(AtomicUsize::new(0));
@@ -42,6 +47,7 @@ impl ScriptBackend {
                     count.fetch_add(1, Ordering::SeqCst);
                     let _ = stream.write_all(script);
                     let _ = stream.flush();
+                    std::thread::sleep(hold);
                     // Closed here: a clean FIN, which is what makes truncation look like an end.
                 });
             }

@@ -8,6 +8,8 @@ mod failover;
 mod helpers;
 mod hostile;
 mod logcapture;
+mod paths;
 mod process;
 mod proxy;
 mod ratelimit;
+mod slow;
