@@ -9,8 +9,9 @@ use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFut
 
 use super::{
     health::{Health, Thresholds, Transition},
-    messages::{BackendStatus, CheckResult, GetBackends, ReportFailure, Shutdown},
-    Load, Shared,
+    messages::{BackendStatus, CheckResult, GetBackends, ReportFailure, Stop},
+    select::Load,
+    shared::Shared,
 };
 use crate::{config::Strategy, logfmt::Escaped};
 
@@ -192,10 +193,10 @@ impl Handler<GetBackends> for BackendPool {
     }
 }
 
-impl Handler<Shutdown> for BackendPool {
+impl Handler<Stop> for BackendPool {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         use actix::ActorContext;
         ctx.stop();
     }

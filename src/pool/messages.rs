@@ -19,10 +19,10 @@ pub struct ReportFailure {
 #[rtype(result = "Vec<BackendStatus>")]
 pub struct GetBackends;
 
-/// Stop health checks and the actor (part of graceful shutdown).
+/// Stops health checks and the actor (part of graceful shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub struct Stop;
 
 /// Outcome of the most recent health check of a backend.
 #[derive(Debug, Clone, Serialize)]
