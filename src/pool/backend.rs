@@ -23,6 +23,8 @@ pub struct Backend {
     pub(super) requests: AtomicU64,
     /// Requests that failed since start.
     pub(super) failures: AtomicU64,
+    /// When the backend last answered proxied traffic, on the pool's clock (0: never).
+    pub(super) last_answer: AtomicU64,
 }
 
 impl Backend {
@@ -40,6 +42,7 @@ impl Backend {
             in_flight: AtomicUsize::new(0),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
+            last_answer: AtomicU64::new(0),
         }
     }
 
@@ -66,6 +69,13 @@ impl Backend {
     /// Requests to this backend that failed (connect, send, timeout) since start.
     pub fn failures(&self) -> u64 {
         self.failures.load(Ordering::Relaxed)
+    }
+}
+
+impl Backend {
+    /// When the backend last answered proxied traffic, on the pool's clock.
+    pub(super) fn last_answer(&self) -> Option<u64> {
+        Some(self.last_answer.load(Ordering::Relaxed)).filter(|&t| t > 0)
     }
 }
 

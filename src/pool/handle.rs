@@ -9,11 +9,15 @@ use actix::Addr;
 use super::{
     actor::{BackendPool, PoolSettings},
     backend::Backend,
+    health::is_answer,
     messages::ReportFailure,
     select::choose,
     shared::Shared,
 };
-use crate::config::{BackendSpec, Strategy};
+use crate::{
+    config::{BackendSpec, Strategy},
+    ratelimit::{Clock, MonotonicClock},
+};
 
 /// A cheap, cloneable view of the pool for request handlers.
 #[derive(Clone)]
@@ -25,7 +29,16 @@ pub struct PoolHandle {
 impl PoolHandle {
     /// Starts the [`BackendPool`] actor on the current arbiter and returns its handle.
     pub fn start(specs: &[BackendSpec], settings: PoolSettings) -> PoolHandle {
-        let shared = Shared::new(specs, settings.strategy);
+        Self::start_with_clock(specs, settings, Arc::new(MonotonicClock::default()))
+    }
+
+    /// [`PoolHandle::start`] with the clock that times answers and failures.
+    pub fn start_with_clock(
+        specs: &[BackendSpec],
+        settings: PoolSettings,
+        clock: Arc<dyn Clock>,
+    ) -> PoolHandle {
+        let shared = Shared::new(specs, settings.strategy, clock);
         let addr = BackendPool::new(shared.clone(), settings).start_actor();
         PoolHandle { shared, addr }
     }
@@ -103,6 +116,15 @@ impl Lease {
     /// Counts a failed request against the backend (for `/backends`).
     pub fn count_failure(&self) {
         self.backend().failures.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The backend sent a response head with `status`: proof that it is up, which keeps a
+    /// timed-out health check from counting against it.
+    pub fn record_response(&self, status: u16) {
+        if is_answer(status) {
+            let now = self.shared.clock.now().max(1);
+            self.backend().last_answer.fetch_max(now, Ordering::Relaxed);
+        }
     }
 }
 

@@ -8,13 +8,14 @@
 //! - `actor`: the [`BackendPool`] actor: active checks, passive failures, publishing.
 //! - `messages`: the actor's control messages and the status it reports.
 //! - Pure policies, no actix and no clock of their own: `select` (which backend), `health`
-//!   (ejection and re-admission thresholds).
+//!   (ejection and re-admission rules, time passed in), `panic` (when health is ignored).
 
 mod actor;
 mod backend;
 mod handle;
 mod health;
 mod messages;
+mod panic;
 mod select;
 mod shared;
 mod snapshot;
@@ -22,5 +23,5 @@ mod snapshot;
 pub use actor::{BackendPool, PoolSettings};
 pub use backend::Backend;
 pub use handle::{Lease, PoolHandle};
-pub use health::{Health, Thresholds, Transition};
-pub use messages::{BackendStatus, CheckResult, GetBackends, ReportFailure, Stop};
+pub use health::Thresholds;
+pub use messages::{BackendStatus, CheckResult, GetBackends, PoolStatus, ReportFailure, Stop};

@@ -8,10 +8,12 @@ use std::sync::{
 use arc_swap::ArcSwap;
 
 use super::{backend::Backend, snapshot::Snapshot};
-use crate::config::{BackendSpec, Strategy};
+use crate::{
+    config::{BackendSpec, Strategy},
+    ratelimit::Clock,
+};
 
 /// What the actor publishes and the handles read, without a lock.
-#[derive(Debug)]
 pub struct Shared {
     /// Every configured backend, in configuration order; never changes after start.
     pub(super) backends: Vec<Backend>,
@@ -23,11 +25,23 @@ pub struct Shared {
     pub(super) strategy: Strategy,
     /// The first round of health checks is done.
     pub(super) ready: AtomicBool,
+    /// Time of answers and failures, injected so that tests can move it.
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared")
+            .field("backends", &self.backends)
+            .field("snapshot", &self.snapshot)
+            .field("strategy", &self.strategy)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Shared {
     /// Shared state for `specs`, every backend routable (until checks say otherwise).
-    pub fn new(specs: &[BackendSpec], strategy: Strategy) -> Arc<Shared> {
+    pub fn new(specs: &[BackendSpec], strategy: Strategy, clock: Arc<dyn Clock>) -> Arc<Shared> {
         let backends: Vec<Backend> = specs.iter().map(Backend::new).collect();
         let snapshot = Snapshot::build(&backends, (0..backends.len()).collect());
         Arc::new(Shared {
@@ -36,6 +50,7 @@ impl Shared {
             cursor: AtomicUsize::new(0),
             strategy,
             ready: AtomicBool::new(false),
+            clock,
         })
     }
 

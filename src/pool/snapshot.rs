@@ -5,7 +5,8 @@ use super::{backend::Backend, select::smooth_weighted_cycle};
 /// The backends that take traffic, as the actor last published them.
 #[derive(Debug, Default)]
 pub struct Snapshot {
-    /// Indices of the backends that take traffic, ascending.
+    /// Indices of the backends that take traffic, ascending: the healthy ones, or every one in
+    /// panic mode.
     pub routable: Vec<usize>,
     /// Smooth weighted round-robin cycle; entries index into `routable`.
     pub cycle: Vec<usize>,
