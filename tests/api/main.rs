@@ -6,6 +6,7 @@ mod clients;
 mod compose;
 mod failover;
 mod helpers;
+mod panic;
 mod process;
 mod proxy;
 mod ratelimit;
