@@ -4,6 +4,7 @@
 mod admin;
 mod clients;
 mod compose;
+mod ejection;
 mod failover;
 mod helpers;
 mod panic;
