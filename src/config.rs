@@ -68,6 +68,16 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_UNHEALTHY_THRESHOLD", default_value = "3")]
     pub unhealthy_threshold: String,
 
+    /// Least time between the first and the last of the consecutive proxy connect failures
+    /// that eject a backend (0s: the count alone ejects).
+    #[arg(long, env = "TOLLGATE_PASSIVE_EJECT_WINDOW", default_value = "1s")]
+    pub passive_eject_window: String,
+
+    /// Panic mode: when the healthy share of the backends falls below this percentage, traffic
+    /// goes to every backend as if all were healthy (0 turns it off).
+    #[arg(long, env = "TOLLGATE_PANIC_THRESHOLD", default_value = "50")]
+    pub panic_threshold: String,
+
     /// Time allowed to open a connection to a backend.
     #[arg(long, env = "TOLLGATE_CONNECT_TIMEOUT", default_value = "2s")]
     pub connect_timeout: String,
@@ -280,6 +290,10 @@ pub struct Settings {
     pub healthy_threshold: u32,
     /// Failures that eject a backend.
     pub unhealthy_threshold: u32,
+    /// Least span of the proxy connect failures that eject a backend.
+    pub passive_eject_window: Duration,
+    /// Healthy percentage below which every backend takes traffic (0: never).
+    pub panic_threshold: u8,
     /// Connect deadline towards backends.
     pub connect_timeout: Duration,
     /// Deadline for the backend's response head.
@@ -444,6 +458,18 @@ impl Settings {
             "unhealthy-threshold",
             &cli.unhealthy_threshold,
             parse_int(&cli.unhealthy_threshold, 1, 100),
+        );
+        let passive_eject_window = match cli.passive_eject_window.trim() {
+            "0" | "0s" | "0ms" => Some(Duration::ZERO),
+            raw => p.duration("TOLLGATE_PASSIVE_EJECT_WINDOW", "passive-eject-window", raw),
+        };
+        let panic_threshold = p.check(
+            "TOLLGATE_PANIC_THRESHOLD",
+            "panic-threshold",
+            &cli.panic_threshold,
+            parse_int(cli.panic_threshold.trim().trim_end_matches('%'), 0, 100)
+                .map(|n| n as u8)
+                .map_err(|e| format!("{e} (percent; 0 turns panic mode off)")),
         );
         let retries = p.check(
             "TOLLGATE_RETRIES",
@@ -648,6 +674,7 @@ impl Settings {
                 client_body_grace,
                 upstream_body_timeout,
             ),
+            (passive_eject_window, panic_threshold),
         ) {
             (
                 Some(listen),
@@ -691,6 +718,7 @@ impl Settings {
                     Some(client_body_grace),
                     Some(upstream_body_timeout),
                 ),
+                (Some(passive_eject_window), Some(panic_threshold)),
             ) => Ok(Settings {
                 listen,
                 admin_listen,
@@ -702,6 +730,8 @@ impl Settings {
                 health_timeout,
                 healthy_threshold,
                 unhealthy_threshold,
+                passive_eject_window,
+                panic_threshold,
                 connect_timeout,
                 upstream_timeout,
                 retries,
@@ -743,6 +773,7 @@ impl Settings {
         format!(
             "listen={} admin_listen={} admin_token={} backends=[{}] lb_strategy={} health_path={} \
              health_interval={:?} health_timeout={:?} healthy_threshold={} unhealthy_threshold={} \
+             passive_eject_window={:?} panic_threshold={}% \
              connect_timeout={:?} upstream_timeout={:?} retries={} max_body_size={} \
              shutdown_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
@@ -762,6 +793,8 @@ impl Settings {
             self.health_timeout,
             self.healthy_threshold,
             self.unhealthy_threshold,
+            self.passive_eject_window,
+            self.panic_threshold,
             self.connect_timeout,
             self.upstream_timeout,
             self.retries,
@@ -1053,6 +1086,38 @@ mod tests {
         }
         assert_eq!(p.len(), 6, "{all}");
         assert!(all.contains("\"5x\""), "value not quoted: {all}");
+    }
+
+    #[test]
+    fn panic_threshold_and_passive_window() {
+        let s = Settings::from_cli(&cli(&["--backends", "http://a:1"])).unwrap();
+        assert_eq!(
+            (s.panic_threshold, s.passive_eject_window),
+            (50, Duration::from_secs(1))
+        );
+        for (threshold, window, want) in [
+            ("0", "0s", (0, Duration::ZERO)),
+            ("100%", "250ms", (100, Duration::from_millis(250))),
+            (" 30 ", "2s", (30, Duration::from_secs(2))),
+        ] {
+            let args = ["--backends", "http://a:1", "--panic-threshold", threshold];
+            let s =
+                Settings::from_cli(&cli(&[&args[..], &["--passive-eject-window", window]].concat())).unwrap();
+            assert_eq!(
+                (s.panic_threshold, s.passive_eject_window),
+                want,
+                "{threshold} {window}"
+            );
+        }
+        for bad in ["101", "50.5", "half"] {
+            let p = problems(&["--backends", "http://a:1", "--panic-threshold", bad]);
+            assert!(
+                p[0].starts_with("TOLLGATE_PANIC_THRESHOLD (--panic-threshold)"),
+                "{p:?}"
+            );
+        }
+        let p = problems(&["--backends", "http://a:1", "--passive-eject-window", "soon"]);
+        assert!(p[0].starts_with("TOLLGATE_PASSIVE_EJECT_WINDOW"), "{p:?}");
     }
 
     #[test]

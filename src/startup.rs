@@ -140,7 +140,12 @@ impl Application {
                 thresholds: Thresholds {
                     healthy: settings.healthy_threshold,
                     unhealthy: settings.unhealthy_threshold,
+                    passive_window: settings.passive_eject_window,
+                    // A check that timed out within one interval of a proxied answer measured
+                    // the checker's queue, not the backend.
+                    answer_grace: settings.health_interval,
                 },
+                panic_threshold: settings.panic_threshold,
             },
         );
         let registry = start_registry(&settings).await?;

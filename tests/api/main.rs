@@ -4,11 +4,13 @@
 mod admin;
 mod clients;
 mod compose;
+mod ejection;
 mod failover;
 mod helpers;
 mod hostile;
 mod logcapture;
 mod paths;
+mod panic;
 mod process;
 mod proxy;
 mod ratelimit;

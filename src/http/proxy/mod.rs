@@ -357,6 +357,7 @@ impl ProxyHandler {
         S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
     {
         let status = resp.status();
+        lease.record_response(status.as_u16());
         let mut out = HttpResponse::build(status);
 
         let length = resp
