@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::{both_databases, helpers::*, process::GatewayProcess};
+use crate::{both_databases, helpers::*};
 
 async fn create(client: &awc::Client, admin: String, body: Value) -> u16 {
     client
