@@ -2,7 +2,7 @@
 
 use std::{
     collections::BTreeMap,
-    net::{SocketAddr, TcpListener},
+    net::SocketAddr,
     sync::{
         atomic::{AtomicU64, AtomicUsize, Ordering},
         mpsc, Arc, Mutex,
@@ -13,6 +13,8 @@ use std::{
 use actix_web::{dev::ServerHandle, web, App, HttpRequest, HttpResponse, HttpServer};
 use futures_util::StreamExt;
 use serde_json::json;
+
+use super::RefusingPort;
 
 /// What a test backend saw of one request.
 #[derive(Debug, Clone)]
@@ -37,6 +39,8 @@ pub struct TestBackend {
     pub name: String,
     pub addr: SocketAddr,
     state: Arc<BackendState>,
+    /// The port, reserved from start to drop: refused, never free, while the backend is dead.
+    port: Option<RefusingPort>,
     handle: ServerHandle,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -44,13 +48,14 @@ pub struct TestBackend {
 impl TestBackend {
     /// Starts a backend on a free port.
     pub fn start(name: &str) -> TestBackend {
-        Self::start_on(name, 0)
+        Self::start_on(name, RefusingPort::new())
     }
 
-    /// Starts a backend on `port` (0 = any free port).
-    pub fn start_on(name: &str, port: u16) -> TestBackend {
-        let listener = TcpListener::bind(("127.0.0.1", port)).expect("bind test backend");
-        let addr = listener.local_addr().unwrap();
+    /// Starts a backend on a reserved port (the one [`TestBackend::kill`] gave back, to
+    /// restart a backend where it was).
+    pub fn start_on(name: &str, port: RefusingPort) -> TestBackend {
+        let listener = port.listener();
+        let addr = port.addr();
         let state = Arc::new(BackendState::default());
         let (tx, rx) = mpsc::channel();
         let (st, nm) = (state.clone(), name.to_string());
@@ -79,6 +84,7 @@ impl TestBackend {
             name: name.to_string(),
             addr,
             state,
+            port: Some(port),
             handle,
             thread: Some(thread),
         }
@@ -117,10 +123,11 @@ impl TestBackend {
             .collect()
     }
 
-    /// Kills the backend at once: listener closed, connections dropped.
-    pub fn kill(mut self) -> u16 {
+    /// Kills the backend at once: listener closed, connections dropped. Its port stays
+    /// reserved (connections refused) in the value returned, for [`TestBackend::start_on`].
+    pub fn kill(mut self) -> RefusingPort {
         self.stop_now();
-        self.addr.port()
+        self.port.take().unwrap()
     }
 
     fn stop_now(&mut self) {

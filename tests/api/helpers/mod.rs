@@ -6,6 +6,7 @@
 //! - `db`: a SQLite file or PostgreSQL database per test;
 //! - `gateway`: the gateway in-process on port 0;
 //! - `process`: the gateway as a child process on listeners the test bound;
+//! - `port`: reserved ports where nothing accepts (no bind-release-rebind races);
 //! - `relay`: a cuttable TCP relay to PostgreSQL.
 
 // Each test file uses a part of the fixtures; a helper unused by every file is not dead.
@@ -14,6 +15,7 @@
 mod backend;
 mod db;
 mod gateway;
+mod port;
 mod process;
 mod raw_backend;
 mod relay;
@@ -21,6 +23,7 @@ mod relay;
 pub use backend::*;
 pub use db::*;
 pub use gateway::*;
+pub use port::*;
 pub use process::*;
 pub use raw_backend::*;
 pub use relay::*;
@@ -69,10 +72,4 @@ pub fn assert_error_body(body: &Value, headers: &awc::http::header::HeaderMap, c
     assert_eq!(body["request_id"], rid, "{body}");
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 4, "{body}");
-}
-
-/// A port with nothing listening on it.
-pub fn dead_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
 }
