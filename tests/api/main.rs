@@ -5,6 +5,7 @@ mod admin;
 mod clients;
 mod compose;
 mod failover;
+mod forwarding;
 mod helpers;
 mod process;
 mod proxy;

@@ -21,6 +21,7 @@ use super::RefusingPort;
 pub struct Seen {
     pub method: String,
     pub path: String,
+    pub query: String,
     pub headers: BTreeMap<String, Vec<String>>,
 }
 
@@ -178,6 +179,7 @@ async fn backend_handler(
     let seen = Seen {
         method: req.method().to_string(),
         path: req.path().to_string(),
+        query: req.query_string().to_string(),
         headers: headers.clone(),
     };
     state.seen.lock().unwrap().push(seen);

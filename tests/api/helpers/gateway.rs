@@ -31,11 +31,27 @@ pub async fn spawn_gateway(backends: &[String], flags: &[&str]) -> TestGateway {
 
 /// Starts the gateway on the database at `database_url`.
 pub async fn spawn_gateway_db(backends: &[String], flags: &[&str], database_url: &str) -> TestGateway {
+    let gw = start_gateway(backends, flags, database_url).await;
+    gw.wait_ready().await;
+    gw
+}
+
+/// Starts the gateway on a SQLite database of its own without waiting for `/readyz`.
+pub async fn spawn_gateway_unready(backends: &[String], flags: &[&str]) -> TestGateway {
+    let db = TestDb::sqlite();
+    let mut gw = start_gateway(backends, flags, &db.url()).await;
+    gw._db = Some(db);
+    gw
+}
+
+/// Builds and starts the gateway; `--listen` in `flags` replaces the default `127.0.0.1:0`.
+async fn start_gateway(backends: &[String], flags: &[&str], database_url: &str) -> TestGateway {
     let backends = backends.join(",");
-    let mut args = vec![
-        "tollgate",
-        "--listen",
-        "127.0.0.1:0",
+    let mut args = vec!["tollgate"];
+    if !flags.contains(&"--listen") {
+        args.extend_from_slice(&["--listen", "127.0.0.1:0"]);
+    }
+    args.extend_from_slice(&[
         "--admin-listen",
         "127.0.0.1:0",
         "--backends",
@@ -46,7 +62,7 @@ pub async fn spawn_gateway_db(backends: &[String], flags: &[&str], database_url:
         "warn",
         "--database-url",
         database_url,
-    ];
+    ]);
     // Tests of the proxy path send hundreds of requests from one address: unless a test is
     // about rate limiting, it is off.
     if !flags.contains(&"--rate-limit") {
@@ -58,14 +74,12 @@ pub async fn spawn_gateway_db(backends: &[String], flags: &[&str], database_url:
     let app = Application::build(settings).await.unwrap();
     let (port, admin_port) = (app.port(), app.admin_port());
     actix_rt::spawn(app.run_until_stopped());
-    let gw = TestGateway {
+    TestGateway {
         port,
         admin_port,
         client: client(),
         _db: None,
-    };
-    gw.wait_ready().await;
-    gw
+    }
 }
 
 /// An awc client with a generous timeout and no redirects.

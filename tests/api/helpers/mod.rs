@@ -30,7 +30,7 @@ pub use relay::*;
 
 use std::{
     io::{Read, Write},
-    net::TcpStream,
+    net::{IpAddr, SocketAddr, TcpStream},
     time::{Duration, Instant},
 };
 
@@ -57,6 +57,44 @@ pub fn raw_request(port: u16, request: &str) -> String {
     let mut out = Vec::new();
     let _ = s.read_to_end(&mut out);
     String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Sends raw bytes to `port` on loopback from the source address `from` (any address of
+/// 127.0.0.0/8, or ::1 for a gateway listening on ::1) and reads the whole answer.
+pub fn raw_request_from(from: IpAddr, port: u16, request: &str) -> String {
+    let to: SocketAddr = match from {
+        IpAddr::V4(_) => ([127, 0, 0, 1], port).into(),
+        IpAddr::V6(_) => (std::net::Ipv6Addr::LOCALHOST, port).into(),
+    };
+    let socket = socket2::Socket::new(socket2::Domain::for_address(to), socket2::Type::STREAM, None).unwrap();
+    socket.bind(&SocketAddr::new(from, 0).into()).unwrap();
+    socket.connect(&to.into()).unwrap();
+    let mut s: TcpStream = socket.into();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    s.write_all(request.as_bytes()).unwrap();
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The status code of a raw HTTP/1.1 answer (0 when there is none).
+pub fn raw_status(answer: &str) -> u16 {
+    answer.split(' ').nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}
+
+/// The value of header `name` in a raw HTTP/1.1 answer (first occurrence, case-insensitive).
+pub fn raw_header(answer: &str, name: &str) -> Option<String> {
+    let head = answer.split("\r\n\r\n").next()?;
+    head.lines()
+        .skip(1)
+        .filter_map(|l| l.split_once(':'))
+        .find(|(k, _)| k.trim().eq_ignore_ascii_case(name))
+        .map(|(_, v)| v.trim().to_string())
+}
+
+/// The body of a raw HTTP/1.1 answer with a `Content-Length` (everything after the head).
+pub fn raw_body(answer: &str) -> &str {
+    answer.split_once("\r\n\r\n").map_or("", |(_, b)| b)
 }
 
 /// Asserts the gateway's JSON error body and that its request id matches the header.
