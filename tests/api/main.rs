@@ -7,6 +7,7 @@ mod compose;
 mod failover;
 mod forwarding;
 mod helpers;
+mod identity;
 mod process;
 mod proxy;
 mod ratelimit;

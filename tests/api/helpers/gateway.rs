@@ -109,6 +109,16 @@ impl TestGateway {
         Self::fetch(self.client.get(self.url(path)).insert_header(("x-api-key", key))).await
     }
 
+    /// GET through the proxy with one extra header.
+    pub async fn get_with_header(
+        &self,
+        path: &str,
+        name: &str,
+        value: &str,
+    ) -> (u16, awc::http::header::HeaderMap, Value) {
+        Self::fetch(self.client.get(self.url(path)).insert_header((name, value))).await
+    }
+
     async fn fetch(req: awc::ClientRequest) -> (u16, awc::http::header::HeaderMap, Value) {
         let mut resp = req.send().await.unwrap();
         let body = resp.body().limit(1 << 20).await.unwrap();
