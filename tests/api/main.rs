@@ -8,6 +8,7 @@ mod failover;
 mod forwarding;
 mod helpers;
 mod identity;
+mod operations;
 mod process;
 mod proxy;
 mod ratelimit;

@@ -92,11 +92,13 @@ impl ProcessBuilder {
             admin.local_addr().unwrap().port(),
         );
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tollgate"));
+        if !self.args.iter().any(|a| a == "--log") {
+            cmd.args(["--log", "info"]);
+        }
         cmd.current_dir(&self.dir)
             .env_remove("RUST_LOG")
             .env("LISTEN_FDS", "2")
             .env_remove("LISTEN_PID")
-            .args(["--log", "info"])
             .args(["--database-url", &database_url])
             .args(&self.args)
             .envs(self.env.iter().map(|(k, v)| (k, v)))
