@@ -13,23 +13,6 @@ use serde_json::Value;
 
 use crate::helpers::*;
 
-/// A directory of its own under the temporary directory, removed at the end of the test.
-struct TempDir(std::path::PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tollgate-test-dir-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 #[actix_web::test]
 async fn dotenv_is_read_the_environment_beats_it_and_a_flag_beats_both() {
     let backend = TestBackend::start("from-dotenv");

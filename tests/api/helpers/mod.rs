@@ -111,3 +111,20 @@ pub fn assert_error_body(body: &Value, headers: &awc::http::header::HeaderMap, c
     let keys: Vec<&String> = body.as_object().unwrap().keys().collect();
     assert_eq!(keys.len(), 4, "{body}");
 }
+
+/// A directory of its own under the temporary directory, removed at the end of the test.
+pub struct TempDir(pub std::path::PathBuf);
+
+impl TempDir {
+    pub fn new() -> TempDir {
+        let dir = std::env::temp_dir().join(format!("tollgate-test-dir-{}", uuid::Uuid::new_v4().simple()));
+        std::fs::create_dir(&dir).unwrap();
+        TempDir(dir)
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
