@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`config`]: settings from flags and environment, all validated at once.
 //! - [`startup`]: [`startup::Application`] binds the listeners, starts the actors, runs.
+//! - [`listeners`]: listeners handed over by systemd socket activation.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
 //! - [`pool`]: the `BackendPool` actor (health checks) and lock-free backend selection.
 //! - [`http::proxy`]: the forwarder (awc), hop-by-hop rules, failover, `ProxyError`.
@@ -16,6 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod error_body;
 pub mod http;
+pub mod listeners;
 pub mod logfmt;
 pub mod pool;
 pub mod ratelimit;

@@ -14,6 +14,7 @@ use crate::{
         admin::{self, AdminState},
         proxy::{self, ProxyHandler, ProxySettings},
     },
+    listeners::{self, Inherited, InheritedError},
     pool::{PoolHandle, PoolSettings, Thresholds},
     registry::{ClientRegistry, LimitSettings, RegistryHandle, RegistrySettings},
     shutdown,
@@ -68,6 +69,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// A listener handed over by the service manager is unusable.
+    #[error("{0}")]
+    Inherited(#[from] InheritedError),
     /// The database could not be reached or migrated.
     #[error("{0}")]
     Database(#[from] crate::store::StoreError),
@@ -108,6 +112,7 @@ impl Application {
     /// Binds the listeners (port 0 picks a free port), starts the backend pool and builds the
     /// servers. Must run inside an actix `System`.
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
+        let mut inherited = Inherited::from_env();
         let mut demos = Vec::new();
         if settings.demo {
             if !settings.backends.is_empty() {
@@ -153,7 +158,10 @@ impl Application {
         // actix-server counts its drain deadline in whole seconds.
         let drain_secs = settings.shutdown_timeout.as_secs_f64().ceil() as u64;
 
-        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", settings.listen)?;
+        let (proxy_listener, proxy_addr) = match inherited.take(listeners::PROXY, "proxy")? {
+            Some(inherited) => inherited,
+            None => bind("proxy, TOLLGATE_LISTEN", settings.listen)?,
+        };
         let proxy_settings = ProxySettings {
             retries: settings.retries,
             max_body_size: settings.max_body_size,
@@ -190,7 +198,13 @@ impl Application {
         })?
         .run();
 
-        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin_listen)?;
+        let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
+            Some((listener, addr)) => {
+                listeners::check_admin(addr, settings.admin_token.is_some())?;
+                (listener, addr)
+            }
+            None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin_listen)?,
+        };
         let admin_state = web::Data::new(AdminState {
             pool: pool.clone(),
             draining: draining.clone(),
