@@ -12,6 +12,7 @@
 //! - [`error_body`]: the one JSON error body.
 //! - [`demo`]: demo backends for `--demo` and the compose stack.
 //! - [`logfmt`]: escaping of untrusted values in logs.
+//! - [`logthrottle`]: at most one error line per second per cause, with a count.
 
 pub mod config;
 pub mod demo;
@@ -19,6 +20,7 @@ pub mod error_body;
 pub mod http;
 pub mod listeners;
 pub mod logfmt;
+pub mod logthrottle;
 pub mod pool;
 pub mod ratelimit;
 pub mod registry;

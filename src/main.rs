@@ -16,6 +16,10 @@ static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 fn init_logging(filter: &str) {
     env_logger::Builder::new()
+        // actix-http logs every malformed request at ERROR: a client could flood the log. The
+        // gateway answers those itself and logs them at DEBUG; `RUST_LOG` can still turn
+        // this module back on (a later directive for the same module wins).
+        .filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off)
         .parse_filters(filter)
         .format_timestamp_millis()
         .init();

@@ -5,7 +5,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
 };
 
-use actix_web::{dev::Server, web, App, HttpServer};
+use actix_web::{dev::Server, web, App};
 
 use crate::{
     config::{BackendSpec, Settings},
@@ -13,6 +13,7 @@ use crate::{
     http::{
         admin::{self, AdminState},
         proxy::{self, ProxyHandler, ProxySettings},
+        server::{serve, ServeOptions},
     },
     listeners::{self, Inherited, InheritedError},
     pool::{PoolHandle, PoolSettings, Thresholds},
@@ -177,7 +178,11 @@ impl Application {
         if limiter.is_none() {
             log::warn!("rate limiting is off (TOLLGATE_RATE_LIMIT=false): no client is charged");
         }
-        let proxy = HttpServer::new(move || {
+        let serve_options = ServeOptions {
+            workers: settings.workers,
+            shutdown_secs: drain_secs,
+        };
+        let proxy = serve("proxy", proxy_listener, serve_options, move || {
             let handler = ProxyHandler::new(
                 proxy::build_client(connect_timeout, upstream_timeout),
                 proxy_pool.clone(),
@@ -188,15 +193,10 @@ impl Application {
                 .app_data(web::Data::new(handler))
                 .default_service(web::to(proxy::handle))
         })
-        .workers(settings.workers)
-        .disable_signals()
-        .shutdown_timeout(drain_secs)
-        .listen(proxy_listener)
         .map_err(|source| StartupError::Serve {
             what: "proxy",
             source,
-        })?
-        .run();
+        })?;
 
         let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
             Some((listener, addr)) => {
@@ -211,20 +211,19 @@ impl Application {
             token: settings.admin_token.clone(),
             registry: registry.clone(),
         });
-        let admin = HttpServer::new(move || {
+        let admin_options = ServeOptions {
+            workers: 1,
+            shutdown_secs: drain_secs,
+        };
+        let admin = serve("admin", admin_listener, admin_options, move || {
             App::new()
                 .app_data(admin_state.clone())
                 .configure(admin::configure)
         })
-        .workers(1)
-        .disable_signals()
-        .shutdown_timeout(drain_secs)
-        .listen(admin_listener)
         .map_err(|source| StartupError::Serve {
             what: "admin",
             source,
-        })?
-        .run();
+        })?;
 
         log::info!("proxy listening on http://{proxy_addr}, admin API on http://{admin_addr}");
         Ok(Application {

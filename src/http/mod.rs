@@ -1,4 +1,6 @@
 //! The two HTTP listeners: the proxy and the admin API.
 
 pub mod admin;
+pub mod bare_errors;
 pub mod proxy;
+pub mod server;

@@ -18,3 +18,4 @@ mod process;
 mod proxy;
 mod ratelimit;
 mod slow;
+mod wire;

@@ -437,12 +437,20 @@ pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<Pr
         Err(err) => {
             let resp = err.to_response(&rid);
             if resp.status().is_server_error() {
-                log::warn!(
-                    "[{}] {} {}: {err}",
-                    Escaped(&rid),
-                    req.method(),
-                    Escaped(req.path())
-                );
+                // A flood of failing requests gets one line per second per cause.
+                if let Some(left_out) = crate::logthrottle::admit(err.parts().1) {
+                    let more = if left_out > 0 {
+                        format!(" ({left_out} more like this since the last line)")
+                    } else {
+                        String::new()
+                    };
+                    log::warn!(
+                        "[{}] {} {}: {err}{more}",
+                        Escaped(&rid),
+                        req.method(),
+                        Escaped(req.path())
+                    );
+                }
             }
             if proxy.access_log {
                 AccessRecord::new(&req, &rid, resp.status().as_u16(), "-", started).log(0, "");
