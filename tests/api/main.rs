@@ -5,6 +5,7 @@ mod admin;
 mod clients;
 mod compose;
 mod failover;
+mod h2c;
 mod helpers;
 mod process;
 mod proxy;
