@@ -7,6 +7,7 @@ mod compose;
 mod ejection;
 mod failover;
 mod forwarding;
+mod h2c;
 mod helpers;
 mod hostile;
 mod identity;
