@@ -12,10 +12,10 @@ use crate::{
     demo,
     http::{
         admin::{self, AdminState},
-        proxy::{self, ProxyHandler, ProxySettings},
+        proxy::{self, ProxyHandler},
     },
-    pool::{PoolHandle, PoolSettings, Thresholds},
-    registry::{ClientRegistry, LimitSettings, RegistryHandle, RegistrySettings},
+    pool::PoolHandle,
+    registry::{ClientRegistry, RegistryHandle},
     shutdown,
     store::{self, DbExecutor, LoadClients, StoreError},
 };
@@ -26,32 +26,24 @@ const DB_THREADS: usize = 2;
 /// Connects to the database (retrying up to the start-up bound), migrates it, loads the
 /// clients and starts the `ClientRegistry` with its `DbExecutor`s.
 async fn start_registry(settings: &Settings) -> Result<RegistryHandle, StartupError> {
-    let (url, checkout, startup) = (
-        settings.database_url.clone(),
-        settings.db_timeout,
-        settings.db_startup_timeout,
-    );
-    let pool = actix_rt::task::spawn_blocking(move || store::connect_with_retry(&url, checkout, startup))
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    log::info!("database {} ready", settings.database_url.redacted());
+    let store = settings.store.clone();
+    let pool = actix_rt::task::spawn_blocking(move || {
+        store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    log::info!("database {} ready", settings.store.url.redacted());
     let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
     let rows = db
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    let limits = LimitSettings {
-        api_key_header: settings.api_key_header.clone(),
-        default_quota: settings.default_quota,
-        trusted_proxies: settings.trusted_proxies.clone(),
-        forwarded_header: settings.forwarded_header,
-        require_api_key: settings.require_api_key,
-    };
-    let timers = RegistrySettings {
-        flush_interval: settings.flush_interval,
-        sweep_interval: std::time::Duration::from_secs(1),
-    };
-    Ok(ClientRegistry::start_with(rows, limits, db, timers))
+    Ok(ClientRegistry::start_with(
+        rows,
+        settings.limits.clone(),
+        db,
+        settings.registry,
+    ))
 }
 
 /// Why the gateway could not start.
@@ -130,32 +122,16 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let pool = PoolHandle::start(
-            &settings.backends,
-            PoolSettings {
-                strategy: settings.strategy,
-                health_path: settings.health_path.clone(),
-                interval: settings.health_interval,
-                timeout: settings.health_timeout,
-                thresholds: Thresholds {
-                    healthy: settings.healthy_threshold,
-                    unhealthy: settings.unhealthy_threshold,
-                },
-            },
-        );
+        let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
         let registry = start_registry(&settings).await?;
         let draining = Arc::new(AtomicBool::new(false));
         // actix-server counts its drain deadline in whole seconds.
-        let drain_secs = settings.shutdown_timeout.as_secs_f64().ceil() as u64;
+        let server = &settings.server;
+        let drain_secs = server.shutdown_timeout.as_secs_f64().ceil() as u64;
 
-        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", settings.listen)?;
-        let proxy_settings = ProxySettings {
-            retries: settings.retries,
-            max_body_size: settings.max_body_size,
-            strip_header: settings.rate_limit.then(|| settings.api_key_header.clone()),
-            upstream_timeout: settings.upstream_timeout,
-        };
-        let (connect_timeout, upstream_timeout) = (settings.connect_timeout, settings.upstream_timeout);
+        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", server.listen)?;
+        let proxy_settings = settings.proxy.clone();
+        let (connect_timeout, upstream_timeout) = (server.connect_timeout, proxy_settings.upstream_timeout);
         let proxy_pool = pool.clone();
         let limiter = settings.rate_limit.then(|| registry.clone());
         if limiter.is_none() {
@@ -172,7 +148,7 @@ impl Application {
                 .app_data(web::Data::new(handler))
                 .default_service(web::to(proxy::handle))
         })
-        .workers(settings.workers)
+        .workers(server.workers)
         .disable_signals()
         .shutdown_timeout(drain_secs)
         .listen(proxy_listener)
@@ -182,11 +158,11 @@ impl Application {
         })?
         .run();
 
-        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin_listen)?;
+        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?;
         let admin_state = web::Data::new(AdminState {
             pool: pool.clone(),
             draining: draining.clone(),
-            token: settings.admin_token.clone(),
+            token: settings.admin.token.clone(),
             registry: registry.clone(),
         });
         let admin = HttpServer::new(move || {
@@ -214,8 +190,8 @@ impl Application {
             pool,
             registry,
             draining,
-            shutdown_timeout: settings.shutdown_timeout,
-            drain_delay: settings.drain_delay,
+            shutdown_timeout: server.shutdown_timeout,
+            drain_delay: server.drain_delay,
         })
     }
 

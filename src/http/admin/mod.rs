@@ -23,6 +23,15 @@ use subtle::ConstantTimeEq;
 
 use crate::{error_body, http::proxy::request_id, pool::PoolHandle, registry::RegistryHandle};
 
+/// The admin listener and its credentials.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Admin listener address.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token; `None` leaves the API open (only allowed on loopback).
+    pub token: Option<String>,
+}
+
 /// What the admin handlers share.
 pub struct AdminState {
     /// The backend pool.
