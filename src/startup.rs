@@ -8,13 +8,13 @@ use std::{
 use actix_web::{dev::Server, web, App, HttpServer};
 
 use crate::{
-    config::{BackendSpec, Settings},
+    config::Settings,
     demo,
     http::{
         admin::{self, AdminState},
         proxy::{self, ProxyHandler},
     },
-    pool::PoolHandle,
+    pool::{BackendSpec, PoolHandle},
     registry::{ClientRegistry, RegistryHandle},
     shutdown,
     store::{self, DbExecutor, LoadClients, StoreError},

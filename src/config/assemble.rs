@@ -7,20 +7,19 @@ use actix_web::http::header::HeaderName;
 
 use super::{
     cli::Cli,
-    domain::{redact_password, BackendSpec},
     parse::{
         parse_addr, parse_backends, parse_bool, parse_database_url, parse_forwarded_header,
-        parse_header_name, parse_int, parse_nets, parse_path, parse_size, parse_strategy,
+        parse_header_name, parse_int, parse_path, parse_size, parse_strategy,
     },
     problems::Problems,
     settings::ServerSettings,
 };
 use crate::{
     http::{admin::AdminSettings, proxy::ProxySettings},
-    pool::{PoolSettings, Thresholds},
+    pool::{BackendSpec, PoolSettings, Thresholds},
     ratelimit::{Quota, QuotaError, MAX_CAPACITY},
-    registry::{LimitSettings, RegistrySettings},
-    store::StoreSettings,
+    registry::{parse_nets, LimitSettings, RegistrySettings},
+    store::{redact_password, StoreSettings},
 };
 
 /// The proxy listener, its workers and shutdown timing.

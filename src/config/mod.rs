@@ -13,13 +13,11 @@
 
 mod assemble;
 mod cli;
-mod domain;
 mod parse;
 mod problems;
 mod settings;
 
 pub use cli::{env_vars, Cli, Command};
-pub use domain::{redact_password, BackendSpec, DatabaseUrl, Strategy, MAX_WEIGHT};
-pub use parse::{parse_backends, parse_duration, parse_nets, parse_size};
+pub use parse::{parse_backends, parse_duration, parse_size};
 pub use problems::ConfigError;
 pub use settings::{ServerSettings, Settings};

@@ -5,10 +5,12 @@
 use std::{net::SocketAddr, num::NonZeroU32, time::Duration};
 
 use actix_web::http::{header::HeaderName, Uri};
-use ipnet::IpNet;
 
-use super::domain::{BackendSpec, DatabaseUrl, Strategy, MAX_WEIGHT};
-use crate::registry::ForwardedHeader;
+use crate::{
+    pool::{BackendSpec, Strategy},
+    registry::ForwardedHeader,
+    store::DatabaseUrl,
+};
 
 /// Parses true/false, 1/0, yes/no, on/off.
 pub(super) fn parse_bool(raw: &str) -> Result<bool, String> {
@@ -17,21 +19,6 @@ pub(super) fn parse_bool(raw: &str) -> Result<bool, String> {
         "false" | "0" | "no" | "off" => Ok(false),
         _ => Err("expected true or false".into()),
     }
-}
-
-/// Parses a comma-separated list of addresses or CIDR blocks (an address is its own /32 or
-/// /128); empty gives an empty list.
-pub fn parse_nets(raw: &str) -> Result<Vec<IpNet>, String> {
-    raw.split(',')
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .map(|n| n.trunc())
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{s} is not an IP address or CIDR block like 10.0.0.0/8"))
-        })
-        .collect()
 }
 
 /// Parses a listener address `IP:PORT`.
@@ -91,6 +78,7 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
 
 /// Parses `URL[=WEIGHT],URL[=WEIGHT],...`.
 pub fn parse_backends(raw: &str) -> Result<Vec<BackendSpec>, String> {
+    const MAX_WEIGHT: u32 = BackendSpec::MAX_WEIGHT;
     let mut out: Vec<BackendSpec> = Vec::new();
     for entry in raw.split(',').map(str::trim) {
         if entry.is_empty() {
@@ -218,7 +206,7 @@ mod tests {
     }
 
     #[test]
-    fn bools_ints_nets_and_headers() {
+    fn bools_ints_paths_and_headers() {
         for (raw, want) in [
             ("true", true),
             (" ON ", true),
@@ -231,10 +219,6 @@ mod tests {
         assert!(parse_bool("maybe").is_err());
         assert_eq!(parse_int("7", 1, 10), Ok(7));
         assert!(parse_int("0", 1, 10).is_err() && parse_int("-1", 0, 10).is_err());
-        let nets = parse_nets("10.0.0.7/8, 192.168.1.1,,::1").unwrap();
-        let shown: Vec<String> = nets.iter().map(ToString::to_string).collect();
-        assert_eq!(shown, vec!["10.0.0.0/8", "192.168.1.1/32", "::1/128"]);
-        assert!(parse_nets("10.0.0.0/33").is_err());
         assert_eq!(
             parse_forwarded_header(" Forwarded "),
             Ok(ForwardedHeader::Forwarded)

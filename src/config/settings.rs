@@ -2,10 +2,10 @@
 
 use std::{net::SocketAddr, time::Duration};
 
-use super::{assemble, cli::Cli, domain::BackendSpec, problems::ConfigError, problems::Problems};
+use super::{assemble, cli::Cli, problems::ConfigError, problems::Problems};
 use crate::{
     http::{admin::AdminSettings, proxy::ProxySettings},
-    pool::PoolSettings,
+    pool::{BackendSpec, PoolSettings},
     registry::{LimitSettings, RegistrySettings},
     store::StoreSettings,
 };
@@ -154,7 +154,7 @@ mod tests {
     use clap::Parser;
 
     use super::*;
-    use crate::config::{DatabaseUrl, Strategy};
+    use crate::{pool::Strategy, store::DatabaseUrl};
 
     fn cli(args: &[&str]) -> Cli {
         let mut all = vec!["tollgate"];

@@ -7,12 +7,13 @@ use std::{
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
 
+use super::Strategy;
 use super::{
     health::{Health, Thresholds, Transition},
     messages::{BackendStatus, CheckResult, GetBackends, ReportFailure, Shutdown},
     Load, Shared,
 };
-use crate::{config::Strategy, logfmt::Escaped};
+use crate::logfmt::Escaped;
 
 /// Settings of the pool, taken from the gateway configuration.
 #[derive(Debug, Clone)]

@@ -9,6 +9,7 @@ mod actor;
 mod health;
 mod messages;
 mod select;
+mod spec;
 
 use std::sync::{
     atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -22,8 +23,7 @@ pub use actor::{BackendPool, PoolSettings};
 pub use health::{Health, Thresholds, Transition};
 pub use messages::{BackendStatus, CheckResult, GetBackends, ReportFailure, Shutdown};
 pub use select::{pick, smooth_weighted_cycle, Load};
-
-use crate::config::{BackendSpec, Strategy};
+pub use spec::{BackendSpec, Strategy};
 
 /// One configured backend with its live counters.
 #[derive(Debug)]
