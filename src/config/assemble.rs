@@ -15,7 +15,10 @@ use super::{
     settings::ServerSettings,
 };
 use crate::{
-    http::{admin::AdminSettings, proxy::ProxySettings},
+    http::{
+        admin::{AdminSettings, AdminToken},
+        proxy::ProxySettings,
+    },
     pool::{BackendSpec, PoolSettings, Thresholds},
     ratelimit::{Quota, QuotaError, MAX_CAPACITY},
     registry::{parse_nets, LimitSettings, RegistrySettings},
@@ -71,7 +74,7 @@ pub(super) fn admin(p: &mut Problems, cli: &Cli) -> Option<AdminSettings> {
                     .to_string(),
             );
         }
-        t.to_string()
+        AdminToken::new(t.to_string())
     });
     if let Some(addr) = listen {
         if token.is_none() && !addr.ip().is_loopback() {

@@ -186,7 +186,7 @@ mod tests {
             (2, 3, 2)
         );
         assert_eq!(s.proxy.max_body_size, 16 * 1024 * 1024);
-        assert_eq!(s.store.url, DatabaseUrl::Sqlite("tollgate.db".into()));
+        assert!(matches!(&s.store.url, DatabaseUrl::Sqlite(p) if p == "tollgate.db"));
         assert_eq!(
             s.backends,
             vec![BackendSpec {
@@ -260,6 +260,25 @@ mod tests {
         assert!(
             all.contains("DATABASE_URL") && all.contains("TOLLGATE_ADMIN_TOKEN"),
             "{all}"
+        );
+    }
+
+    #[test]
+    fn debug_of_the_settings_shows_neither_token_nor_password() {
+        let s = Settings::from_cli(&cli(&[
+            "--backends",
+            "http://a:1",
+            "--admin-token",
+            "0123456789abcdef-secret",
+            "--database-url",
+            "postgres://u:hunter2@h/db",
+        ]))
+        .unwrap();
+        let shown = format!("{s:?} {s:#?}");
+        assert!(shown.contains("REDACTED"), "{shown}");
+        assert!(
+            !shown.contains("0123456789abcdef") && !shown.contains("hunter2"),
+            "{shown}"
         );
     }
 

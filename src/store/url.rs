@@ -1,11 +1,16 @@
 //! Where the database is: PostgreSQL or a SQLite file, and the URL with its password
 //! redacted for logs and messages.
+//!
+//! A PostgreSQL URL may carry a password, so it is kept as a [`SecretString`]: `Debug` of
+//! the settings prints `[REDACTED]`, and only the connection manager reads it.
+
+use secrecy::{ExposeSecret, SecretString};
 
 /// Which database the gateway keeps its state in.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub enum DatabaseUrl {
-    /// A PostgreSQL connection URL.
-    Postgres(String),
+    /// A PostgreSQL connection URL, password included.
+    Postgres(SecretString),
     /// Path of a SQLite file.
     Sqlite(String),
 }
@@ -15,7 +20,7 @@ impl DatabaseUrl {
     pub fn redacted(&self) -> String {
         match self {
             DatabaseUrl::Sqlite(path) => format!("sqlite://{path}"),
-            DatabaseUrl::Postgres(url) => redact_password(url),
+            DatabaseUrl::Postgres(url) => redact_password(url.expose_secret()),
         }
     }
 }
@@ -62,5 +67,21 @@ mod tests {
             redact_password("postgres://u:pw@h:5432/db"),
             "postgres://u:***@h:5432/db"
         );
+        assert_eq!(
+            redact_password("postgres://u:p/w@x@h/db?sslpassword=k&sslmode=require"),
+            "postgres://u:***@h/db?sslpassword=***&sslmode=require"
+        );
+        assert_eq!(redact_password("postgres://u@h/db"), "postgres://u@h/db");
+    }
+
+    #[test]
+    fn debug_never_shows_the_url() {
+        let url = DatabaseUrl::Postgres("postgres://u:hunter2@h/db".to_string().into());
+        let shown = format!("{url:?}");
+        assert!(
+            !shown.contains("hunter2") && !shown.contains("postgres://"),
+            "{shown}"
+        );
+        assert_eq!(url.redacted(), "postgres://u:***@h/db");
     }
 }

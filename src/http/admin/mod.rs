@@ -1,9 +1,11 @@
 //! The admin listener: liveness, readiness, backend status and client CRUD, behind a bearer
 //! token.
 
+mod auth;
 mod clients;
 mod error;
 
+pub use auth::AdminToken;
 pub use error::AdminError;
 
 use std::sync::{
@@ -11,15 +13,8 @@ use std::sync::{
     Arc,
 };
 
-use actix_web::{
-    body::MessageBody,
-    dev::{ServiceRequest, ServiceResponse},
-    http::{header, StatusCode},
-    middleware::{from_fn, Next},
-    web, HttpRequest, HttpResponse,
-};
+use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
 use crate::{error_body, http::proxy::request_id, pool::PoolHandle, registry::RegistryHandle};
 
@@ -29,7 +24,7 @@ pub struct AdminSettings {
     /// Admin listener address.
     pub listen: std::net::SocketAddr,
     /// Bearer token; `None` leaves the API open (only allowed on loopback).
-    pub token: Option<String>,
+    pub token: Option<AdminToken>,
 }
 
 /// What the admin handlers share.
@@ -39,7 +34,7 @@ pub struct AdminState {
     /// Set when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     /// Bearer token; `None` leaves the API open (only allowed on loopback).
-    pub token: Option<String>,
+    pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
 }
@@ -50,7 +45,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
         .route("/readyz", web::get().to(readyz))
         .service(
             web::scope("")
-                .wrap(from_fn(require_token))
+                .wrap(from_fn(auth::require_token))
                 .route("/backends", web::get().to(backends))
                 .configure(clients::configure)
                 .default_service(web::to(not_found)),
@@ -109,35 +104,4 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         "No such admin endpoint",
         &rid(&req),
     )
-}
-
-/// Refuses requests without the configured bearer token (compared in constant time).
-async fn require_token(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<AdminState>>()
-        .and_then(|s| s.token.clone());
-    if let Some(expected) = expected {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-            let request_id = request_id(req.headers());
-            let resp = error_body::builder(StatusCode::UNAUTHORIZED, &request_id)
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tollgate-admin\""))
-                .json(error_body::ErrorBody {
-                    code: 401,
-                    message: "Missing or wrong bearer token",
-                    error: "unauthorized",
-                    request_id: &request_id,
-                });
-            return Ok(req.into_response(resp));
-        }
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }
