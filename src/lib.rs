@@ -20,6 +20,7 @@ pub mod logfmt;
 pub mod pool;
 pub mod ratelimit;
 pub mod registry;
+pub mod request_id;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

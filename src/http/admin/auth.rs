@@ -11,7 +11,7 @@ use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
 
 use super::AdminState;
-use crate::{error_body, http::proxy::request_id};
+use crate::{error_body, request_id::request_id};
 
 /// The admin API's bearer token. `Debug` prints `[REDACTED]`, and the only use of the
 /// secret is a constant-time comparison.

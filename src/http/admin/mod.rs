@@ -16,7 +16,7 @@ use std::sync::{
 use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::{error_body, http::proxy::request_id, pool::PoolHandle, registry::RegistryHandle};
+use crate::{error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id};
 
 /// The admin listener and its credentials.
 #[derive(Debug, Clone)]
