@@ -5,6 +5,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
 };
 
+use actix::Addr;
 use actix_web::{dev::Server, web, App, HttpServer};
 
 use crate::{
@@ -17,15 +18,15 @@ use crate::{
     pool::{BackendSpec, PoolHandle},
     registry::{ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, DbExecutor, LoadClients, StoreError},
+    store::{self, ClientRow, DbExecutor, LoadClients, StoreError},
 };
 
 /// Database threads: blocking diesel calls run here, never on an HTTP worker.
 const DB_THREADS: usize = 2;
 
-/// Connects to the database (retrying up to the start-up bound), migrates it, loads the
-/// clients and starts the `ClientRegistry` with its `DbExecutor`s.
-async fn start_registry(settings: &Settings) -> Result<RegistryHandle, StartupError> {
+/// Connects to the database (retrying up to the start-up bound), migrates it, starts the
+/// `DbExecutor`s and loads the clients.
+async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>), StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -38,12 +39,7 @@ async fn start_registry(settings: &Settings) -> Result<RegistryHandle, StartupEr
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    Ok(ClientRegistry::start_with(
-        rows,
-        settings.limits.clone(),
-        db,
-        settings.registry,
-    ))
+    Ok((db, rows))
 }
 
 /// Why the gateway could not start.
@@ -97,8 +93,9 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr
 }
 
 impl Application {
-    /// Binds the listeners (port 0 picks a free port), starts the backend pool and builds the
-    /// servers. Must run inside an actix `System`.
+    /// Opens the database, binds the listeners (port 0 picks a free port), then starts the
+    /// backend pool and the client registry and builds the servers. Must run inside an actix
+    /// `System`.
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
         let mut demos = Vec::new();
         if settings.demo {
@@ -122,14 +119,19 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
+        let (db, rows) = open_store(&settings).await?;
+        let server = &settings.server;
+        // Both listeners are bound before any actor starts: an actor started but never run
+        // panics when the runtime is dropped after a start error.
+        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", server.listen)?;
+        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?;
+
         let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
-        let registry = start_registry(&settings).await?;
+        let registry = ClientRegistry::start_with(rows, settings.limits.clone(), db, settings.registry);
         let draining = Arc::new(AtomicBool::new(false));
         // actix-server counts its drain deadline in whole seconds.
-        let server = &settings.server;
         let drain_secs = server.shutdown_timeout.as_secs_f64().ceil() as u64;
 
-        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", server.listen)?;
         let proxy_settings = settings.proxy.clone();
         let (connect_timeout, upstream_timeout) = (server.connect_timeout, proxy_settings.upstream_timeout);
         let proxy_pool = pool.clone();
@@ -158,7 +160,6 @@ impl Application {
         })?
         .run();
 
-        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?;
         let admin_state = web::Data::new(AdminState {
             pool: pool.clone(),
             draining: draining.clone(),

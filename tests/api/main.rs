@@ -9,3 +9,4 @@ mod helpers;
 mod process;
 mod proxy;
 mod ratelimit;
+mod start_errors;
