@@ -30,6 +30,15 @@ impl AdminToken {
     }
 }
 
+/// The credentials of an `Authorization: Bearer <token>` value. The scheme is matched
+/// case-insensitively and followed by one or more spaces (RFC 9110 §11.1, §11.4).
+fn bearer_credentials(value: &str) -> Option<&str> {
+    let (scheme, credentials) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| credentials.trim_start_matches(' '))
+}
+
 /// Refuses requests without the configured bearer token.
 pub(super) async fn require_token(
     req: ServiceRequest,
@@ -43,7 +52,7 @@ pub(super) async fn require_token(
             .headers()
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
+            .and_then(bearer_credentials)
             .unwrap_or("");
         if !expected.matches(presented) {
             let request_id = request_id(req.headers());
@@ -64,6 +73,23 @@ pub(super) async fn require_token(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for (value, want) in [
+            ("Bearer abc", Some("abc")),
+            ("bearer abc", Some("abc")),
+            ("BEARER abc", Some("abc")),
+            ("Bearer   abc", Some("abc")),
+            ("Bearer ABC", Some("ABC")),
+            ("Bearerabc", None),
+            ("Bearerx abc", None),
+            ("Basic abc", None),
+            ("", None),
+        ] {
+            assert_eq!(bearer_credentials(value), want, "{value:?}");
+        }
+    }
 
     #[test]
     fn the_token_matches_only_itself_and_never_shows() {

@@ -4,9 +4,11 @@
 mod auth;
 mod clients;
 mod error;
+mod framework_errors;
 
 pub use auth::AdminToken;
 pub use error::AdminError;
+pub use framework_errors::ADMIN_BODY_LIMIT;
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -39,17 +41,22 @@ pub struct AdminState {
     pub registry: RegistryHandle,
 }
 
-/// Registers the admin routes.
+/// Registers the admin routes. Each path is a resource, so that a wrong method gets `405`
+/// with `Allow` rather than falling through to `404`; every error answer is JSON.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .service(
-            web::scope("")
-                .wrap(from_fn(auth::require_token))
-                .route("/backends", web::get().to(backends))
-                .configure(clients::configure)
-                .default_service(web::to(not_found)),
-        );
+    cfg.app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT)).service(
+        web::scope("")
+            .wrap(from_fn(framework_errors::json_bodies))
+            .service(web::resource("/healthz").route(web::get().to(healthz)))
+            .service(web::resource("/readyz").route(web::get().to(readyz)))
+            .service(
+                web::scope("")
+                    .wrap(from_fn(auth::require_token))
+                    .service(web::resource("/backends").route(web::get().to(backends)))
+                    .configure(clients::configure)
+                    .default_service(web::to(not_found)),
+            ),
+    );
 }
 
 async fn healthz() -> HttpResponse {
