@@ -2,13 +2,23 @@
 //! per-client rate limits.
 //!
 //! # Layout
-//! - [`config`]: settings from flags and environment, all validated at once.
-//! - [`startup`]: [`startup::Application`] binds the listeners, starts the actors, runs.
+//! - [`config`]: settings from flags and environment, all validated at once: the clap schema,
+//!   the value parsers, and the settings of each concern (built here, defined by the module
+//!   that uses them: config depends on the domain modules, never the reverse).
+//! - [`startup`]: [`startup::Application`] opens the database, binds the listeners, starts
+//!   the actors, runs.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
-//! - [`pool`]: the `BackendPool` actor (health checks) and lock-free backend selection.
+//! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
+//!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
+//! - [`ratelimit`]: the pure token bucket (fixed-point) and its clocks.
+//! - [`registry`]: the `ClientRegistry` actor, the client table, anonymous buckets, client
+//!   identification behind trusted proxies.
+//! - [`store`]: diesel persistence (PostgreSQL or SQLite), [`store::DatabaseUrl`], the
+//!   `DbExecutor`s.
 //! - [`http::proxy`]: the forwarder (awc), hop-by-hop rules, failover, `ProxyError`.
-//! - [`http::admin`]: the admin API (health, readiness, backends), bearer-token auth.
+//! - [`http::admin`]: the admin API (health, readiness, backends, clients), bearer-token auth.
 //! - [`error_body`]: the one JSON error body.
+//! - [`request_id`]: request ids, shared by the proxy and the admin API.
 //! - [`demo`]: demo backends for `--demo` and the compose stack.
 //! - [`logfmt`]: escaping of untrusted values in logs.
 
