@@ -22,7 +22,7 @@ use actix_web::dev::ServerHandle;
 use futures_util::future::{select, Either};
 
 use crate::{
-    pool::{PoolHandle, Shutdown},
+    pool::{PoolHandle, Stop},
     registry::{Flush, RegistryHandle},
 };
 
@@ -105,7 +105,7 @@ pub async fn run(
         Ok(Err(e)) => log::error!("could not write bucket state at shutdown: {e}"),
         Err(e) => log::error!("client registry did not answer the flush within {FLUSH_DEADLINE:?}: {e}"),
     }
-    if let Err(e) = pool.addr().send(Shutdown).await {
+    if let Err(e) = pool.addr().send(Stop).await {
         log::warn!("backend pool was already stopped: {e}");
     }
     servers.admin.stop(true).await;

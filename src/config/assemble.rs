@@ -3,6 +3,8 @@
 //! Every function parses all of its values before giving up, so that one bad value never
 //! hides another; a `None` result always comes with at least one recorded problem.
 
+use std::time::Duration;
+
 use actix_web::http::header::HeaderName;
 
 use super::{
@@ -17,7 +19,7 @@ use super::{
 use crate::{
     http::{
         admin::{AdminSettings, AdminToken},
-        proxy::ProxySettings,
+        proxy::{ProxySettings, UploadPolicy},
     },
     pool::{BackendSpec, PoolSettings, Thresholds},
     ratelimit::{Quota, QuotaError, MAX_CAPACITY},
@@ -45,7 +47,7 @@ pub(super) fn server(p: &mut Problems, cli: &Cli) -> Option<ServerSettings> {
         &cli.shutdown_timeout,
     );
     let drain_delay = match cli.drain_delay.trim() {
-        "0" | "0s" | "0ms" => Some(std::time::Duration::ZERO),
+        "0" | "0s" | "0ms" => Some(Duration::ZERO),
         raw => p.duration("TOLLGATE_DRAIN_DELAY", "drain-delay", raw),
     };
     Some(ServerSettings {
@@ -140,6 +142,18 @@ pub(super) fn pool(p: &mut Problems, cli: &Cli) -> Option<PoolSettings> {
         &cli.unhealthy_threshold,
         parse_int(&cli.unhealthy_threshold, 1, 100),
     );
+    let passive_window = match cli.passive_eject_window.trim() {
+        "0" | "0s" | "0ms" => Some(Duration::ZERO),
+        raw => p.duration("TOLLGATE_PASSIVE_EJECT_WINDOW", "passive-eject-window", raw),
+    };
+    let panic_threshold = p.check(
+        "TOLLGATE_PANIC_THRESHOLD",
+        "panic-threshold",
+        &cli.panic_threshold,
+        parse_int(cli.panic_threshold.trim().trim_end_matches('%'), 0, 100)
+            .map(|n| n as u8)
+            .map_err(|e| format!("{e} (percent; 0 turns panic mode off)")),
+    );
     if let (Some(timeout), Some(interval)) = (timeout, interval) {
         if timeout > interval {
             p.push(format!(
@@ -156,7 +170,12 @@ pub(super) fn pool(p: &mut Problems, cli: &Cli) -> Option<PoolSettings> {
         thresholds: Thresholds {
             healthy: healthy?,
             unhealthy: unhealthy?,
+            passive_window: passive_window?,
+            // A check that timed out within one interval of a proxied answer measured the
+            // checker's queue, not the backend.
+            answer_grace: interval?,
         },
+        panic_threshold: panic_threshold?,
     })
 }
 
@@ -179,9 +198,43 @@ pub(super) fn proxy(p: &mut Problems, cli: &Cli, strip_header: Option<HeaderName
         &cli.max_body_size,
         parse_size(&cli.max_body_size),
     );
+    let request_buffer = p.check(
+        "TOLLGATE_REQUEST_BUFFER",
+        "request-buffer",
+        &cli.request_buffer,
+        parse_size(&cli.request_buffer),
+    );
+    let client_body_timeout = p.duration(
+        "TOLLGATE_CLIENT_BODY_TIMEOUT",
+        "client-body-timeout",
+        &cli.client_body_timeout,
+    );
+    let client_body_min_rate = p.check(
+        "TOLLGATE_CLIENT_BODY_MIN_RATE",
+        "client-body-min-rate",
+        &cli.client_body_min_rate,
+        parse_size(&cli.client_body_min_rate),
+    );
+    let client_body_grace = p.duration(
+        "TOLLGATE_CLIENT_BODY_GRACE",
+        "client-body-grace",
+        &cli.client_body_grace,
+    );
+    let upstream_body_timeout = p.duration(
+        "TOLLGATE_UPSTREAM_BODY_TIMEOUT",
+        "upstream-body-timeout",
+        &cli.upstream_body_timeout,
+    );
     Some(ProxySettings {
         retries: retries?,
         max_body_size: max_body_size?,
+        request_buffer: request_buffer?,
+        upload: UploadPolicy {
+            idle: client_body_timeout?,
+            min_rate: client_body_min_rate?,
+            grace: client_body_grace?,
+        },
+        upstream_body_timeout: upstream_body_timeout?,
         strip_header,
         upstream_timeout: upstream_timeout?,
     })
@@ -213,7 +266,7 @@ pub(super) fn registry(p: &mut Problems, cli: &Cli) -> Option<RegistrySettings> 
     let flush_interval = p.duration("TOLLGATE_FLUSH_INTERVAL", "flush-interval", &cli.flush_interval);
     Some(RegistrySettings {
         flush_interval: flush_interval?,
-        sweep_interval: std::time::Duration::from_secs(1),
+        sweep_interval: Duration::from_secs(1),
     })
 }
 

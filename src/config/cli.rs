@@ -60,6 +60,16 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_UNHEALTHY_THRESHOLD", default_value = "3")]
     pub unhealthy_threshold: String,
 
+    /// Least time between the first and the last of the consecutive proxy connect failures
+    /// that eject a backend (0s: the count alone ejects).
+    #[arg(long, env = "TOLLGATE_PASSIVE_EJECT_WINDOW", default_value = "1s")]
+    pub passive_eject_window: String,
+
+    /// Panic mode: when the healthy share of the backends falls below this percentage, traffic
+    /// goes to every backend as if all were healthy (0 turns it off).
+    #[arg(long, env = "TOLLGATE_PANIC_THRESHOLD", default_value = "50")]
+    pub panic_threshold: String,
+
     /// Time allowed to open a connection to a backend.
     #[arg(long, env = "TOLLGATE_CONNECT_TIMEOUT", default_value = "2s")]
     pub connect_timeout: String,
@@ -75,6 +85,27 @@ pub struct Cli {
     /// Largest request body accepted (e.g. 16MiB, 512KiB, 1000000); larger gets 413.
     #[arg(long, env = "TOLLGATE_MAX_BODY_SIZE", default_value = "16MiB")]
     pub max_body_size: String,
+
+    /// Request bodies up to this size are read whole before any backend is contacted.
+    #[arg(long, env = "TOLLGATE_REQUEST_BUFFER", default_value = "64KiB")]
+    pub request_buffer: String,
+
+    /// Longest wait between two reads of a client's request body; then 408.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_TIMEOUT", default_value = "10s")]
+    pub client_body_timeout: String,
+
+    /// Minimum average upload rate per second once the grace period is over (0: none); then 408.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_MIN_RATE", default_value = "1KiB")]
+    pub client_body_min_rate: String,
+
+    /// Time from the start of a request before the minimum upload rate applies.
+    #[arg(long, env = "TOLLGATE_CLIENT_BODY_GRACE", default_value = "5s")]
+    pub client_body_grace: String,
+
+    /// Longest wait between two reads of a backend's response body; then the client
+    /// connection is aborted.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_BODY_TIMEOUT", default_value = "30s")]
+    pub upstream_body_timeout: String,
 
     /// On shutdown, time /readyz answers 503 while the proxy still serves, so that load
     /// balancers stop sending before the listener closes (0s: close at once).

@@ -103,10 +103,12 @@ impl Settings {
         format!(
             "listen={} admin_listen={} admin_token={} backends=[{}] lb_strategy={} health_path={} \
              health_interval={:?} health_timeout={:?} healthy_threshold={} unhealthy_threshold={} \
+             passive_eject_window={:?} panic_threshold={}% \
              connect_timeout={:?} upstream_timeout={:?} retries={} max_body_size={} \
              shutdown_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
-             db_timeout={:?} db_startup_timeout={:?}",
+             db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
+             client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?}",
             server.listen,
             self.admin.listen,
             if self.admin.token.is_some() {
@@ -121,6 +123,8 @@ impl Settings {
             pool.timeout,
             pool.thresholds.healthy,
             pool.thresholds.unhealthy,
+            pool.thresholds.passive_window,
+            pool.panic_threshold,
             server.connect_timeout,
             proxy.upstream_timeout,
             proxy.retries,
@@ -143,6 +147,11 @@ impl Settings {
             self.registry.flush_interval,
             store.checkout_timeout,
             store.startup_timeout,
+            proxy.request_buffer,
+            proxy.upload.idle,
+            proxy.upload.min_rate,
+            proxy.upload.grace,
+            proxy.upstream_body_timeout,
         )
     }
 }
@@ -228,6 +237,38 @@ mod tests {
         }
         assert_eq!(p.len(), 6, "{all}");
         assert!(all.contains("\"5x\""), "value not quoted: {all}");
+    }
+
+    #[test]
+    fn panic_threshold_and_passive_window() {
+        let s = Settings::from_cli(&cli(&["--backends", "http://a:1"])).unwrap();
+        assert_eq!(
+            (s.pool.panic_threshold, s.pool.thresholds.passive_window),
+            (50, Duration::from_secs(1))
+        );
+        for (threshold, window, want) in [
+            ("0", "0s", (0, Duration::ZERO)),
+            ("100%", "250ms", (100, Duration::from_millis(250))),
+            (" 30 ", "2s", (30, Duration::from_secs(2))),
+        ] {
+            let args = ["--backends", "http://a:1", "--panic-threshold", threshold];
+            let s =
+                Settings::from_cli(&cli(&[&args[..], &["--passive-eject-window", window]].concat())).unwrap();
+            assert_eq!(
+                (s.pool.panic_threshold, s.pool.thresholds.passive_window),
+                want,
+                "{threshold} {window}"
+            );
+        }
+        for bad in ["101", "50.5", "half"] {
+            let p = problems(&["--backends", "http://a:1", "--panic-threshold", bad]);
+            assert!(
+                p[0].starts_with("TOLLGATE_PANIC_THRESHOLD (--panic-threshold)"),
+                "{p:?}"
+            );
+        }
+        let p = problems(&["--backends", "http://a:1", "--passive-eject-window", "soon"]);
+        assert!(p[0].starts_with("TOLLGATE_PASSIVE_EJECT_WINDOW"), "{p:?}");
     }
 
     #[test]

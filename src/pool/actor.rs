@@ -1,17 +1,22 @@
-//! The `BackendPool` actor: runs health checks and publishes the healthy set.
+//! The `BackendPool` actor: runs active checks, hears passive failures, applies the health and
+//! panic policies and publishes the routing table. The decisions themselves live in `health`
+//! and `panic`; this file only feeds them events and acts on what they return.
 
 use std::{
     sync::{atomic::Ordering, Arc},
     time::{Duration, Instant, SystemTime},
 };
 
-use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
+use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
+use awc::error::{ConnectError, SendRequestError};
 
 use super::Strategy;
 use super::{
-    health::{Health, Thresholds, Transition},
-    messages::{BackendStatus, CheckResult, GetBackends, ReportFailure, Shutdown},
-    Load, Shared,
+    health::{Event, Health, Outcome, Thresholds},
+    messages::{BackendStatus, CheckResult, GetBackends, PoolStatus, ReportFailure, Stop},
+    panic,
+    select::Load,
+    shared::Shared,
 };
 use crate::logfmt::Escaped;
 
@@ -26,8 +31,10 @@ pub struct PoolSettings {
     pub interval: Duration,
     /// Deadline of one check.
     pub timeout: Duration,
-    /// Ejection and re-admission thresholds.
+    /// Ejection and re-admission rules.
     pub thresholds: Thresholds,
+    /// Healthy share (percent) below which every backend takes traffic; 0 turns it off.
+    pub panic_threshold: u8,
 }
 
 /// Owns backend health: one active check in flight per backend at most, passive failures from
@@ -41,6 +48,8 @@ pub struct BackendPool {
     last: Vec<Option<CheckResult>>,
     /// Backends whose first check has not finished; readiness waits for them.
     first_round_pending: usize,
+    /// Panic mode as last published, so that each switch is logged once.
+    panic: bool,
     client: Option<awc::Client>,
 }
 
@@ -55,6 +64,7 @@ impl BackendPool {
             checking: vec![false; n],
             last: vec![None; n],
             first_round_pending: n,
+            panic: false,
             client: None,
         }
     }
@@ -79,16 +89,32 @@ impl BackendPool {
                     Ok(resp) => {
                         let status = resp.status();
                         let ok = status.is_success() || status.is_redirection();
+                        let event = if ok {
+                            Event::CheckPassed
+                        } else {
+                            Event::CheckFailed
+                        };
                         let error = (!ok).then(|| format!("status {}", status.as_u16()));
-                        (ok, Some(status.as_u16()), error)
+                        (event, Some(status.as_u16()), error)
                     }
-                    Err(e) => (false, None, Some(e.to_string())),
+                    Err(e) => {
+                        let timed_out = matches!(
+                            e,
+                            SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout)
+                        );
+                        let event = if timed_out {
+                            Event::CheckTimedOut
+                        } else {
+                            Event::CheckFailed
+                        };
+                        (event, None, Some(e.to_string()))
+                    }
                 }
             };
-            ctx.spawn(check.into_actor(self).map(move |(ok, status, error), act, _| {
+            ctx.spawn(check.into_actor(self).map(move |(event, status, error), act, _| {
                 act.checking[i] = false;
                 let result = CheckResult {
-                    ok,
+                    ok: event == Event::CheckPassed,
                     status,
                     error,
                     at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
@@ -96,8 +122,8 @@ impl BackendPool {
                 };
                 let reason = result.error.clone().unwrap_or_default();
                 act.last[i] = Some(result);
-                act.record(i, ok, "health check", &reason);
-                if act.first_round_pending > 0 && act.last[i].is_some() {
+                act.record(i, event, &reason);
+                if act.first_round_pending > 0 {
                     act.first_round_pending -= 1;
                     if act.first_round_pending == 0 {
                         act.shared.ready.store(true, Ordering::Release);
@@ -112,27 +138,64 @@ impl BackendPool {
         }
     }
 
-    fn record(&mut self, i: usize, ok: bool, source: &str, reason: &str) {
-        let base = &self.shared.backends[i].base;
-        match self.health[i].record(ok, self.settings.thresholds) {
-            Some(Transition::Ejected) => log::warn!(
-                "backend {base} ejected after {} consecutive failures (last, from {source}: {})",
-                self.settings.thresholds.unhealthy,
+    /// Feeds one event to backend `i`'s health and republishes on a transition.
+    fn record(&mut self, i: usize, event: Event, reason: &str) {
+        let backend = &self.shared.backends[i];
+        let now = self.shared.clock.now();
+        let t = &self.settings.thresholds;
+        match self.health[i].record(event, now, backend.last_answer(), t) {
+            Outcome::Counted => return,
+            Outcome::Forgiven => {
+                log::debug!(
+                    "health check of {} timed out while it answered proxied traffic: not counted",
+                    backend.base
+                );
+                return;
+            }
+            Outcome::Ejected if event == Event::ConnectFailed => log::warn!(
+                "backend {} ejected after {} consecutive connect failures over {:?} or more (last: {})",
+                backend.base,
+                t.unhealthy,
+                t.passive_window,
                 Escaped(reason)
             ),
-            Some(Transition::Readmitted) => log::info!(
-                "backend {base} re-admitted after {} consecutive passed checks",
-                self.settings.thresholds.healthy
+            Outcome::Ejected => log::warn!(
+                "backend {} ejected after {} consecutive failed checks (last: {})",
+                backend.base,
+                t.unhealthy,
+                Escaped(reason)
             ),
-            None => return,
+            Outcome::Readmitted => log::info!(
+                "backend {} re-admitted after {} consecutive passed checks",
+                backend.base,
+                t.healthy
+            ),
         }
-        let healthy: Vec<usize> = (0..self.health.len())
-            .filter(|&k| self.health[k].is_healthy())
-            .collect();
-        if healthy.is_empty() {
+        self.publish();
+    }
+
+    /// Publishes the routing table for the current health, logging a panic switch once.
+    fn publish(&mut self) {
+        let healthy: Vec<bool> = self.health.iter().map(Health::is_healthy).collect();
+        let (routable, panic) = panic::routable(&healthy, self.settings.panic_threshold);
+        let up = healthy.iter().filter(|&&h| h).count();
+        if panic && !self.panic {
+            log::warn!(
+                "panic mode: only {up} of {} backends healthy, below {}%: routing to all of them as if healthy",
+                healthy.len(),
+                self.settings.panic_threshold
+            );
+        } else if !panic && self.panic {
+            log::info!(
+                "panic mode over: {up} of {} backends healthy; routing to healthy backends only",
+                healthy.len()
+            );
+        }
+        if routable.is_empty() {
             log::error!("no healthy backend left: requests get 503 until one recovers");
         }
-        self.shared.publish(healthy);
+        self.panic = panic;
+        self.shared.publish(routable);
     }
 }
 
@@ -167,16 +230,17 @@ impl Handler<ReportFailure> for BackendPool {
 
     fn handle(&mut self, msg: ReportFailure, _: &mut Context<Self>) {
         if msg.index < self.health.len() {
-            self.record(msg.index, false, "proxy", &msg.reason);
+            self.record(msg.index, Event::ConnectFailed, &msg.reason);
         }
     }
 }
 
 impl Handler<GetBackends> for BackendPool {
-    type Result = Vec<BackendStatus>;
+    type Result = PoolStatus;
 
-    fn handle(&mut self, _: GetBackends, _: &mut Context<Self>) -> Vec<BackendStatus> {
-        self.shared
+    fn handle(&mut self, _: GetBackends, _: &mut Context<Self>) -> PoolStatus {
+        let backends = self
+            .shared
             .backends
             .iter()
             .enumerate()
@@ -189,15 +253,19 @@ impl Handler<GetBackends> for BackendPool {
                 failures_total: b.failures(),
                 last_check: self.last[i].clone(),
             })
-            .collect()
+            .collect();
+        PoolStatus {
+            strategy: self.shared.strategy.to_string(),
+            panic: self.panic,
+            backends,
+        }
     }
 }
 
-impl Handler<Shutdown> for BackendPool {
+impl Handler<Stop> for BackendPool {
     type Result = ();
 
-    fn handle(&mut self, _: Shutdown, ctx: &mut Context<Self>) {
-        use actix::ActorContext;
+    fn handle(&mut self, _: Stop, ctx: &mut Context<Self>) {
         ctx.stop();
     }
 }

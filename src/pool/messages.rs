@@ -1,7 +1,7 @@
 //! Messages of the [`BackendPool`](super::BackendPool) actor: control traffic only, never one
 //! per request.
 
-use actix::Message;
+use actix::{Message, MessageResponse};
 use serde::Serialize;
 
 /// The proxy could not connect to a backend; counts like a failed health check.
@@ -14,15 +14,15 @@ pub struct ReportFailure {
     pub reason: String,
 }
 
-/// Status of every backend, for the admin API.
+/// Status of the pool and every backend, for the admin API.
 #[derive(Debug, Message)]
-#[rtype(result = "Vec<BackendStatus>")]
+#[rtype(result = "PoolStatus")]
 pub struct GetBackends;
 
-/// Stop health checks and the actor (part of graceful shutdown).
+/// Stops health checks and the actor (part of graceful shutdown).
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
-pub struct Shutdown;
+pub struct Stop;
 
 /// Outcome of the most recent health check of a backend.
 #[derive(Debug, Clone, Serialize)]
@@ -41,6 +41,17 @@ pub struct CheckResult {
     pub duration_ms: u64,
 }
 
+/// The pool as `GET /backends` shows it.
+#[derive(Debug, Clone, Serialize, MessageResponse)]
+pub struct PoolStatus {
+    /// Selection strategy.
+    pub strategy: String,
+    /// Panic mode: too few backends are healthy, so traffic goes to all of them.
+    pub panic: bool,
+    /// Every configured backend, in configuration order.
+    pub backends: Vec<BackendStatus>,
+}
+
 /// One backend as `GET /backends` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStatus {
@@ -48,7 +59,7 @@ pub struct BackendStatus {
     pub url: String,
     /// Configured weight.
     pub weight: u32,
-    /// Whether it takes traffic now.
+    /// Whether its checks say it is up (in panic mode it takes traffic even when not).
     pub healthy: bool,
     /// Requests in flight now.
     pub in_flight: usize,

@@ -1,4 +1,4 @@
-//! Backend selection: pure functions over a snapshot of the healthy backends.
+//! Backend selection: pure functions over the routable backends of a snapshot.
 //!
 //! Nothing here locks or allocates per request: round robin walks a precomputed smooth
 //! weighted cycle with a shared cursor, least-connections and random read the in-flight
@@ -58,19 +58,19 @@ fn lighter<L: Load>(a: &L, b: &L) -> bool {
     (a.in_flight() as u64) * u64::from(b.weight()) < (b.in_flight() as u64) * u64::from(a.weight())
 }
 
-/// Picks an index into `backends` among `healthy` (indices), skipping those in `exclude`.
+/// Chooses an index into `backends` among `routable` (indices), skipping those in `exclude`.
 ///
-/// `cycle` is the smooth weighted cycle over `healthy` (entries index into `healthy`);
+/// `cycle` is the smooth weighted cycle over `routable` (entries index into `routable`);
 /// `cursor` is shared by every caller so that the rotation is global, not per worker.
-pub fn pick<L: Load>(
+pub fn choose<L: Load>(
     strategy: Strategy,
     backends: &[L],
-    healthy: &[usize],
+    routable: &[usize],
     cycle: &[usize],
     cursor: &AtomicUsize,
     exclude: &[usize],
 ) -> Option<usize> {
-    if healthy.is_empty() {
+    if routable.is_empty() {
         return None;
     }
     let allowed = |i: &usize| !exclude.contains(i);
@@ -78,16 +78,16 @@ pub fn pick<L: Load>(
         Strategy::RoundRobin => {
             let start = cursor.fetch_add(1, Ordering::Relaxed);
             (0..cycle.len())
-                .map(|k| healthy[cycle[(start + k) % cycle.len()]])
+                .map(|k| routable[cycle[(start + k) % cycle.len()]])
                 .find(allowed)
         }
         Strategy::LeastConnections => {
             // Rotate the starting point so that ties spread instead of piling on the first.
             let start = cursor.fetch_add(1, Ordering::Relaxed);
-            let n = healthy.len();
+            let n = routable.len();
             let mut best: Option<usize> = None;
             for k in 0..n {
-                let i = healthy[(start + k) % n];
+                let i = routable[(start + k) % n];
                 if !allowed(&i) {
                     continue;
                 }
@@ -98,7 +98,7 @@ pub fn pick<L: Load>(
             best
         }
         Strategy::Random => {
-            let candidates = healthy.iter().copied().filter(|i| allowed(i));
+            let candidates = routable.iter().copied().filter(|i| allowed(i));
             let n = candidates.clone().count();
             match n {
                 0 => None,
@@ -141,12 +141,18 @@ mod tests {
         c
     }
 
-    fn run(strategy: Strategy, backends: &[B], healthy: &[usize], n: usize, exclude: &[usize]) -> Vec<usize> {
-        let weights: Vec<u32> = healthy.iter().map(|&i| backends[i].1).collect();
+    fn run(
+        strategy: Strategy,
+        backends: &[B],
+        routable: &[usize],
+        n: usize,
+        exclude: &[usize],
+    ) -> Vec<usize> {
+        let weights: Vec<u32> = routable.iter().map(|&i| backends[i].1).collect();
         let cycle = smooth_weighted_cycle(&weights);
         let cursor = AtomicUsize::new(0);
         (0..n)
-            .map(|_| pick(strategy, backends, healthy, &cycle, &cursor, exclude).unwrap())
+            .map(|_| choose(strategy, backends, routable, &cycle, &cursor, exclude).unwrap())
             .collect()
     }
 
@@ -187,10 +193,10 @@ mod tests {
         let cursor = AtomicUsize::new(0);
         let cycle = smooth_weighted_cycle(&[1, 1]);
         assert_eq!(
-            pick(Strategy::RoundRobin, &b, &[0, 1], &cycle, &cursor, &[0, 1]),
+            choose(Strategy::RoundRobin, &b, &[0, 1], &cycle, &cursor, &[0, 1]),
             None
         );
-        assert_eq!(pick(Strategy::RoundRobin, &b, &[], &[], &cursor, &[]), None);
+        assert_eq!(choose(Strategy::RoundRobin, &b, &[], &[], &cursor, &[]), None);
     }
 
     #[test]

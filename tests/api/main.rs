@@ -4,9 +4,15 @@
 mod admin;
 mod clients;
 mod compose;
+mod ejection;
 mod failover;
 mod helpers;
+mod hostile;
+mod logcapture;
+mod panic;
+mod paths;
 mod process;
 mod proxy;
 mod ratelimit;
+mod slow;
 mod start_errors;

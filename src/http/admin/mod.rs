@@ -89,9 +89,7 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
 
 async fn backends(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     match state.pool.addr().send(crate::pool::GetBackends).await {
-        Ok(list) => {
-            HttpResponse::Ok().json(json!({"strategy": state.pool.strategy().to_string(), "backends": list}))
-        }
+        Ok(status) => HttpResponse::Ok().json(status),
         Err(e) => {
             log::error!("backend pool did not answer: {e}");
             error_body::respond(

@@ -5,7 +5,7 @@ use std::{
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
-    time::Instant,
+    time::{Duration, Instant},
 };
 
 use actix_web::{
@@ -16,31 +16,60 @@ use actix_web::{
 };
 use futures_util::{ready, Stream};
 
+use super::{
+    deadline::LazyDeadline,
+    upload::{PacedPayload, SlowUpload, UploadError},
+};
 use crate::{logfmt::Escaped, pool::Lease};
+
+/// Why the client's body could not be read to its end.
+#[derive(Debug, Clone)]
+pub enum ClientBodyFailure {
+    /// The client's connection or framing failed.
+    Broken(String),
+    /// The client sent too slowly.
+    Slow(SlowUpload),
+}
+
+impl From<UploadError> for ClientBodyFailure {
+    fn from(e: UploadError) -> Self {
+        match e {
+            UploadError::Slow(slow) => ClientBodyFailure::Slow(slow),
+            UploadError::Client(e) => ClientBodyFailure::Broken(e.to_string()),
+        }
+    }
+}
+
+/// The client's request body as the forwarder reads it: paced by the upload policy.
+pub type ClientPayload = PacedPayload<Payload>;
 
 /// The client's request body, shared between attempts.
 ///
 /// awc drops a request body without polling it when the connection cannot be opened, so a
 /// body that was never touched can still be sent to the next backend.
 pub struct BodySource {
-    payload: RefCell<Option<Payload>>,
+    payload: RefCell<Option<ClientPayload>>,
+    /// What was read before the first attempt (the request buffer), sent first.
+    prefix: RefCell<Option<Bytes>>,
     touched: Cell<bool>,
     received: Cell<u64>,
     limit: u64,
     too_large: Cell<bool>,
-    client_error: RefCell<Option<String>>,
+    client_error: RefCell<Option<ClientBodyFailure>>,
     /// Set when the whole body has been read; wakes the response-head deadline.
     finished: Cell<bool>,
     finish_waker: RefCell<Option<std::task::Waker>>,
 }
 
 impl BodySource {
-    /// Wraps the client's payload, refusing more than `limit` bytes.
-    pub fn new(payload: Payload, limit: u64) -> Rc<BodySource> {
+    /// Wraps the rest of the client's payload after `prefix`, refusing more than `limit` bytes.
+    pub fn new(prefix: Bytes, payload: ClientPayload, limit: u64) -> Rc<BodySource> {
+        let received = prefix.len() as u64;
         Rc::new(BodySource {
             payload: RefCell::new(Some(payload)),
+            prefix: RefCell::new((!prefix.is_empty()).then_some(prefix)),
             touched: Cell::new(false),
-            received: Cell::new(0),
+            received: Cell::new(received),
             limit,
             too_large: Cell::new(false),
             client_error: RefCell::new(None),
@@ -72,8 +101,8 @@ impl BodySource {
         self.too_large.get()
     }
 
-    /// The client's own body error, if reading its body failed.
-    pub fn client_error(&self) -> Option<String> {
+    /// The client's own failure, if reading its body failed.
+    pub fn client_error(&self) -> Option<ClientBodyFailure> {
         self.client_error.borrow().clone()
     }
 }
@@ -101,6 +130,9 @@ impl MessageBody for UpstreamRequestBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
         let src = &self.src;
         src.touched.set(true);
+        if let Some(prefix) = src.prefix.borrow_mut().take() {
+            return Poll::Ready(Some(Ok(prefix)));
+        }
         let mut slot = src.payload.borrow_mut();
         let Some(payload) = slot.as_mut() else {
             return Poll::Ready(None);
@@ -117,9 +149,9 @@ impl MessageBody for UpstreamRequestBody {
                 Poll::Ready(Some(Ok(chunk)))
             }
             Some(Err(e)) => {
-                *src.client_error.borrow_mut() = Some(e.to_string());
+                *src.client_error.borrow_mut() = Some(e.into());
                 *slot = None;
-                Poll::Ready(Some(Err(e)))
+                Poll::Ready(Some(Err(PayloadError::Incomplete(None))))
             }
             None => {
                 src.finished.set(true);
@@ -193,11 +225,16 @@ pub struct DownstreamBody<S> {
     bytes: u64,
     finished: bool,
     failed: bool,
+    /// Longest wait for the backend's next body bytes.
+    idle: Duration,
+    /// Start of the current wait; `None` while the body flows (no clock read per chunk).
+    waiting_since: Option<Instant>,
+    deadline: LazyDeadline,
 }
 
 impl<S> DownstreamBody<S> {
     /// Wraps the backend's response stream.
-    pub fn new(inner: S, lease: Lease, log: Option<AccessRecord>) -> Self {
+    pub fn new(inner: S, lease: Lease, log: Option<AccessRecord>, idle: Duration) -> Self {
         DownstreamBody {
             inner,
             lease: Some(lease),
@@ -205,7 +242,28 @@ impl<S> DownstreamBody<S> {
             bytes: 0,
             finished: false,
             failed: false,
+            idle,
+            waiting_since: None,
+            deadline: LazyDeadline::default(),
         }
+    }
+
+    fn fail(&mut self, cause: &dyn std::fmt::Display) {
+        self.failed = true;
+        if let Some(lease) = &self.lease {
+            lease.count_failure();
+            log::warn!(
+                "backend {} failed mid-response: {cause}; aborting the client connection",
+                lease.backend().base
+            );
+        }
+    }
+}
+
+impl<S> DownstreamBody<S> {
+    /// Ends a response that has no body (1xx, 204, 304, HEAD): complete, not aborted.
+    pub fn end_without_body(mut self) {
+        self.finished = true;
     }
 }
 
@@ -216,20 +274,25 @@ where
     type Item = Result<Bytes, PayloadError>;
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let item = ready!(Pin::new(&mut self.inner).poll_next(cx));
-        match &item {
-            Some(Ok(chunk)) => self.bytes += chunk.len() as u64,
-            Some(Err(e)) => {
-                self.failed = true;
-                if let Some(lease) = &self.lease {
-                    lease.count_failure();
-                    log::warn!(
-                        "backend {} failed mid-response: {e}; aborting the client connection",
-                        lease.backend().base
-                    );
-                }
+        let this = &mut *self;
+        let item = match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(item) => item,
+            Poll::Pending => {
+                let since = *this.waiting_since.get_or_insert_with(Instant::now);
+                ready!(this.deadline.poll_until(cx, since + this.idle));
+                let cause = format!("no body bytes for {:?}", this.idle);
+                this.fail(&cause);
+                return Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    cause,
+                )))));
             }
-            None => self.finished = true,
+        };
+        this.waiting_since = None;
+        match &item {
+            Some(Ok(chunk)) => this.bytes += chunk.len() as u64,
+            Some(Err(e)) => this.fail(e),
+            None => this.finished = true,
         }
         Poll::Ready(item)
     }

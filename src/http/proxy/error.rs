@@ -48,6 +48,15 @@ pub enum ProxyError {
     /// The client's request body could not be read (the client went away or sent garbage).
     #[error("reading the request body failed: {0}")]
     ClientBody(String),
+    /// The client sent its body too slowly (idle limit or minimum rate).
+    #[error("{0}")]
+    ClientTooSlow(super::upload::SlowUpload),
+    /// The request target cannot be sent to a backend safely.
+    #[error("request target refused: {0}")]
+    BadTarget(String),
+    /// A method the gateway does not forward (`CONNECT`).
+    #[error("method not forwarded")]
+    MethodNotAllowed,
     /// The API key matches no client.
     #[error("unknown API key")]
     UnknownApiKey,
@@ -105,6 +114,21 @@ impl ProxyError {
                 "bad_request_body",
                 "Request body could not be read",
             ),
+            ProxyError::ClientTooSlow(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request body not received in time",
+            ),
+            ProxyError::BadTarget(_) => (
+                StatusCode::BAD_REQUEST,
+                "bad_request_target",
+                "Request target cannot be forwarded safely",
+            ),
+            ProxyError::MethodNotAllowed => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             ProxyError::UnknownApiKey => (StatusCode::UNAUTHORIZED, "unknown_api_key", "Unknown API key"),
             ProxyError::ApiKeyRequired => (StatusCode::UNAUTHORIZED, "api_key_required", "API key required"),
             ProxyError::ClientDisabled => (StatusCode::FORBIDDEN, "client_disabled", "Client disabled"),
@@ -120,11 +144,21 @@ impl ProxyError {
     pub fn to_response(&self, request_id: &str) -> HttpResponse {
         let (status, error, message) = self.parts();
         let mut b = error_body::builder(status, request_id);
-        if let ProxyError::RateLimited(d, q) = self {
-            b.insert_header(("retry-after", d.retry_after_secs.max(1).to_string()));
-            for h in rate_limit_headers(d, q) {
-                b.insert_header(h);
+        match self {
+            ProxyError::RateLimited(d, q) => {
+                b.insert_header(("retry-after", d.retry_after_secs.max(1).to_string()));
+                for h in rate_limit_headers(d, q) {
+                    b.insert_header(h);
+                }
             }
+            ProxyError::MethodNotAllowed => {
+                b.insert_header((actix_web::http::header::ALLOW, super::ALLOWED_METHODS));
+            }
+            // The rest of the client's body is unread: this connection cannot carry another request.
+            ProxyError::ClientTooSlow(_) | ProxyError::ClientBody(_) => {
+                b.force_close();
+            }
+            _ => {}
         }
         b.json(error_body::ErrorBody {
             code: status.as_u16(),

@@ -5,10 +5,19 @@
 //! body of an idempotent request, kept so the request can be retried on another backend.
 
 mod body;
+mod deadline;
 mod error;
+mod framing;
 mod headers;
+mod retry;
+mod target;
+mod upload;
 
-use std::{rc::Rc, time::Instant};
+use std::{
+    borrow::Cow,
+    rc::Rc,
+    time::{Duration, Instant},
+};
 
 use actix_web::{
     body::{BodySize, BodyStream, SizedStream},
@@ -20,7 +29,7 @@ use actix_web::{
     web::{self, Bytes, BytesMut},
     HttpMessage, HttpRequest, HttpResponse,
 };
-use awc::error::{ConnectError, SendRequestError};
+use awc::error::SendRequestError;
 use futures_util::{
     future::{select, Either},
     StreamExt,
@@ -29,8 +38,11 @@ use futures_util::{
 pub use body::AccessRecord;
 pub use error::{rate_limit_headers, ProxyError};
 pub use headers::{copy_end_to_end, upstream_request_headers};
+pub use upload::UploadPolicy;
 
-use body::{BodySource, DownstreamBody, UpstreamRequestBody};
+use body::{BodySource, ClientBodyFailure, DownstreamBody, UpstreamRequestBody};
+use retry::{BodyKind, Failure};
+use upload::PacedPayload;
 
 use crate::{
     logfmt::Escaped,
@@ -43,11 +55,12 @@ use crate::{
 /// Longest request target (path and query) accepted; longer gets 414.
 pub const MAX_TARGET_LEN: usize = 8 * 1024;
 
-/// Ceiling on a streamed upload to a backend (the response-head deadline starts after it).
-const UPLOAD_ALLOWANCE: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
+/// Ceiling on a streamed upload to a backend (the response-head deadline starts after it; the
+/// upload policy is what bounds a slow client).
+const UPLOAD_ALLOWANCE: Duration = Duration::from_secs(24 * 3600);
 
-/// Bodies of idempotent requests up to this size are buffered so they can be retried.
-pub const REPLAY_BUFFER_LIMIT: u64 = 64 * 1024;
+/// Methods the gateway forwards, for the `Allow` of its own 405 and of `OPTIONS *`.
+pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS, TRACE";
 
 /// Proxy settings every worker shares.
 #[derive(Debug, Clone)]
@@ -56,10 +69,16 @@ pub struct ProxySettings {
     pub retries: u32,
     /// Largest request body accepted.
     pub max_body_size: u64,
+    /// Request bodies up to this size are read whole before any backend is contacted.
+    pub request_buffer: u64,
+    /// How slowly a client may send its body.
+    pub upload: UploadPolicy,
+    /// Longest wait for the backend's next response-body bytes.
+    pub upstream_body_timeout: Duration,
     /// A request header never sent to backends (the API key header while rate limiting is on).
     pub strip_header: Option<HeaderName>,
     /// Deadline for the response head once the request is sent.
-    pub upstream_timeout: std::time::Duration,
+    pub upstream_timeout: Duration,
 }
 
 /// Per-worker forwarder: the awc client of this worker and the pool handle.
@@ -72,35 +91,25 @@ pub struct ProxyHandler {
     access_log: bool,
 }
 
-/// How a failed attempt failed, which decides whether another backend may be tried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Failure {
-    /// Nothing reached the backend: the connection could not be opened.
-    Connect { timeout: bool },
-    /// The request may have reached the backend.
-    AfterSend { timeout: bool },
-}
-
-fn classify(e: &SendRequestError) -> Failure {
-    match e {
-        // awc reports a connection closed before any response as `Disconnected`: the request
-        // was written, so it may have been delivered.
-        SendRequestError::Connect(ConnectError::Disconnected) => Failure::AfterSend { timeout: false },
-        SendRequestError::Connect(ConnectError::Timeout) => Failure::Connect { timeout: true },
-        SendRequestError::Connect(_) => Failure::Connect { timeout: false },
-        SendRequestError::Timeout => Failure::AfterSend { timeout: true },
-        _ => Failure::AfterSend { timeout: false },
-    }
-}
-
-/// The request body as far as retries are concerned.
+/// The request body as far as sending it is concerned.
 enum RequestBody {
     /// No body at all.
     Empty,
-    /// Fully read, small: may be sent again.
+    /// Read whole before the first attempt: may be sent again.
     Buffered(Bytes),
     /// Streamed: can go to another backend only if the first attempt never touched it.
     Streamed(Rc<BodySource>, BodySize),
+}
+
+impl RequestBody {
+    fn kind(&self) -> BodyKind {
+        match self {
+            RequestBody::Empty | RequestBody::Buffered(_) => BodyKind::Replayable,
+            RequestBody::Streamed(src, _) => BodyKind::Streamed {
+                touched: src.touched(),
+            },
+        }
+    }
 }
 
 impl ProxyHandler {
@@ -135,6 +144,86 @@ impl ProxyHandler {
         }
     }
 
+    /// The path and query to send: dot segments resolved so no request leaves a backend's
+    /// prefix; `None` for the asterisk form of `OPTIONS *`, which the gateway answers itself.
+    fn target(req: &HttpRequest) -> Result<Option<PathAndQuery>, ProxyError> {
+        if *req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let raw = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        if raw.len() > MAX_TARGET_LEN {
+            return Err(ProxyError::UriTooLong { len: raw.len() });
+        }
+        if raw == "*" {
+            return match *req.method() {
+                Method::OPTIONS => Ok(None),
+                _ => Err(ProxyError::BadTarget(
+                    "the asterisk form is only for OPTIONS".into(),
+                )),
+            };
+        }
+        match target::resolve(raw).map_err(|e| ProxyError::BadTarget(e.to_string()))? {
+            Cow::Borrowed(_) => Ok(Some(
+                req.uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )),
+            Cow::Owned(resolved) => PathAndQuery::try_from(resolved)
+                .map(Some)
+                .map_err(|e| ProxyError::BadTarget(e.to_string())),
+        }
+    }
+
+    /// Reads the client's body as far as the request buffer before any backend is contacted,
+    /// so that a slow small upload never holds a backend connection.
+    async fn read_body(
+        &self,
+        req: &HttpRequest,
+        payload: web::Payload,
+        started: Instant,
+    ) -> Result<RequestBody, ProxyError> {
+        let limit = self.settings.max_body_size;
+        let declared = declared_length(req);
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        let size = match declared {
+            // Declared empty: sent as `Content-Length: 0`, which some servers require on POST.
+            Some(0) => return Ok(RequestBody::Buffered(Bytes::new())),
+            None if !chunked => return Ok(RequestBody::Empty),
+            Some(n) => BodySize::Sized(n),
+            None => BodySize::Stream,
+        };
+        let mut paced = PacedPayload::new(payload, self.settings.upload, started);
+        let buffer = self.settings.request_buffer.min(limit);
+        let cap = match size {
+            BodySize::Sized(n) => n.min(buffer),
+            _ => buffer,
+        };
+        let mut buf = BytesMut::with_capacity(usize::try_from(cap).unwrap_or(0));
+        while (buf.len() as u64) < buffer {
+            match paced.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(client_body_error(e.into())),
+                None => {
+                    if buf.len() as u64 > limit {
+                        return Err(ProxyError::BodyTooLarge { limit });
+                    }
+                    return Ok(RequestBody::Buffered(buf.freeze()));
+                }
+            }
+        }
+        if buf.len() as u64 > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        Ok(RequestBody::Streamed(
+            BodySource::new(buf.freeze(), paced, limit),
+            size,
+        ))
+    }
+
     async fn forward(
         &self,
         req: &HttpRequest,
@@ -142,41 +231,20 @@ impl ProxyHandler {
         request_id: &str,
         started: Instant,
     ) -> Result<HttpResponse, ProxyError> {
-        let target = req
-            .uri()
-            .path_and_query()
-            .cloned()
-            .unwrap_or_else(|| PathAndQuery::from_static("/"));
-        if target.as_str().len() > MAX_TARGET_LEN {
-            return Err(ProxyError::UriTooLong {
-                len: target.as_str().len(),
-            });
-        }
+        let Some(target) = Self::target(req)? else {
+            return Ok(HttpResponse::NoContent()
+                .insert_header((header::ALLOW, ALLOWED_METHODS))
+                .finish());
+        };
         let limit_state = self.admit(req)?;
-        let limit = self.settings.max_body_size;
-        let declared = declared_length(req);
-        if declared.is_some_and(|n| n > limit) {
-            return Err(ProxyError::BodyTooLarge { limit });
+        let body = self.read_body(req, payload, started).await?;
+        if self.pool.is_empty() {
+            return Err(ProxyError::NoHealthyBackend);
         }
-        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
         let idempotent = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
-        let body = match declared {
-            // Declared empty: sent as `Content-Length: 0`, which some servers require on POST.
-            Some(0) => RequestBody::Buffered(Bytes::new()),
-            None if !chunked => RequestBody::Empty,
-            Some(n) if idempotent && n <= REPLAY_BUFFER_LIMIT => {
-                RequestBody::Buffered(read_small_body(payload, n).await?)
-            }
-            Some(n) => RequestBody::Streamed(BodySource::new(payload, limit), BodySize::Sized(n)),
-            None => RequestBody::Streamed(BodySource::new(payload, limit), BodySize::Stream),
-        };
-        if self.pool.is_empty() {
-            return Err(ProxyError::NoHealthyBackend);
-        }
-
         let peer = req.peer_addr().map(|a| a.ip());
         let mut tried: Vec<usize> = Vec::with_capacity(1);
         let mut previous: Option<ProxyError> = None;
@@ -203,6 +271,13 @@ impl ProxyHandler {
             // Built per attempt rather than cloned: retries are rare.
             let headers = upstream.headers_mut();
             *headers = upstream_request_headers(req.headers(), peer, request_id);
+            if let Some(authority) = req.uri().authority() {
+                // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2).
+                if let Ok(host) = header::HeaderValue::from_str(authority.as_str()) {
+                    headers.insert(header::HOST, host.clone());
+                    headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+                }
+            }
             if let Some(name) = &self.settings.strip_header {
                 // The client's credential for the gateway is not the backend's business.
                 headers.remove(name);
@@ -234,34 +309,36 @@ impl ProxyHandler {
                 Ok(resp) => return Ok(self.respond(req, resp, lease, request_id, started, limit_state)),
                 Err(e) => e,
             };
-            lease.count_failure();
             if let RequestBody::Streamed(src, _) = &body {
                 if src.too_large() {
-                    return Err(ProxyError::BodyTooLarge { limit });
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: self.settings.max_body_size,
+                    });
                 }
-                if let Some(cause) = src.client_error() {
-                    return Err(ProxyError::ClientBody(cause));
+                if let Some(failure) = src.client_error() {
+                    // The client's fault, not the backend's: no failure counted against it.
+                    return Err(client_body_error(failure));
                 }
             }
+            lease.count_failure();
             let base = lease.backend().base.clone();
-            let failure = classify(&e);
+            let failure = retry::classify(&e);
             let cause = e.to_string();
             if let Failure::Connect { .. } = failure {
                 self.pool.report_connect_failure(lease.index(), cause.clone());
             }
-            let err = match failure {
-                Failure::Connect { timeout: true } | Failure::AfterSend { timeout: true } => {
-                    ProxyError::UpstreamTimeout { backend: base, cause }
-                }
-                _ => ProxyError::UpstreamFailed { backend: base, cause },
+            let err = if failure.is_timeout() {
+                ProxyError::UpstreamTimeout { backend: base, cause }
+            } else {
+                ProxyError::UpstreamFailed { backend: base, cause }
             };
-            let may_retry = match (failure, &body) {
-                (Failure::Connect { .. }, RequestBody::Streamed(src, _)) => !src.touched(),
-                (Failure::Connect { .. }, _) => true,
-                (Failure::AfterSend { .. }, RequestBody::Streamed(..)) => false,
-                (Failure::AfterSend { .. }, _) => idempotent,
-            };
-            if !may_retry || tried.len() > self.settings.retries as usize {
+            if !retry::may_retry(
+                failure,
+                idempotent,
+                body.kind(),
+                tried.len(),
+                self.settings.retries,
+            ) {
                 return Err(err);
             }
             previous = Some(err);
@@ -281,6 +358,7 @@ impl ProxyHandler {
         S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
     {
         let status = resp.status();
+        lease.record_response(status.as_u16());
         let mut out = HttpResponse::build(status);
 
         let length = resp
@@ -295,7 +373,12 @@ impl ProxyHandler {
         let record = self
             .access_log
             .then(|| AccessRecord::new(req, request_id, status.as_u16(), &lease.backend().base, started));
-        let stream = DownstreamBody::new(resp.take_payload(), lease, record);
+        let stream = DownstreamBody::new(
+            resp.take_payload(),
+            lease,
+            record,
+            self.settings.upstream_body_timeout,
+        );
         let head = *req.method() == Method::HEAD;
         let mut response = match (length, no_body) {
             // HEAD keeps the length of the body it would have had; the encoder sends none.
@@ -303,7 +386,7 @@ impl ProxyHandler {
             (_, true) => {
                 // 1xx, 204 and 304 have no body whatever Content-Length says: end here, so the
                 // lease and the log line end now and the client connection stays usable.
-                drop(stream);
+                stream.end_without_body();
                 out.body(actix_web::body::None::new())
             }
             (_, false) => out.body(BodyStream::new(stream)),
@@ -325,6 +408,13 @@ impl ProxyHandler {
     }
 }
 
+fn client_body_error(failure: ClientBodyFailure) -> ProxyError {
+    match failure {
+        ClientBodyFailure::Broken(cause) => ProxyError::ClientBody(cause),
+        ClientBodyFailure::Slow(slow) => ProxyError::ClientTooSlow(slow),
+    }
+}
+
 fn bad_target(cause: String) -> ProxyError {
     ProxyError::UpstreamFailed {
         backend: "-".into(),
@@ -337,15 +427,6 @@ fn declared_length(req: &HttpRequest) -> Option<u64> {
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok())
-}
-
-async fn read_small_body(mut payload: web::Payload, len: u64) -> Result<Bytes, ProxyError> {
-    let mut buf = BytesMut::with_capacity(usize::try_from(len).unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ProxyError::ClientBody(e.to_string()))?;
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
 }
 
 /// The proxy's catch-all route: any method, any path.
@@ -382,6 +463,7 @@ pub fn build_client(
         .no_default_headers()
         .connector(
             awc::Connector::new()
+                .connector(framing::GuardedConnector::default())
                 .timeout(connect_timeout)
                 // No cap on connections per worker: a cap only queues requests inside the
                 // gateway, where the upstream timeout cannot see them.

@@ -1,0 +1,139 @@
+//! When a failed attempt may go to another backend: a pure decision, apart from the forwarder.
+//!
+//! Safe means the request cannot have been acted on twice: nothing reached the backend (a
+//! connect failure, with a body nobody has read yet), or the request is idempotent and can be
+//! sent again whole (no body, or one read whole before the first attempt).
+
+use awc::error::{ConnectError, SendRequestError};
+
+/// How an attempt failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// Nothing reached the backend: the connection could not be opened.
+    Connect {
+        /// The connect deadline passed (else it was refused or unreachable).
+        timeout: bool,
+    },
+    /// The request may have reached the backend.
+    AfterSend {
+        /// The response-head deadline passed (else the connection broke).
+        timeout: bool,
+    },
+}
+
+impl Failure {
+    /// Whether the failure was a deadline (504) rather than a broken connection (502).
+    pub fn is_timeout(self) -> bool {
+        matches!(
+            self,
+            Failure::Connect { timeout: true } | Failure::AfterSend { timeout: true }
+        )
+    }
+}
+
+/// The request body, as far as sending it again is concerned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyKind {
+    /// No body, or one read whole before the first attempt: it can be sent again.
+    Replayable,
+    /// Streamed from the client; `touched` once an attempt has read any of it.
+    Streamed {
+        /// Some of the body was read by an attempt, so it cannot be sent again.
+        touched: bool,
+    },
+}
+
+/// Reads an awc send error as a [`Failure`].
+pub fn classify(e: &SendRequestError) -> Failure {
+    match e {
+        // awc reports a connection closed before any response as `Disconnected`: the request
+        // was written, so it may have been delivered.
+        SendRequestError::Connect(ConnectError::Disconnected) => Failure::AfterSend { timeout: false },
+        SendRequestError::Connect(ConnectError::Timeout) => Failure::Connect { timeout: true },
+        SendRequestError::Connect(_) => Failure::Connect { timeout: false },
+        SendRequestError::Timeout => Failure::AfterSend { timeout: true },
+        _ => Failure::AfterSend { timeout: false },
+    }
+}
+
+/// Whether the request may be tried again on another backend after `attempts` attempts
+/// (`retries` extra attempts allowed in all).
+pub fn may_retry(failure: Failure, idempotent: bool, body: BodyKind, attempts: usize, retries: u32) -> bool {
+    if attempts > retries as usize {
+        return false;
+    }
+    match (failure, body) {
+        (Failure::Connect { .. }, BodyKind::Streamed { touched }) => !touched,
+        (Failure::Connect { .. }, BodyKind::Replayable) => true,
+        (Failure::AfterSend { .. }, BodyKind::Streamed { .. }) => false,
+        (Failure::AfterSend { .. }, BodyKind::Replayable) => idempotent,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retries_only_where_nothing_can_happen_twice() {
+        let connect = Failure::Connect { timeout: false };
+        let connect_slow = Failure::Connect { timeout: true };
+        let sent = Failure::AfterSend { timeout: false };
+        let sent_slow = Failure::AfterSend { timeout: true };
+        let replay = BodyKind::Replayable;
+        let fresh = BodyKind::Streamed { touched: false };
+        let touched = BodyKind::Streamed { touched: true };
+        // (failure, idempotent, body, attempts so far, retries allowed, may retry)
+        let cases = [
+            (connect, false, replay, 1, 2, true),
+            (connect, true, replay, 1, 2, true),
+            (connect_slow, false, replay, 1, 2, true),
+            (connect, false, fresh, 1, 2, true),
+            (connect, true, touched, 1, 2, false),
+            (sent, true, replay, 1, 2, true),
+            (sent_slow, true, replay, 1, 2, true),
+            (sent, false, replay, 1, 2, false),
+            (sent, true, fresh, 1, 2, false),
+            (sent, true, touched, 1, 2, false),
+            (connect, true, replay, 2, 2, true),
+            (connect, true, replay, 3, 2, false),
+            (connect, true, replay, 1, 0, false),
+        ];
+        for (failure, idempotent, body, attempts, retries, want) in cases {
+            assert_eq!(
+                may_retry(failure, idempotent, body, attempts, retries),
+                want,
+                "{failure:?} idempotent={idempotent} {body:?} attempts={attempts} retries={retries}"
+            );
+        }
+    }
+
+    #[test]
+    fn awc_errors_are_classified_by_what_reached_the_backend() {
+        let cases = [
+            (
+                SendRequestError::Connect(ConnectError::Timeout),
+                Failure::Connect { timeout: true },
+            ),
+            (
+                SendRequestError::Connect(ConnectError::Io(std::io::ErrorKind::ConnectionRefused.into())),
+                Failure::Connect { timeout: false },
+            ),
+            (
+                SendRequestError::Connect(ConnectError::Disconnected),
+                Failure::AfterSend { timeout: false },
+            ),
+            (SendRequestError::Timeout, Failure::AfterSend { timeout: true }),
+        ];
+        for (e, want) in cases {
+            assert_eq!(classify(&e), want, "{e}");
+            assert_eq!(
+                want.is_timeout(),
+                matches!(
+                    e,
+                    SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout)
+                )
+            );
+        }
+    }
+}
