@@ -9,13 +9,15 @@
 //! - `problems`: collects every problem into one [`ConfigError`].
 //! - `assemble`: the settings of each concern (proxy, pool, limits, store, admin…) from the
 //!   command line.
-//! - `settings`: [`Settings`], the parts together, and its redacted summary line.
+//! - `settings`: [`Settings`], the parts together.
+//! - `summary`: its one-line summary for the log, secrets redacted.
 
 mod assemble;
 mod cli;
 mod parse;
 mod problems;
 mod settings;
+mod summary;
 
 pub use cli::{env_vars, Cli, Command};
 pub use parse::{parse_backends, parse_duration, parse_size};
