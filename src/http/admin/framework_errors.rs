@@ -19,19 +19,27 @@ use crate::{error_body, request_id::request_id};
 /// Largest admin request body; a `POST`/`PUT`/`PATCH /clients` body is a few hundred bytes.
 pub const ADMIN_BODY_LIMIT: usize = 256 * 1024;
 
-/// The `error` name and message of an error status the framework answered by itself.
-fn describe(status: StatusCode) -> (&'static str, String) {
+/// The `error` name and message of an error status the framework answered by itself: the
+/// names the README lists, else the reason phrase in snake case (`408` → `request_timeout`).
+fn describe(status: StatusCode) -> (String, String) {
+    let reason = status.canonical_reason().unwrap_or("Error");
     match status {
         StatusCode::METHOD_NOT_ALLOWED => (
-            "method_not_allowed",
+            "method_not_allowed".to_string(),
             "Method not allowed on this endpoint; see the Allow header".to_string(),
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
-            "body_too_large",
+            "body_too_large".to_string(),
             format!("Request body too large: at most {} KiB", ADMIN_BODY_LIMIT / 1024),
         ),
-        StatusCode::BAD_REQUEST => ("bad_request", "Malformed request".to_string()),
-        other => ("error", other.canonical_reason().unwrap_or("Error").to_string()),
+        StatusCode::BAD_REQUEST => (
+            "bad_request".to_string(),
+            "Malformed request: its query or body could not be read".to_string(),
+        ),
+        _ => (
+            reason.to_ascii_lowercase().replace([' ', '-'], "_"),
+            reason.to_string(),
+        ),
     }
 }
 
@@ -56,7 +64,7 @@ pub(super) async fn json_bodies(
     }
     let (req, old) = res.into_parts();
     let (error, message) = describe(status);
-    let mut resp = error_body::respond(status, error, &message, &request_id(req.headers()));
+    let mut resp = error_body::respond(status, &error, &message, &request_id(req.headers()));
     if let Some(allow) = old.headers().get(header::ALLOW) {
         resp.headers_mut().insert(header::ALLOW, allow.clone());
     }
@@ -73,7 +81,12 @@ mod tests {
             (StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
             (StatusCode::PAYLOAD_TOO_LARGE, "body_too_large"),
             (StatusCode::BAD_REQUEST, "bad_request"),
-            (StatusCode::URI_TOO_LONG, "error"),
+            (StatusCode::NOT_FOUND, "not_found"),
+            (StatusCode::REQUEST_TIMEOUT, "request_timeout"),
+            (
+                StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+                "request_header_fields_too_large",
+            ),
         ] {
             let (error, message) = describe(status);
             assert_eq!(error, name, "{status}");
