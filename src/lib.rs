@@ -5,8 +5,9 @@
 //! - [`config`]: settings from flags and environment, all validated at once: the clap schema,
 //!   the value parsers, and the settings of each concern (built here, defined by the module
 //!   that uses them: config depends on the domain modules, never the reverse).
-//! - [`startup`]: [`startup::Application`] opens the database, binds the listeners, starts
-//!   the actors, runs.
+//! - [`startup`]: [`startup::Application`] opens the database, binds (or inherits) the
+//!   listeners, starts the actors, runs.
+//! - [`listeners`]: listeners handed over by systemd socket activation.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
 //! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
 //!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
@@ -26,6 +27,7 @@ pub mod config;
 pub mod demo;
 pub mod error_body;
 pub mod http;
+pub mod listeners;
 pub mod logfmt;
 pub mod pool;
 pub mod ratelimit;

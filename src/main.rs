@@ -36,7 +36,11 @@ fn main() -> ExitCode {
         init_logging(&cli.log);
         let result = actix_web::rt::System::new().block_on(async {
             let listener = std::net::TcpListener::bind(listen)?;
-            log::info!("demo backend {name} listening on http://{listen}");
+            // The bound address, so that port 0 is usable (the tests start it so).
+            log::info!(
+                "demo backend {name} listening on http://{}",
+                listener.local_addr()?
+            );
             tollgate::demo::serve(listener, name.clone(), true)?.await
         });
         return match result {

@@ -15,6 +15,7 @@ use crate::{
         admin::{self, AdminState},
         proxy::{self, ProxyHandler},
     },
+    listeners::{self, Inherited, InheritedError},
     pool::{BackendSpec, PoolHandle},
     registry::{ClientRegistry, RegistryHandle},
     shutdown,
@@ -56,6 +57,9 @@ pub enum StartupError {
         #[source]
         source: std::io::Error,
     },
+    /// A listener handed over by the service manager is unusable.
+    #[error("{0}")]
+    Inherited(#[from] InheritedError),
     /// The database could not be reached or migrated.
     #[error("{0}")]
     Database(#[from] crate::store::StoreError),
@@ -93,10 +97,11 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr
 }
 
 impl Application {
-    /// Opens the database, binds the listeners (port 0 picks a free port), then starts the
-    /// backend pool and the client registry and builds the servers. Must run inside an actix
-    /// `System`.
+    /// Opens the database, binds the listeners (port 0 picks a free port) or takes those
+    /// handed over by the service manager, then starts the backend pool and the client
+    /// registry and builds the servers. Must run inside an actix `System`.
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
+        let mut inherited = Inherited::from_env();
         let mut demos = Vec::new();
         if settings.demo {
             if !settings.backends.is_empty() {
@@ -121,10 +126,19 @@ impl Application {
 
         let (db, rows) = open_store(&settings).await?;
         let server = &settings.server;
-        // Both listeners are bound before any actor starts: an actor started but never run
-        // panics when the runtime is dropped after a start error.
-        let (proxy_listener, proxy_addr) = bind("proxy, TOLLGATE_LISTEN", server.listen)?;
-        let (admin_listener, admin_addr) = bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?;
+        // Both listeners are bound (or inherited) before any actor starts: an actor started
+        // but never run panics when the runtime is dropped after a start error.
+        let (proxy_listener, proxy_addr) = match inherited.take(listeners::PROXY, "proxy")? {
+            Some(inherited) => inherited,
+            None => bind("proxy, TOLLGATE_LISTEN", server.listen)?,
+        };
+        let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
+            Some((listener, addr)) => {
+                listeners::check_admin(addr, settings.admin.token.is_some())?;
+                (listener, addr)
+            }
+            None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?,
+        };
 
         let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
         let registry = ClientRegistry::start_with(rows, settings.limits.clone(), db, settings.registry);

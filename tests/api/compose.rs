@@ -5,10 +5,12 @@
 
 use std::{
     collections::{BTreeMap, BTreeSet},
-    path::{Path, PathBuf},
+    path::Path,
     process::{Command, Stdio},
     time::{Duration, Instant},
 };
+
+use crate::helpers::TempDir;
 
 /// Variables of .env.example that only docker-compose.yml uses (the postgres container and the
 /// gateway's DATABASE_URL); the binary itself never reads them.
@@ -376,23 +378,6 @@ fn dockerfile_runtime_stage_runs_tollgate_as_non_root() {
             && i.trim_end().ends_with(binary.as_str())),
         "the runtime stage does not copy the binary to {binary}"
     );
-}
-
-/// A fresh empty directory under the system temp dir, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> TempDir {
-        let dir = std::env::temp_dir().join(format!("tollgate-compose-{}", uuid::Uuid::new_v4().simple()));
-        std::fs::create_dir(&dir).unwrap();
-        TempDir(dir)
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
 }
 
 /// The tollgate service's environment as compose would pass it with .env.example as .env,

@@ -213,9 +213,8 @@ async fn a_backend_that_keeps_refusing_is_ejected_once_the_failures_span_the_win
 
 #[actix_web::test]
 async fn every_backend_refusing_gives_a_json_error_within_100ms_each() {
-    let urls: Vec<String> = (0..3)
-        .map(|_| format!("http://127.0.0.1:{}", dead_port()))
-        .collect();
+    let dead = [RefusingPort::new(), RefusingPort::new(), RefusingPort::new()];
+    let urls: Vec<String> = dead.iter().map(RefusingPort::url).collect();
     let flags = ["--health-interval", "100ms", "--health-timeout", "100ms"];
     let gw = spawn_gateway(&urls, &flags).await;
     for u in &urls {

@@ -56,9 +56,8 @@ async fn a_killed_backend_costs_no_failed_get_is_ejected_and_readmitted() {
 
 #[actix_web::test]
 async fn all_backends_down_gives_a_fast_503_json() {
-    let urls: Vec<String> = (0..2)
-        .map(|_| format!("http://127.0.0.1:{}", dead_port()))
-        .collect();
+    let dead = [RefusingPort::new(), RefusingPort::new()];
+    let urls: Vec<String> = dead.iter().map(RefusingPort::url).collect();
     // Panic mode off: with it on, every backend is tried (502, see panic.rs).
     let flags = [&FAST_CHECKS[..], &["--panic-threshold", "0"]].concat();
     let gw = spawn_gateway(&urls, &flags).await;
@@ -77,9 +76,8 @@ async fn all_backends_down_gives_a_fast_503_json() {
 
 #[actix_web::test]
 async fn connect_failures_on_every_backend_give_502() {
-    let urls: Vec<String> = (0..2)
-        .map(|_| format!("http://127.0.0.1:{}", dead_port()))
-        .collect();
+    let dead = [RefusingPort::new(), RefusingPort::new()];
+    let urls: Vec<String> = dead.iter().map(RefusingPort::url).collect();
     // Checks far apart: both still count as healthy, so the proxy tries both and fails.
     let gw = spawn_gateway(&urls, &["--health-interval", "1h", "--unhealthy-threshold", "10"]).await;
     let (status, headers, body) = gw.get("/x").await;
@@ -89,7 +87,8 @@ async fn connect_failures_on_every_backend_give_502() {
 
 #[actix_web::test]
 async fn a_post_fails_over_on_connect_failure() {
-    let dead = format!("http://127.0.0.1:{}", dead_port());
+    let dead_port = RefusingPort::new();
+    let dead = dead_port.url();
     let live = TestBackend::start("live");
     let gw = spawn_gateway(
         &[dead, live.url()],

@@ -3,7 +3,6 @@
 
 use std::{
     net::SocketAddr,
-    process::{Child, Command, Stdio},
     sync::{
         atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering},
         mpsc, Arc,
@@ -115,57 +114,31 @@ pub async fn pool_status(admin_port: u16) -> Value {
     resp.json().await.unwrap()
 }
 
-/// The gateway as a process, its log in a file, so that a test can count log lines.
+/// The gateway as a process with its log captured, so that a test can count log lines.
 struct LoggedGateway {
-    child: Child,
+    gw: GatewayProcess,
     port: u16,
     admin_port: u16,
-    log: std::path::PathBuf,
-    _db: TestDb,
 }
 
 impl LoggedGateway {
     fn spawn(backends: &[String], extra: &[&str]) -> LoggedGateway {
-        let db = TestDb::sqlite();
-        let (port, admin_port) = (dead_port(), dead_port());
-        let log = std::env::temp_dir().join(format!("tollgate-panic-{}.log", uuid::Uuid::new_v4().simple()));
-        let child = Command::new(env!("CARGO_BIN_EXE_tollgate"))
-            .current_dir(std::env::temp_dir())
-            .env_remove("RUST_LOG")
-            .args(["--listen", &format!("127.0.0.1:{port}")])
-            .args(["--admin-listen", &format!("127.0.0.1:{admin_port}")])
-            .args(["--backends", &backends.join(",")])
-            .args(["--log", "info,tollgate::access=off"])
-            .args(["--database-url", &db.url()])
-            .args(["--rate-limit", "false"])
+        let gw = GatewayProcess::builder()
+            .backends(backends)
+            .args(&["--log", "info,tollgate::access=off", "--rate-limit", "false"])
             .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        LoggedGateway {
-            child,
-            port,
-            admin_port,
-            log,
-            _db: db,
-        }
+            .capture_stderr()
+            .spawn();
+        let (port, admin_port) = (gw.port, gw.admin_port);
+        LoggedGateway { gw, port, admin_port }
     }
 
     fn log_lines(&self, level: &str, text: &str) -> usize {
-        std::fs::read_to_string(&self.log)
-            .unwrap_or_default()
+        self.gw
+            .stderr()
             .lines()
             .filter(|l| l.contains(level) && l.contains(text))
             .count()
-    }
-}
-
-impl Drop for LoggedGateway {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let _ = std::fs::remove_file(&self.log);
     }
 }
 

@@ -5,7 +5,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use serde_json::{json, Value};
 
-use crate::{both_databases, helpers::*, process::GatewayProcess};
+use crate::{both_databases, helpers::*};
 
 async fn create(client: &awc::Client, admin: String, body: Value) -> u16 {
     client
@@ -274,7 +274,8 @@ async fn a_database_outage_keeps_the_proxy_serving_and_admin_writes_answer_503()
 
 #[test]
 fn an_unreachable_database_at_start_exits_non_zero_naming_it() {
-    let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/nowhere", dead_port());
+    let nowhere = RefusingPort::new();
+    let url = format!("postgres://postgres:hunter2@127.0.0.1:{}/nowhere", nowhere.port());
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .current_dir(std::env::temp_dir())
         .args([
