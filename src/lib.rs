@@ -2,14 +2,24 @@
 //! per-client rate limits.
 //!
 //! # Layout
-//! - [`config`]: settings from flags and environment, all validated at once.
-//! - [`startup`]: [`startup::Application`] binds the listeners, starts the actors, runs.
+//! - [`config`]: settings from flags and environment, all validated at once: the clap schema,
+//!   the value parsers, and the settings of each concern (built here, defined by the module
+//!   that uses them: config depends on the domain modules, never the reverse).
+//! - [`startup`]: [`startup::Application`] opens the database, binds (or inherits) the
+//!   listeners, starts the actors, runs.
 //! - [`listeners`]: listeners handed over by systemd socket activation.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
-//! - [`pool`]: the `BackendPool` actor (health checks) and lock-free backend selection.
+//! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
+//!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
+//! - [`ratelimit`]: the pure token bucket (fixed-point) and its clocks.
+//! - [`registry`]: the `ClientRegistry` actor, the client table, anonymous buckets, client
+//!   identification behind trusted proxies.
+//! - [`store`]: diesel persistence (PostgreSQL or SQLite), [`store::DatabaseUrl`], the
+//!   `DbExecutor`s.
 //! - [`http::proxy`]: the forwarder (awc), hop-by-hop rules, failover, `ProxyError`.
-//! - [`http::admin`]: the admin API (health, readiness, backends), bearer-token auth.
+//! - [`http::admin`]: the admin API (health, readiness, backends, clients), bearer-token auth.
 //! - [`error_body`]: the one JSON error body.
+//! - [`request_id`]: request ids, shared by the proxy and the admin API.
 //! - [`demo`]: demo backends for `--demo` and the compose stack.
 //! - [`logfmt`]: escaping of untrusted values in logs.
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
@@ -24,6 +34,7 @@ pub mod logthrottle;
 pub mod pool;
 pub mod ratelimit;
 pub mod registry;
+pub mod request_id;
 pub mod shutdown;
 pub mod startup;
 pub mod store;

@@ -5,55 +5,43 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
 };
 
+use actix::Addr;
 use actix_web::{dev::Server, web, App};
 
 use crate::{
-    config::{BackendSpec, Settings},
+    config::Settings,
     demo,
     http::{
         admin::{self, AdminState},
-        proxy::{self, ProxyHandler, ProxySettings},
+        proxy::{self, ProxyHandler},
         server::{serve, ServeOptions},
     },
     listeners::{self, Inherited, InheritedError},
-    pool::{PoolHandle, PoolSettings, Thresholds},
-    registry::{ClientRegistry, LimitSettings, RegistryHandle, RegistrySettings},
+    pool::{BackendSpec, PoolHandle},
+    registry::{ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, DbExecutor, LoadClients, StoreError},
+    store::{self, ClientRow, DbExecutor, LoadClients, StoreError},
 };
 
 /// Database threads: blocking diesel calls run here, never on an HTTP worker.
 const DB_THREADS: usize = 2;
 
-/// Connects to the database (retrying up to the start-up bound), migrates it, loads the
-/// clients and starts the `ClientRegistry` with its `DbExecutor`s.
-async fn start_registry(settings: &Settings) -> Result<RegistryHandle, StartupError> {
-    let (url, checkout, startup) = (
-        settings.database_url.clone(),
-        settings.db_timeout,
-        settings.db_startup_timeout,
-    );
-    let pool = actix_rt::task::spawn_blocking(move || store::connect_with_retry(&url, checkout, startup))
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    log::info!("database {} ready", settings.database_url.redacted());
+/// Connects to the database (retrying up to the start-up bound), migrates it, starts the
+/// `DbExecutor`s and loads the clients.
+async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>), StartupError> {
+    let store = settings.store.clone();
+    let pool = actix_rt::task::spawn_blocking(move || {
+        store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
+    })
+    .await
+    .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+    log::info!("database {} ready", settings.store.url.redacted());
     let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
     let rows = db
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    let limits = LimitSettings {
-        api_key_header: settings.api_key_header.clone(),
-        default_quota: settings.default_quota,
-        trusted_proxies: settings.trusted_proxies.clone(),
-        forwarded_header: settings.forwarded_header,
-        require_api_key: settings.require_api_key,
-    };
-    let timers = RegistrySettings {
-        flush_interval: settings.flush_interval,
-        sweep_interval: std::time::Duration::from_secs(1),
-    };
-    Ok(ClientRegistry::start_with(rows, limits, db, timers))
+    Ok((db, rows))
 }
 
 /// Why the gateway could not start.
@@ -110,8 +98,9 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr
 }
 
 impl Application {
-    /// Binds the listeners (port 0 picks a free port), starts the backend pool and builds the
-    /// servers. Must run inside an actix `System`.
+    /// Opens the database, binds the listeners (port 0 picks a free port) or takes those
+    /// handed over by the service manager, then starts the backend pool and the client
+    /// registry and builds the servers. Must run inside an actix `System`.
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
         let mut inherited = Inherited::from_env();
         let mut demos = Vec::new();
@@ -136,50 +125,37 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let pool = PoolHandle::start(
-            &settings.backends,
-            PoolSettings {
-                strategy: settings.strategy,
-                health_path: settings.health_path.clone(),
-                interval: settings.health_interval,
-                timeout: settings.health_timeout,
-                thresholds: Thresholds {
-                    healthy: settings.healthy_threshold,
-                    unhealthy: settings.unhealthy_threshold,
-                    passive_window: settings.passive_eject_window,
-                    // A check that timed out within one interval of a proxied answer measured
-                    // the checker's queue, not the backend.
-                    answer_grace: settings.health_interval,
-                },
-                panic_threshold: settings.panic_threshold,
-            },
-        );
-        let registry = start_registry(&settings).await?;
-        let draining = Arc::new(AtomicBool::new(false));
-        // actix-server counts its drain deadline in whole seconds.
-        let drain_secs = settings.shutdown_timeout.as_secs_f64().ceil() as u64;
-
+        let (db, rows) = open_store(&settings).await?;
+        let server = &settings.server;
+        // Both listeners are bound (or inherited) before any actor starts: an actor started
+        // but never run panics when the runtime is dropped after a start error.
         let (proxy_listener, proxy_addr) = match inherited.take(listeners::PROXY, "proxy")? {
             Some(inherited) => inherited,
-            None => bind("proxy, TOLLGATE_LISTEN", settings.listen)?,
+            None => bind("proxy, TOLLGATE_LISTEN", server.listen)?,
         };
-        let proxy_settings = ProxySettings {
-            retries: settings.retries,
-            max_body_size: settings.max_body_size,
-            request_buffer: settings.request_buffer,
-            upload: settings.upload,
-            upstream_body_timeout: settings.upstream_body_timeout,
-            strip_header: settings.rate_limit.then(|| settings.api_key_header.clone()),
-            upstream_timeout: settings.upstream_timeout,
+        let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
+            Some((listener, addr)) => {
+                listeners::check_admin(addr, settings.admin.token.is_some())?;
+                (listener, addr)
+            }
+            None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?,
         };
-        let (connect_timeout, upstream_timeout) = (settings.connect_timeout, settings.upstream_timeout);
+
+        let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
+        let registry = ClientRegistry::start_with(rows, settings.limits.clone(), db, settings.registry);
+        let draining = Arc::new(AtomicBool::new(false));
+        // actix-server counts its drain deadline in whole seconds.
+        let drain_secs = server.shutdown_timeout.as_secs_f64().ceil() as u64;
+
+        let proxy_settings = settings.proxy.clone();
+        let (connect_timeout, upstream_timeout) = (server.connect_timeout, proxy_settings.upstream_timeout);
         let proxy_pool = pool.clone();
         let limiter = settings.rate_limit.then(|| registry.clone());
         if limiter.is_none() {
             log::warn!("rate limiting is off (TOLLGATE_RATE_LIMIT=false): no client is charged");
         }
         let serve_options = ServeOptions {
-            workers: settings.workers,
+            workers: server.workers,
             shutdown_secs: drain_secs,
         };
         let proxy = serve("proxy", proxy_listener, serve_options, move || {
@@ -198,17 +174,10 @@ impl Application {
             source,
         })?;
 
-        let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
-            Some((listener, addr)) => {
-                listeners::check_admin(addr, settings.admin_token.is_some())?;
-                (listener, addr)
-            }
-            None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin_listen)?,
-        };
         let admin_state = web::Data::new(AdminState {
             pool: pool.clone(),
             draining: draining.clone(),
-            token: settings.admin_token.clone(),
+            token: settings.admin.token.clone(),
             registry: registry.clone(),
         });
         let admin_options = ServeOptions {
@@ -235,8 +204,8 @@ impl Application {
             pool,
             registry,
             draining,
-            shutdown_timeout: settings.shutdown_timeout,
-            drain_delay: settings.drain_delay,
+            shutdown_timeout: server.shutdown_timeout,
+            drain_delay: server.drain_delay,
         })
     }
 

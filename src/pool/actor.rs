@@ -10,6 +10,7 @@ use std::{
 use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
 use awc::error::{ConnectError, SendRequestError};
 
+use super::Strategy;
 use super::{
     health::{Event, Health, Outcome, Thresholds},
     messages::{BackendStatus, CheckResult, GetBackends, PoolStatus, ReportFailure, Stop},
@@ -17,7 +18,7 @@ use super::{
     select::Load,
     shared::Shared,
 };
-use crate::{config::Strategy, logfmt::Escaped};
+use crate::logfmt::Escaped;
 
 /// Settings of the pool, taken from the gateway configuration.
 #[derive(Debug, Clone)]

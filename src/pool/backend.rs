@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use actix_web::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use super::select::Load;
-use crate::config::BackendSpec;
+use super::BackendSpec;
 
 /// One configured backend with its live counters.
 #[derive(Debug)]

@@ -13,11 +13,9 @@ use super::{
     messages::ReportFailure,
     select::choose,
     shared::Shared,
+    BackendSpec, Strategy,
 };
-use crate::{
-    config::{BackendSpec, Strategy},
-    ratelimit::{Clock, MonotonicClock},
-};
+use crate::ratelimit::{Clock, MonotonicClock};
 
 /// A cheap, cloneable view of the pool for request handlers.
 #[derive(Clone)]

@@ -19,9 +19,11 @@ mod panic;
 mod select;
 mod shared;
 mod snapshot;
+mod spec;
 
 pub use actor::{BackendPool, PoolSettings};
 pub use backend::Backend;
 pub use handle::{Lease, PoolHandle};
 pub use health::Thresholds;
 pub use messages::{BackendStatus, CheckResult, GetBackends, PoolStatus, ReportFailure, Stop};
+pub use spec::{BackendSpec, Strategy};

@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand::Rng;
 
-use crate::config::Strategy;
+use super::Strategy;
 
 /// The smooth weighted round-robin cycle (nginx's algorithm) over `weights`.
 ///

@@ -7,11 +7,8 @@ use std::sync::{
 
 use arc_swap::ArcSwap;
 
-use super::{backend::Backend, snapshot::Snapshot};
-use crate::{
-    config::{BackendSpec, Strategy},
-    ratelimit::Clock,
-};
+use super::{backend::Backend, snapshot::Snapshot, BackendSpec, Strategy};
+use crate::ratelimit::Clock;
 
 /// What the actor publishes and the handles read, without a lock.
 pub struct Shared {

@@ -16,6 +16,21 @@ pub enum ForwardedHeader {
     Forwarded,
 }
 
+/// Parses a comma-separated list of addresses or CIDR blocks (an address is its own /32 or
+/// /128); empty gives an empty list.
+pub fn parse_nets(raw: &str) -> Result<Vec<IpNet>, String> {
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| {
+            s.parse::<IpNet>()
+                .map(|n| n.trunc())
+                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
+                .map_err(|_| format!("{s} is not an IP address or CIDR block like 10.0.0.0/8"))
+        })
+        .collect()
+}
+
 /// The address of the client: the direct peer, unless the peer is a trusted proxy, in which
 /// case the proxies' header is walked right to left, skipping trusted hops. A header from an
 /// untrusted peer is ignored, so spoofing it buys nothing.

@@ -26,7 +26,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 pub use actor::{ClientRegistry, RegistrySettings};
-pub use identity::{anonymous_key, client_ip, ForwardedHeader};
+pub use identity::{anonymous_key, client_ip, parse_nets, ForwardedHeader};
 pub use messages::{
     ClientInput, ClientPatch, ClientView, CreateClient, Created, DeleteClient, Flush, PatchClient, PutClient,
     RegistryError,

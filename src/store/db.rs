@@ -10,9 +10,9 @@ use diesel::{
     Connection, RunQueryDsl,
 };
 use diesel_migrations::{embed_migrations, EmbeddedMigrations, MigrationHarness};
+use secrecy::ExposeSecret;
 
-use super::StoreError;
-use crate::config::DatabaseUrl;
+use super::{DatabaseUrl, StoreError};
 
 const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres");
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
@@ -64,8 +64,8 @@ impl ManageConnection for DbManager {
     fn connect(&self) -> Result<DbConnection, r2d2::Error> {
         match &self.url {
             DatabaseUrl::Postgres(url) => {
-                let mut conn = PgConnection::establish(&with_pg_timeouts(url, self.timeout))
-                    .map_err(r2d2::Error::ConnectionError)?;
+                let url = with_pg_timeouts(url.expose_secret(), self.timeout);
+                let mut conn = PgConnection::establish(&url).map_err(r2d2::Error::ConnectionError)?;
                 let ms = (self.timeout * 5).max(Duration::from_secs(5)).as_millis();
                 conn.batch_execute(&format!("SET statement_timeout = {ms}"))
                     .map_err(r2d2::Error::QueryError)?;

@@ -8,10 +8,23 @@ mod db;
 mod executor;
 mod models;
 pub mod schema;
+mod url;
 
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
 pub use models::{BucketRow, ClientRow};
+pub use url::{redact_password, DatabaseUrl};
+
+/// Where the gateway keeps its state and how long it waits for it.
+#[derive(Debug, Clone)]
+pub struct StoreSettings {
+    /// Database location.
+    pub url: DatabaseUrl,
+    /// Time a write may wait for a pooled connection before it fails as unavailable.
+    pub checkout_timeout: std::time::Duration,
+    /// How long to keep retrying an unreachable database at start.
+    pub startup_timeout: std::time::Duration,
+}
 
 /// A storage failure, as callers need to tell them apart.
 #[derive(Debug, thiserror::Error)]

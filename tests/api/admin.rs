@@ -89,3 +89,88 @@ async fn backends_report_traffic_counts() {
     assert_eq!(b["requests_total"], 5);
     assert_eq!(b["failures_total"], 0);
 }
+
+#[actix_web::test]
+async fn wrong_methods_get_405_json_with_allow() {
+    let backend = TestBackend::start("a");
+    let gw = spawn_gateway(&[backend.url()], &["--admin-token", TOKEN]).await;
+    for (method, path, allowed) in [
+        ("POST", "/healthz", vec!["GET"]),
+        ("DELETE", "/backends", vec!["GET"]),
+        ("PATCH", "/clients", vec!["GET", "POST"]),
+        ("POST", "/clients/some-id", vec!["DELETE", "GET", "PATCH", "PUT"]),
+    ] {
+        let mut resp = gw
+            .client
+            .request(method.parse().unwrap(), gw.admin_url(path))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 405, "{method} {path}");
+        let allow = resp
+            .headers()
+            .get("allow")
+            .unwrap_or_else(|| panic!("{method} {path}: no Allow header"))
+            .to_str()
+            .unwrap();
+        let mut got: Vec<&str> = allow.split(',').map(str::trim).collect();
+        got.sort_unstable();
+        assert_eq!(got, allowed, "{method} {path}: Allow: {allow}");
+        let body: serde_json::Value = resp.json().await.unwrap();
+        assert_error_body(&body, resp.headers(), 405, "method_not_allowed");
+    }
+}
+
+#[actix_web::test]
+async fn an_admin_body_over_the_limit_gets_413_json() {
+    let backend = TestBackend::start("a");
+    let gw = spawn_gateway(&[backend.url()], &[]).await;
+    // A valid JSON document, only too big: 300 KiB of padding in a string.
+    let body = format!(
+        "{{\"id\":\"big\",\"capacity\":1,\"rate\":1,\"note\":\"{}\"}}",
+        "x".repeat(300 * 1024)
+    );
+    let mut resp = gw
+        .client
+        .post(gw.admin_url("/clients"))
+        .insert_header(("content-type", "application/json"))
+        .send_body(body)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let body: serde_json::Value = resp.json().await.unwrap();
+    assert_error_body(&body, resp.headers(), 413, "body_too_large");
+    assert!(body["message"].as_str().unwrap().contains("256 KiB"), "{body}");
+}
+
+#[actix_web::test]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let backend = TestBackend::start("a");
+    let gw = spawn_gateway(&[backend.url()], &["--admin-token", TOKEN]).await;
+    for scheme in ["Bearer", "bearer", "BEARER", "bEaReR"] {
+        let resp = gw
+            .client
+            .get(gw.admin_url("/backends"))
+            .insert_header(("authorization", format!("{scheme} {TOKEN}")))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200, "{scheme}");
+    }
+    // The token itself stays case-sensitive, and the scheme must be followed by a space.
+    for wrong in [
+        format!("Bearer {}", TOKEN.to_uppercase()),
+        format!("Bearer{TOKEN}"),
+        format!("Bearerx {TOKEN}"),
+    ] {
+        let resp = gw
+            .client
+            .get(gw.admin_url("/backends"))
+            .insert_header(("authorization", wrong.clone()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 401, "{wrong}");
+    }
+}

@@ -19,4 +19,5 @@ mod process;
 mod proxy;
 mod ratelimit;
 mod slow;
+mod start_errors;
 mod wire;

@@ -10,11 +10,10 @@ use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
 
 use super::{error::AdminError, AdminState};
 use crate::{
-    config::parse_nets,
     ratelimit::{Quota, QuotaError},
     registry::{
-        ClientInput, ClientPatch, ClientRegistry, ClientView, CreateClient, Created, DeleteClient,
-        PatchClient, PutClient, RegistryError,
+        parse_nets, ClientInput, ClientPatch, ClientRegistry, ClientView, CreateClient, Created,
+        DeleteClient, PatchClient, PutClient, RegistryError,
     },
 };
 

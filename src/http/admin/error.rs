@@ -2,7 +2,7 @@
 
 use actix_web::{http::StatusCode, HttpResponse, ResponseError};
 
-use crate::{error_body, http::proxy::request_id, registry::RegistryError};
+use crate::{error_body, registry::RegistryError, request_id::request_id};
 
 /// A failed admin request.
 #[derive(Debug, thiserror::Error)]

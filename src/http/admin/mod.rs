@@ -1,27 +1,33 @@
 //! The admin listener: liveness, readiness, backend status and client CRUD, behind a bearer
 //! token.
 
+mod auth;
 mod clients;
 mod error;
+mod framework_errors;
 
+pub use auth::AdminToken;
 pub use error::AdminError;
+pub use framework_errors::ADMIN_BODY_LIMIT;
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
     Arc,
 };
 
-use actix_web::{
-    body::MessageBody,
-    dev::{ServiceRequest, ServiceResponse},
-    http::{header, StatusCode},
-    middleware::{from_fn, Next},
-    web, HttpRequest, HttpResponse,
-};
+use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
-use subtle::ConstantTimeEq;
 
-use crate::{error_body, http::proxy::request_id, pool::PoolHandle, registry::RegistryHandle};
+use crate::{error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id};
+
+/// The admin listener and its credentials.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    /// Admin listener address.
+    pub listen: std::net::SocketAddr,
+    /// Bearer token; `None` leaves the API open (only allowed on loopback).
+    pub token: Option<AdminToken>,
+}
 
 /// What the admin handlers share.
 pub struct AdminState {
@@ -30,22 +36,27 @@ pub struct AdminState {
     /// Set when shutdown starts: `/readyz` answers 503 from then on.
     pub draining: Arc<AtomicBool>,
     /// Bearer token; `None` leaves the API open (only allowed on loopback).
-    pub token: Option<String>,
+    pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
 }
 
-/// Registers the admin routes.
+/// Registers the admin routes. Each path is a resource, so that a wrong method gets `405`
+/// with `Allow` rather than falling through to `404`; every error answer is JSON.
 pub fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .service(
-            web::scope("")
-                .wrap(from_fn(require_token))
-                .route("/backends", web::get().to(backends))
-                .configure(clients::configure)
-                .default_service(web::to(not_found)),
-        );
+    cfg.app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT)).service(
+        web::scope("")
+            .wrap(from_fn(framework_errors::json_bodies))
+            .service(web::resource("/healthz").route(web::get().to(healthz)))
+            .service(web::resource("/readyz").route(web::get().to(readyz)))
+            .service(
+                web::scope("")
+                    .wrap(from_fn(auth::require_token))
+                    .service(web::resource("/backends").route(web::get().to(backends)))
+                    .configure(clients::configure)
+                    .default_service(web::to(not_found)),
+            ),
+    );
 }
 
 async fn healthz() -> HttpResponse {
@@ -98,35 +109,4 @@ async fn not_found(req: HttpRequest) -> HttpResponse {
         "No such admin endpoint",
         &rid(&req),
     )
-}
-
-/// Refuses requests without the configured bearer token (compared in constant time).
-async fn require_token(
-    req: ServiceRequest,
-    next: Next<impl MessageBody + 'static>,
-) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let expected = req
-        .app_data::<web::Data<AdminState>>()
-        .and_then(|s| s.token.clone());
-    if let Some(expected) = expected {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.strip_prefix("Bearer "))
-            .unwrap_or("");
-        if !bool::from(presented.as_bytes().ct_eq(expected.as_bytes())) {
-            let request_id = request_id(req.headers());
-            let resp = error_body::builder(StatusCode::UNAUTHORIZED, &request_id)
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tollgate-admin\""))
-                .json(error_body::ErrorBody {
-                    code: 401,
-                    message: "Missing or wrong bearer token",
-                    error: "unauthorized",
-                    request_id: &request_id,
-                });
-            return Ok(req.into_response(resp));
-        }
-    }
-    Ok(next.call(req).await?.map_into_boxed_body())
 }

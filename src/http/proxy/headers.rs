@@ -83,20 +83,6 @@ pub fn upstream_request_headers(src: &HeaderMap, peer: Option<IpAddr>, request_i
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
 
-/// The client's request id if it is sane (1-128 visible ASCII characters), else a new UUID.
-pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(crate::error_body::REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            // All visible ASCII, so this cannot fail.
-            if let Ok(s) = v.to_str() {
-                return s.to_string();
-            }
-        }
-    }
-    uuid::Uuid::new_v4().simple().to_string()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -148,14 +134,5 @@ mod tests {
         assert_eq!(out.get("x-forwarded-host").unwrap(), "api.example");
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(out.get("x-request-id").unwrap(), "rid1");
-    }
-
-    #[test]
-    fn request_ids_are_passed_when_sane_and_made_otherwise() {
-        assert_eq!(request_id(&map(&[("x-request-id", "abc-123")])), "abc-123");
-        let long = "a".repeat(200);
-        let made = request_id(&map(&[("x-request-id", &long)]));
-        assert_eq!(made.len(), 32);
-        assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
     }
 }

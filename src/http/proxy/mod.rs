@@ -37,7 +37,7 @@ use futures_util::{
 
 pub use body::AccessRecord;
 pub use error::{rate_limit_headers, ProxyError};
-pub use headers::{copy_end_to_end, request_id, upstream_request_headers};
+pub use headers::{copy_end_to_end, upstream_request_headers};
 pub use upload::UploadPolicy;
 
 use body::{BodySource, ClientBodyFailure, DownstreamBody, UpstreamRequestBody};
@@ -49,6 +49,7 @@ use crate::{
     pool::PoolHandle,
     ratelimit::{Decision, Quota},
     registry::{Refusal, RegistryHandle},
+    request_id::request_id,
 };
 
 /// Longest request target (path and query) accepted; longer gets 414.

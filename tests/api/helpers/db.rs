@@ -31,9 +31,9 @@ fn pg_template_lock() -> std::sync::MutexGuard<'static, ()> {
         diesel::sql_query(format!("CREATE DATABASE {PG_TEMPLATE}"))
             .execute(&mut admin)
             .unwrap();
-        let url = tollgate::config::DatabaseUrl::Postgres(format!(
-            "postgres://postgres@127.0.0.1:5432/{PG_TEMPLATE}"
-        ));
+        let url = tollgate::store::DatabaseUrl::Postgres(
+            format!("postgres://postgres@127.0.0.1:5432/{PG_TEMPLATE}").into(),
+        );
         // Runs the migrations; the pool is dropped so that no session holds the template.
         drop(
             tollgate::store::connect_with_retry(&url, Duration::from_secs(5), Duration::from_secs(5))
