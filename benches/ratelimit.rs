@@ -16,12 +16,12 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use criterion::{criterion_group, Criterion};
 use tollgate::{
     ratelimit::{Bucket, MonotonicClock, Quota},
-    registry::{hash_key, BucketCell, ClientEntry, ClientTable, LimitSettings, Shared},
+    registry::{hash_key, BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter},
 };
 
 const KEY: &str = "bench-api-key-0123456789abcdef";
 
-fn registry() -> Arc<Shared> {
+fn registry() -> Arc<Limiter> {
     // Never limited during the run: the decision path is what is measured, not refusals.
     let quota = Quota::new(1_000_000, 1_000_000.0).unwrap();
     let entry = ClientEntry {
@@ -42,7 +42,7 @@ fn registry() -> Arc<Shared> {
         forwarded_header: tollgate::registry::ForwardedHeader::XForwardedFor,
         require_api_key: false,
     };
-    Shared::new(
+    Limiter::new(
         ClientTable::build([Arc::new(entry)]),
         limits,
         MonotonicClock::default(),

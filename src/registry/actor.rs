@@ -1,10 +1,6 @@
 //! The `ClientRegistry` actor: database first, memory second; eviction and write-behind timers.
 
-use std::{
-    collections::HashMap,
-    sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::{collections::HashMap, sync::Arc, time::Duration};
 
 use actix::{
     fut, Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, MailboxError,
@@ -17,10 +13,11 @@ use rand::RngCore;
 use super::{
     hash_key,
     messages::{
-        ClientInput, ClientView, CreateClient, Created, DeleteClient, Flush, PatchClient, PutClient,
-        RegistryError,
+        ClientInput, ClientView, CreateClient, Created, Flush, PatchClient, PutClient, RegistryError,
+        RemoveClient,
     },
-    BucketCell, ClientEntry, ClientTable, LimitSettings, RegistryHandle, Shared,
+    rows::{entry_from_row, row_of, unix_ms},
+    BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
 };
 use crate::{
     ratelimit::{Bucket, Clock, MonotonicClock, Quota},
@@ -38,33 +35,12 @@ pub struct RegistrySettings {
 
 /// Owns the clients, their buckets and their persistence.
 pub struct ClientRegistry {
-    shared: Arc<Shared>,
+    shared: Arc<Limiter>,
     db: Addr<DbExecutor>,
     settings: RegistrySettings,
     /// Counts last written per client: unchanged counts mean an unchanged bucket.
     flushed: HashMap<String, (u64, u64)>,
     flushing: bool,
-}
-
-fn unix_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
-}
-
-fn unhex(s: &str) -> Option<[u8; 32]> {
-    let mut out = [0u8; 32];
-    if s.len() != 64 {
-        return None;
-    }
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
 }
 
 /// A new API key: 32 random bytes from the thread's CSPRNG, URL-safe base64.
@@ -92,69 +68,6 @@ fn flatten<T>(res: Result<Result<T, StoreError>, MailboxError>) -> Result<T, Reg
     match res {
         Ok(inner) => inner.map_err(store_error),
         Err(e) => Err(RegistryError::Unavailable(e.to_string())),
-    }
-}
-
-fn entry_from_row(row: ClientRow, now: u64, wall_ms: i64) -> Result<ClientEntry, String> {
-    let quota = Quota::from_parts(
-        u64::try_from(row.capacity).map_err(|_| "capacity")?,
-        u64::try_from(row.rate_milli).map_err(|_| "rate")?,
-    )
-    .map_err(|e| e.to_string())?;
-    let key_hash = unhex(&row.api_key_hash).ok_or("api_key_hash")?;
-    let ips = row
-        .ips
-        .split(',')
-        .filter(|s| !s.is_empty())
-        .map(|s| s.parse::<IpNet>().map_err(|_| format!("ip {s}")))
-        .collect::<Result<Vec<_>, _>>()?;
-    let bucket = match (row.bucket_level, row.bucket_at) {
-        (Some(level), Some(at)) => {
-            let elapsed_ns = u64::try_from(wall_ms.saturating_sub(at))
-                .unwrap_or(0)
-                .saturating_mul(1_000_000);
-            Bucket::restored(quota, u128::try_from(level).unwrap_or(0), elapsed_ns, now)
-        }
-        _ => Bucket::full(quota, now),
-    };
-    Ok(ClientEntry {
-        id: row.client_id,
-        name: row.name,
-        key_hash,
-        key_prefix: row.key_prefix,
-        ips,
-        enabled: row.enabled,
-        created_at: row.created_at,
-        updated_at: row.updated_at,
-        cell: Arc::new(BucketCell::new(
-            bucket,
-            u64::try_from(row.admitted).unwrap_or(0),
-            u64::try_from(row.refused).unwrap_or(0),
-        )),
-    })
-}
-
-fn row_of(e: &ClientEntry, quota: Quota) -> ClientRow {
-    ClientRow {
-        client_id: e.id.clone(),
-        name: e.name.clone(),
-        api_key_hash: hex(&e.key_hash),
-        key_prefix: e.key_prefix.clone(),
-        ips: e
-            .ips
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>()
-            .join(","),
-        capacity: i64::try_from(quota.capacity()).unwrap_or(i64::MAX),
-        rate_milli: i64::try_from(quota.rate_milli()).unwrap_or(i64::MAX),
-        enabled: e.enabled,
-        created_at: e.created_at,
-        updated_at: e.updated_at,
-        bucket_level: None,
-        bucket_at: None,
-        admitted: 0,
-        refused: 0,
     }
 }
 
@@ -193,7 +106,7 @@ impl ClientRegistry {
             })
             .collect();
         log::info!("loaded {} client(s)", entries.len());
-        let shared = Shared::new(ClientTable::build(entries), limits, clock);
+        let shared = Limiter::new(ClientTable::build(entries), limits, clock);
         let addr = ClientRegistry {
             shared: shared.clone(),
             db,
@@ -484,10 +397,10 @@ impl Handler<PatchClient> for ClientRegistry {
     }
 }
 
-impl Handler<DeleteClient> for ClientRegistry {
+impl Handler<RemoveClient> for ClientRegistry {
     type Result = Reply<()>;
 
-    fn handle(&mut self, msg: DeleteClient, _: &mut Context<Self>) -> Self::Result {
+    fn handle(&mut self, msg: RemoveClient, _: &mut Context<Self>) -> Self::Result {
         if self.table().get(&msg.0).is_none() {
             return reply_now(Err(RegistryError::NotFound));
         }

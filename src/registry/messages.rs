@@ -103,7 +103,7 @@ pub struct PatchClient {
 /// Delete a client.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), RegistryError>")]
-pub struct DeleteClient(pub String);
+pub struct RemoveClient(pub String);
 
 /// Write every changed bucket to the database now (shutdown).
 #[derive(Debug, Message)]

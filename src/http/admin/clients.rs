@@ -12,8 +12,8 @@ use super::{error::AdminError, AdminState};
 use crate::{
     ratelimit::{Quota, QuotaError},
     registry::{
-        parse_nets, ClientInput, ClientPatch, ClientRegistry, ClientView, CreateClient, Created,
-        DeleteClient, PatchClient, PutClient, RegistryError,
+        parse_nets, ClientInput, ClientPatch, ClientRegistry, ClientView, CreateClient, Created, PatchClient,
+        PutClient, RegistryError, RemoveClient,
     },
 };
 
@@ -287,7 +287,7 @@ async fn patch(
 
 async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
-    ask(&state, DeleteClient(id.clone()), &id).await?;
+    ask(&state, RemoveClient(id.clone()), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

@@ -1,0 +1,59 @@
+//! A registered client's token bucket and its counters, shared by every version of the
+//! client's settings so that a settings change never resets or forks the bucket.
+
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Mutex,
+};
+
+use super::lock;
+use crate::ratelimit::{Bucket, Decision, Quota};
+
+/// A client's bucket and counters; shared by every version of the client's settings so that
+/// a settings change never resets or forks the bucket.
+#[derive(Debug)]
+pub struct BucketCell {
+    bucket: Mutex<Bucket>,
+    admitted: AtomicU64,
+    refused: AtomicU64,
+}
+
+impl BucketCell {
+    /// A cell around `bucket` with the stored counts.
+    pub fn new(bucket: Bucket, admitted: u64, refused: u64) -> BucketCell {
+        BucketCell {
+            bucket: Mutex::new(bucket),
+            admitted: AtomicU64::new(admitted),
+            refused: AtomicU64::new(refused),
+        }
+    }
+
+    pub(super) fn take(&self, now: u64) -> (Decision, Quota) {
+        let (decision, quota) = {
+            let mut b = lock(&self.bucket);
+            (b.try_take(now), b.quota())
+        };
+        let counter = if decision.allowed {
+            &self.admitted
+        } else {
+            &self.refused
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        (decision, quota)
+    }
+
+    /// Runs `f` on the bucket under its lock.
+    pub fn with_bucket<R>(&self, f: impl FnOnce(&mut Bucket) -> R) -> R {
+        f(&mut lock(&self.bucket))
+    }
+
+    /// Requests admitted.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(Ordering::Relaxed)
+    }
+
+    /// Requests refused.
+    pub fn refused(&self) -> u64 {
+        self.refused.load(Ordering::Relaxed)
+    }
+}
