@@ -18,9 +18,9 @@ use crate::{
     },
     listeners::{self, Inherited, InheritedError},
     pool::{BackendSpec, PoolHandle},
-    registry::{ClientRegistry, RegistryHandle},
+    registry::{CatchUp, ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, ClientRow, DbExecutor, LoadClients, StoreError},
+    store::{self, ClientRow, DatabaseUrl, DbExecutor, GetLatestVersion, LoadClients, StoreError},
 };
 
 /// Database threads: blocking diesel calls run here, never on an HTTP worker.
@@ -28,7 +28,7 @@ const DB_THREADS: usize = 2;
 
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
 /// `DbExecutor`s and loads the clients.
-async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>), StartupError> {
+async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>, i64), StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -37,11 +37,17 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<Client
     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     log::info!("database {} ready", settings.store.url.redacted());
     let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
+    // The version first: a change committed while the rows load is applied again by the
+    // first catch-up, never missed.
+    let version = db
+        .send(GetLatestVersion)
+        .await
+        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     let rows = db
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    Ok((db, rows))
+    Ok((db, rows, version))
 }
 
 /// Why the gateway could not start.
@@ -125,7 +131,7 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let (db, rows) = open_store(&settings).await?;
+        let (db, rows, version) = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.
@@ -142,7 +148,21 @@ impl Application {
         };
 
         let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
-        let registry = ClientRegistry::start_with(rows, settings.limits.clone(), db, settings.registry);
+        let registry =
+            ClientRegistry::start_with(rows, version, settings.limits.clone(), db, settings.registry);
+        if let DatabaseUrl::Postgres(url) = &settings.store.url {
+            let (wake, alive) = (registry.addr().clone(), registry.addr().clone());
+            store::spawn_listener(
+                secrecy::ExposeSecret::expose_secret(url).to_string(),
+                settings.store.checkout_timeout,
+                move || wake.do_send(CatchUp),
+                move || alive.connected(),
+            )
+            .map_err(|source| StartupError::Serve {
+                what: "change listener",
+                source,
+            })?;
+        }
         let draining = Arc::new(AtomicBool::new(false));
         // actix-server counts its drain deadline in whole seconds.
         let drain_secs = server.shutdown_timeout.as_secs_f64().ceil() as u64;

@@ -165,6 +165,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "1s")]
     pub flush_interval: String,
 
+    /// How often the change log is polled for changes made by other instances (the truth;
+    /// on PostgreSQL a notification also wakes the poll at once).
+    #[arg(long, env = "TOLLGATE_SYNC_INTERVAL", default_value = "1s")]
+    pub sync_interval: String,
+
     /// Time an admin write may wait for a database connection before it answers 503.
     #[arg(long, env = "TOLLGATE_DB_TIMEOUT", default_value = "2s")]
     pub db_timeout: String,

@@ -1,28 +1,37 @@
-//! The `ClientRegistry` actor: database first, memory second; eviction and write-behind timers.
+//! The `ClientRegistry` actor: its state, its timers (anonymous sweep, write-behind flush,
+//! change-log catch-up, change-log pruning) and its start.
+//!
+//! No handler waits for the database inside the actor: admin writes queue up and run one at
+//! a time (see `writes`), catch-up and flushes run as spawned futures, so the timers keep
+//! running while a database call is in flight.
 
-use std::{collections::HashMap, sync::Arc, time::Duration};
-
-use actix::{
-    fut, Actor, ActorFutureExt, Addr, AsyncContext, AtomicResponse, Context, Handler, MailboxError,
-    WrapFuture,
+use std::{
+    collections::{HashMap, VecDeque},
+    sync::Arc,
+    time::Duration,
 };
-use base64::Engine;
-use ipnet::IpNet;
-use rand::RngCore;
+
+use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, WrapFuture};
 
 use super::{
-    hash_key,
-    messages::{
-        ClientInput, ClientView, CreateClient, Created, Flush, PatchClient, PutClient, RegistryError,
-        RemoveClient,
-    },
-    rows::{entry_from_row, row_of, unix_ms},
-    BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
+    messages::{CatchUp, Flush, RegistryError},
+    rows::{entry_from_row, unix_ms},
+    sync::SyncState,
+    writes::Job,
+    ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
 };
 use crate::{
-    ratelimit::{Bucket, Clock, MonotonicClock, Quota},
-    store::{self, BucketRow, ClientRow, DbExecutor, InsertClient, ReplaceClient, SaveBuckets, StoreError},
+    ratelimit::{Clock, MonotonicClock},
+    store::{BucketRow, ClientRow, DbExecutor, PruneChanges, SaveBuckets, StoreError},
 };
+
+/// How long change-log rows are kept. An instance that was away (or partitioned) for longer
+/// than this may have missed changes: it then reloads nothing by itself, so the README tells
+/// operators to restart such an instance.
+pub const CHANGE_RETENTION: Duration = Duration::from_secs(3600);
+
+/// How often old change-log rows are pruned.
+const PRUNE_INTERVAL: Duration = Duration::from_secs(60);
 
 /// Timers of the registry.
 #[derive(Debug, Clone, Copy)]
@@ -31,30 +40,27 @@ pub struct RegistrySettings {
     pub flush_interval: Duration,
     /// How often full anonymous buckets are dropped.
     pub sweep_interval: Duration,
+    /// How often the change log is polled for other instances' changes.
+    pub sync_interval: Duration,
 }
 
 /// Owns the clients, their buckets and their persistence.
 pub struct ClientRegistry {
-    shared: Arc<Limiter>,
-    db: Addr<DbExecutor>,
+    pub(super) shared: Arc<Limiter>,
+    pub(super) db: Addr<DbExecutor>,
     settings: RegistrySettings,
     /// Counts last written per client: unchanged counts mean an unchanged bucket.
-    flushed: HashMap<String, (u64, u64)>,
+    pub(super) flushed: HashMap<String, (u64, u64)>,
     flushing: bool,
+    /// Admin writes waiting for their turn, in arrival order.
+    pub(super) queue: VecDeque<Job>,
+    /// Whether an admin write is in flight.
+    pub(super) writing: bool,
+    /// Where this instance is in the change log.
+    pub(super) sync: SyncState,
 }
 
-/// A new API key: 32 random bytes from the thread's CSPRNG, URL-safe base64.
-fn generate_key() -> String {
-    let mut bytes = [0u8; 32];
-    rand::rng().fill_bytes(&mut bytes);
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-fn key_prefix(key: &str) -> String {
-    key.chars().take(8).collect()
-}
-
-fn store_error(e: StoreError) -> RegistryError {
+pub(super) fn store_error(e: StoreError) -> RegistryError {
     match e {
         StoreError::Conflict(m) => RegistryError::Conflict {
             field: "client_id",
@@ -64,24 +70,20 @@ fn store_error(e: StoreError) -> RegistryError {
     }
 }
 
-fn flatten<T>(res: Result<Result<T, StoreError>, MailboxError>) -> Result<T, RegistryError> {
+pub(super) fn flatten<T>(res: Result<Result<T, StoreError>, MailboxError>) -> Result<T, RegistryError> {
     match res {
         Ok(inner) => inner.map_err(store_error),
         Err(e) => Err(RegistryError::Unavailable(e.to_string())),
     }
 }
 
-type Reply<T> = AtomicResponse<ClientRegistry, Result<T, RegistryError>>;
-type Pending<T> = actix::ResponseActFuture<ClientRegistry, Result<T, RegistryError>>;
-
-fn reply_now<T: 'static>(r: Result<T, RegistryError>) -> Reply<T> {
-    AtomicResponse::new(Box::pin(fut::ready(r)))
-}
-
 impl ClientRegistry {
     /// Builds the registry from the stored rows and starts it on the current arbiter.
+    /// `version` is the newest change version read before the rows were loaded: changes after
+    /// it are applied by the first catch-up (re-applying one the rows already hold is harmless).
     pub fn start_with(
         rows: Vec<ClientRow>,
+        version: i64,
         limits: LimitSettings,
         db: Addr<DbExecutor>,
         settings: RegistrySettings,
@@ -105,140 +107,53 @@ impl ClientRegistry {
                 }
             })
             .collect();
-        log::info!("loaded {} client(s)", entries.len());
+        log::info!("loaded {} client(s) at change version {version}", entries.len());
         let shared = Limiter::new(ClientTable::build(entries), limits, clock);
+        shared
+            .applied_version
+            .store(version, std::sync::atomic::Ordering::Relaxed);
         let addr = ClientRegistry {
             shared: shared.clone(),
             db,
             settings,
             flushed,
             flushing: false,
+            queue: VecDeque::new(),
+            writing: false,
+            sync: SyncState::new(version),
         }
         .start();
         RegistryHandle::new(shared, addr)
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.shared.clock.now()
     }
 
-    fn table(&self) -> Arc<ClientTable> {
-        self.shared.table.load_full()
-    }
-
-    /// Publishes a table with `entry` added or replaced (by id), or `remove` taken out.
-    fn publish(&mut self, entry: Option<Arc<ClientEntry>>, remove: Option<&str>) {
-        let current = self.table();
-        let mut all: Vec<Arc<ClientEntry>> = current
-            .all()
-            .filter(|e| Some(e.id.as_str()) != remove && entry.as_ref().is_none_or(|n| n.id != e.id))
-            .cloned()
-            .collect();
-        all.extend(entry);
-        self.shared.table.store(Arc::new(ClientTable::build(all)));
-    }
-
-    fn check_unique(&self, id: &str, key_hash: &[u8; 32], ips: &[IpNet]) -> Result<(), RegistryError> {
-        let table = self.table();
-        if table.by_key(key_hash).is_some_and(|e| e.id != id) {
-            return Err(RegistryError::Conflict {
-                field: "api_key",
-                message: "this API key belongs to another client".into(),
-            });
-        }
-        for e in table.all().filter(|e| e.id != id) {
-            if let Some(net) = ips.iter().find(|n| e.ips.contains(n)) {
-                return Err(RegistryError::Conflict {
-                    field: "ips",
-                    message: format!("{net} is already registered for client {}", e.id),
-                });
-            }
-        }
-        Ok(())
-    }
-
-    /// Builds a new entry from `input` (fresh, full bucket), checking uniqueness.
-    fn new_entry(&self, input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
-        let key = input.api_key.unwrap_or_else(generate_key);
-        let key_hash = hash_key(key.as_bytes());
-        self.check_unique(&input.client_id, &key_hash, &input.ips)?;
-        let now_ms = unix_ms();
-        let entry = ClientEntry {
-            id: input.client_id,
-            name: input.name,
-            key_hash,
-            key_prefix: key_prefix(&key),
-            ips: input.ips,
-            enabled: input.enabled,
-            created_at: now_ms,
-            updated_at: now_ms,
-            cell: Arc::new(BucketCell::new(Bucket::full(input.quota, self.now()), 0, 0)),
-        };
-        Ok((Arc::new(entry), input.quota, key))
-    }
-
-    fn insert(&mut self, entry: Arc<ClientEntry>, quota: Quota, key: String) -> Pending<Created> {
-        let row = row_of(&entry, quota);
-        Box::pin(
-            self.db
-                .send(InsertClient(row))
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    flatten(res)?;
-                    act.flushed.insert(entry.id.clone(), (0, 0));
-                    act.publish(Some(entry.clone()), None);
-                    log::info!("client {} created", entry.id);
-                    Ok(Created {
-                        view: ClientView::of(&entry, act.now()),
-                        api_key: Some(key),
-                        created: true,
-                    })
-                }),
-        )
-    }
-
-    /// Writes `next` (same bucket cell as the current entry) and switches to it on success.
-    fn replace(&mut self, next: ClientEntry, quota: Quota) -> Pending<ClientView> {
-        let row = row_of(&next, quota);
-        let next = Arc::new(next);
-        Box::pin(
-            self.db
-                .send(ReplaceClient(row))
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    if !flatten(res)? {
-                        return Err(RegistryError::NotFound);
-                    }
-                    let now = act.now();
-                    next.cell.with_bucket(|b| b.set_quota(quota, now));
-                    act.publish(Some(next.clone()), None);
-                    log::info!("client {} updated", next.id);
-                    Ok(ClientView::of(&next, now))
-                }),
-        )
+    pub(super) fn table(&self) -> &ClientTable {
+        &self.shared.table
     }
 
     /// Changed buckets as rows to write behind, with the counts they carry.
     fn dirty_buckets(&self) -> Vec<(BucketRow, (u64, u64))> {
         let (now, wall) = (self.now(), unix_ms());
-        self.table()
-            .all()
-            .filter_map(|e| {
-                let counts = (e.cell.admitted(), e.cell.refused());
-                if self.flushed.get(&e.id) == Some(&counts) {
-                    return None;
-                }
-                let level = e.cell.with_bucket(|b| b.level_at(now));
-                let row = BucketRow {
-                    client_id: e.id.clone(),
-                    level: i64::try_from(level).unwrap_or(i64::MAX),
-                    at: wall,
-                    admitted: i64::try_from(counts.0).unwrap_or(i64::MAX),
-                    refused: i64::try_from(counts.1).unwrap_or(i64::MAX),
-                };
-                Some((row, counts))
-            })
-            .collect()
+        let mut dirty = Vec::new();
+        self.table().for_each(|e| {
+            let counts = (e.cell.admitted(), e.cell.refused());
+            if self.flushed.get(&e.id) == Some(&counts) {
+                return;
+            }
+            let level = e.cell.with_bucket(|b| b.level_at(now));
+            let row = BucketRow {
+                client_id: e.id.clone(),
+                level: i64::try_from(level).unwrap_or(i64::MAX),
+                at: wall,
+                admitted: i64::try_from(counts.0).unwrap_or(i64::MAX),
+                refused: i64::try_from(counts.1).unwrap_or(i64::MAX),
+            };
+            dirty.push((row, counts));
+        });
+        dirty
     }
 
     fn flush_future(&mut self) -> impl actix::ActorFuture<Self, Output = Result<usize, RegistryError>> {
@@ -257,7 +172,10 @@ impl ClientRegistry {
         .map(move |res, act, _| {
             res?;
             for (id, c) in ids.into_iter().zip(counts) {
-                act.flushed.insert(id, c);
+                // A client deleted meanwhile stays forgotten.
+                if let Some(slot) = act.flushed.get_mut(&id) {
+                    *slot = c;
+                }
             }
             Ok(n)
         })
@@ -287,145 +205,39 @@ impl Actor for ClientRegistry {
             });
             ctx.spawn(f);
         });
-    }
-}
-
-impl Handler<CreateClient> for ClientRegistry {
-    type Result = Reply<Created>;
-
-    fn handle(&mut self, msg: CreateClient, _: &mut Context<Self>) -> Self::Result {
-        if self.table().get(&msg.0.client_id).is_some() {
-            return reply_now(Err(RegistryError::Conflict {
-                field: "client_id",
-                message: format!("client {} already exists", msg.0.client_id),
-            }));
-        }
-        match self.new_entry(msg.0) {
-            Ok((entry, quota, key)) => AtomicResponse::new(self.insert(entry, quota, key)),
-            Err(e) => reply_now(Err(e)),
-        }
-    }
-}
-
-impl Handler<PutClient> for ClientRegistry {
-    type Result = Reply<Created>;
-
-    fn handle(&mut self, msg: PutClient, _: &mut Context<Self>) -> Self::Result {
-        let input = msg.0;
-        let Some(current) = self.table().get(&input.client_id).cloned() else {
-            return match self.new_entry(input) {
-                Ok((entry, quota, key)) => AtomicResponse::new(self.insert(entry, quota, key)),
-                Err(e) => reply_now(Err(e)),
-            };
-        };
-        let (key_hash, prefix, new_key) = match &input.api_key {
-            Some(k) => (hash_key(k.as_bytes()), key_prefix(k), true),
-            None => (current.key_hash, current.key_prefix.clone(), false),
-        };
-        if let Err(e) = self.check_unique(&input.client_id, &key_hash, &input.ips) {
-            return reply_now(Err(e));
-        }
-        let next = ClientEntry {
-            id: input.client_id,
-            name: input.name,
-            key_hash,
-            key_prefix: prefix,
-            ips: input.ips,
-            enabled: input.enabled,
-            created_at: current.created_at,
-            updated_at: unix_ms(),
-            cell: current.cell.clone(),
-        };
-        let key = input.api_key.filter(|_| new_key);
-        let replaced = self.replace(next, input.quota);
-        AtomicResponse::new(Box::pin(replaced.map(move |res, _, _| {
-            res.map(|view| Created {
-                view,
-                api_key: key,
-                created: false,
-            })
-        })))
-    }
-}
-
-impl Handler<PatchClient> for ClientRegistry {
-    type Result = Reply<ClientView>;
-
-    fn handle(&mut self, msg: PatchClient, _: &mut Context<Self>) -> Self::Result {
-        let Some(current) = self.table().get(&msg.client_id).cloned() else {
-            return reply_now(Err(RegistryError::NotFound));
-        };
-        let p = msg.patch;
-        let old = current.cell.with_bucket(|b| b.quota());
-        let quota = match Quota::new(
-            p.capacity.unwrap_or(old.capacity()),
-            p.rate_per_sec.unwrap_or(old.rate_per_sec()),
-        ) {
-            Ok(q) => q,
-            Err(e) => {
-                let field = if matches!(e, crate::ratelimit::QuotaError::Capacity) {
-                    "capacity"
-                } else {
-                    "rate_per_sec"
-                };
-                return reply_now(Err(RegistryError::Invalid {
-                    field,
-                    message: e.to_string(),
-                }));
-            }
-        };
-        let (key_hash, prefix) = match &p.api_key {
-            Some(k) => (hash_key(k.as_bytes()), key_prefix(k)),
-            None => (current.key_hash, current.key_prefix.clone()),
-        };
-        let ips = p.ips.unwrap_or_else(|| current.ips.clone());
-        if let Err(e) = self.check_unique(&current.id, &key_hash, &ips) {
-            return reply_now(Err(e));
-        }
-        let next = ClientEntry {
-            id: current.id.clone(),
-            name: p.name.unwrap_or_else(|| current.name.clone()),
-            key_hash,
-            key_prefix: prefix,
-            ips,
-            enabled: p.enabled.unwrap_or(current.enabled),
-            created_at: current.created_at,
-            updated_at: unix_ms(),
-            cell: current.cell.clone(),
-        };
-        AtomicResponse::new(self.replace(next, quota))
-    }
-}
-
-impl Handler<RemoveClient> for ClientRegistry {
-    type Result = Reply<()>;
-
-    fn handle(&mut self, msg: RemoveClient, _: &mut Context<Self>) -> Self::Result {
-        if self.table().get(&msg.0).is_none() {
-            return reply_now(Err(RegistryError::NotFound));
-        }
-        let id = msg.0;
-        AtomicResponse::new(Box::pin(
-            self.db
-                .send(store::DeleteClient(id.clone()))
-                .into_actor(self)
-                .map(move |res, act, _| {
-                    if !flatten(res)? {
-                        return Err(RegistryError::NotFound);
+        let every = self.settings.sync_interval.max(Duration::from_millis(10));
+        ctx.run_interval(every, |act, ctx| act.catch_up(ctx));
+        ctx.run_interval(PRUNE_INTERVAL, |act, ctx| {
+            let before_ms =
+                unix_ms().saturating_sub(i64::try_from(CHANGE_RETENTION.as_millis()).unwrap_or(0));
+            let f = act
+                .db
+                .send(PruneChanges { before_ms })
+                .into_actor(act)
+                .map(|res, _, _| match flatten(res) {
+                    Ok(n) if n > 0 => {
+                        log::debug!("pruned {n} change-log row(s) older than {CHANGE_RETENTION:?}")
                     }
-                    act.publish(None, Some(&id));
-                    act.flushed.remove(&id);
-                    log::info!("client {id} deleted");
-                    Ok(())
-                }),
-        ))
+                    Ok(_) => {}
+                    Err(e) => log::debug!("change-log pruning failed, will retry: {e}"),
+                });
+            ctx.spawn(f);
+        });
     }
 }
 
 impl Handler<Flush> for ClientRegistry {
-    type Result = Reply<usize>;
+    type Result = actix::ResponseActFuture<Self, Result<usize, RegistryError>>;
 
     fn handle(&mut self, _: Flush, _: &mut Context<Self>) -> Self::Result {
-        AtomicResponse::new(Box::pin(self.flush_future()))
+        Box::pin(self.flush_future())
+    }
+}
+
+impl Handler<CatchUp> for ClientRegistry {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Context<Self>) {
+        self.catch_up(ctx);
     }
 }

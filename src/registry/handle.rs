@@ -28,8 +28,15 @@ impl RegistryHandle {
     }
 
     /// The current table (for admin reads).
-    pub fn table(&self) -> arc_swap::Guard<Arc<ClientTable>> {
-        self.shared.table.load()
+    pub fn table(&self) -> &ClientTable {
+        &self.shared.table
+    }
+
+    /// Newest change-log version this instance has applied.
+    pub fn applied_version(&self) -> i64 {
+        self.shared
+            .applied_version
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Now, on the registry's clock.

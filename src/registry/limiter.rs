@@ -1,10 +1,12 @@
 //! The request path: match a request to a client (API key, address, or anonymous) and take
 //! one token inline, with no actor round trip.
 
-use std::{net::IpAddr, sync::Arc};
+use std::{
+    net::IpAddr,
+    sync::{atomic::AtomicI64, Arc},
+};
 
 use actix_web::http::header::{HeaderMap, HeaderName};
-use arc_swap::ArcSwap;
 use ipnet::IpNet;
 
 use super::{anonymous_key, client_ip, hash_key, AnonBuckets, ClientEntry, ClientTable, ForwardedHeader};
@@ -41,20 +43,23 @@ pub enum Refusal {
 /// The request path's state, shared by the actor (writer) and the request handlers
 /// (readers): the published table, the anonymous buckets, the clock.
 pub struct Limiter {
-    pub(super) table: ArcSwap<ClientTable>,
+    pub(super) table: ClientTable,
     pub(super) anon: AnonBuckets,
     pub(super) clock: MonotonicClock,
     settings: LimitSettings,
+    /// Newest change-log version applied to `table` (for status pages).
+    pub(super) applied_version: AtomicI64,
 }
 
 impl Limiter {
     /// Shared state over `table`.
     pub fn new(table: ClientTable, settings: LimitSettings, clock: MonotonicClock) -> Arc<Limiter> {
         Arc::new(Limiter {
-            table: ArcSwap::from_pointee(table),
+            table,
             anon: AnonBuckets::default(),
             clock,
             settings,
+            applied_version: AtomicI64::new(0),
         })
     }
 
@@ -72,9 +77,8 @@ impl Limiter {
             })
         };
         if let Some(key) = headers.get(&s.settings.api_key_header) {
-            let table = s.table.load();
-            return match table.by_key(&hash_key(key.as_bytes())) {
-                Some(entry) => charge(entry, s.clock.now()),
+            return match s.table.by_key(&hash_key(key.as_bytes())) {
+                Some(entry) => charge(&entry, s.clock.now()),
                 // A wrong key costs the caller's address a token like an anonymous request,
                 // so that guessing keys is rate limited too.
                 None => match s.take_anonymous(ip()) {
@@ -85,8 +89,8 @@ impl Limiter {
         }
         let ip = ip();
         if let Some(ip) = ip {
-            if let Some(entry) = s.table.load().by_ip(ip) {
-                return charge(entry, s.clock.now());
+            if let Some(entry) = s.table.by_ip(ip) {
+                return charge(&entry, s.clock.now());
             }
         }
         if s.settings.require_api_key {

@@ -164,3 +164,8 @@ impl ClientView {
         }
     }
 }
+
+/// Read the change log now (a notification arrived, or the listener reconnected).
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;

@@ -1,8 +1,9 @@
 //! Clients and their token buckets.
 //!
 //! The [`ClientRegistry`] actor owns the clients: it creates, configures and deletes them
-//! (database first, memory second), evicts anonymous buckets that are full again, and writes
-//! bucket state behind to the database. It publishes a [`ClientTable`]; a request looks its
+//! (database first, memory second, with a change-log row in the same transaction), applies
+//! the changes other instances made (see `sync`), evicts anonymous buckets that are full
+//! again, and writes bucket state behind to the database. It publishes a [`ClientTable`]; a request looks its
 //! client up there and takes its token inline under that client's own lock, so the request
 //! path has no mailbox round trip and every worker charges the same bucket exactly.
 //!
@@ -14,7 +15,9 @@
 //! - `limiter`: the request path ([`Limiter`], [`Refusal`], [`LimitSettings`]);
 //! - `handle`: what handlers hold ([`RegistryHandle`]);
 //! - `rows`: stored rows to entries and back;
-//! - `actor`: the [`ClientRegistry`] actor; `messages`: what it is sent;
+//! - `actor`: the [`ClientRegistry`] actor and its timers; `messages`: what it is sent;
+//! - `writes`: admin writes, queued and applied one at a time (database first);
+//! - `sync`: catch-up with the change log (other instances' writes, as deltas);
 //! - `identity`: who is asking (address behind trusted proxies).
 
 mod actor;
@@ -26,13 +29,15 @@ mod identity;
 mod limiter;
 mod messages;
 mod rows;
+mod sync;
 mod table;
+mod writes;
 
 use std::sync::{Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
-pub use actor::{ClientRegistry, RegistrySettings};
+pub use actor::{ClientRegistry, RegistrySettings, CHANGE_RETENTION};
 pub use anonymous::AnonBuckets;
 pub use cell::BucketCell;
 pub use entry::ClientEntry;
@@ -40,7 +45,7 @@ pub use handle::RegistryHandle;
 pub use identity::{anonymous_key, client_ip, parse_nets, ForwardedHeader};
 pub use limiter::{LimitSettings, Limiter, Refusal};
 pub use messages::{
-    ClientInput, ClientPatch, ClientView, CreateClient, Created, Flush, PatchClient, PutClient,
+    CatchUp, ClientInput, ClientPatch, ClientView, CreateClient, Created, Flush, PatchClient, PutClient,
     RegistryError, RemoveClient,
 };
 pub use table::ClientTable;

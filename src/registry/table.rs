@@ -1,85 +1,201 @@
-//! The client table: lookups by id, by API key hash and by address (longest prefix).
+//! The client table: lookups by id, by API key hash and by address (longest prefix), changed
+//! one client at a time.
+//!
+//! A change costs O(log n) (the id index, a B-tree) plus O(1) (the key index, a concurrent
+//! hash map), never a rebuild: with a million clients an admin write or a change from another
+//! instance touches only its own client. Readers on the request path never wait for the
+//! writer beyond one shard's read lock (`dashmap`), and take their token inline. The address
+//! index is small (only clients registered by address are in it) and is republished whole
+//! when such a client changes, so address lookups stay lock-free.
+//!
+//! There is one writer, the `ClientRegistry` actor; readers may briefly see a client under
+//! its old and its new key at once during a key rotation, never neither.
 
 use std::{
     collections::{BTreeMap, HashMap},
     net::IpAddr,
-    sync::Arc,
+    sync::{Arc, RwLock},
 };
 
+use arc_swap::ArcSwap;
+use dashmap::DashMap;
 use ipnet::IpNet;
 
 use super::ClientEntry;
 
-/// Lookup tables over the registered clients, rebuilt by the actor on every change.
+/// Per prefix length, longest first: masked network address → client.
+type PrefixIndex = Vec<(u8, bool, HashMap<IpAddr, Arc<ClientEntry>>)>;
+
+/// Lookup tables over the registered clients.
 #[derive(Debug, Default)]
 pub struct ClientTable {
-    by_id: BTreeMap<String, Arc<ClientEntry>>,
-    by_key: HashMap<[u8; 32], Arc<ClientEntry>>,
-    /// Per prefix length, longest first: masked network address → client.
-    by_prefix: Vec<(u8, bool, HashMap<IpAddr, Arc<ClientEntry>>)>,
+    /// Ordered by id, for the admin API's pages; written by the actor only.
+    by_id: RwLock<BTreeMap<String, Arc<ClientEntry>>>,
+    /// The request path's index: SHA-256 of the key → client.
+    by_key: DashMap<[u8; 32], Arc<ClientEntry>, ahash::RandomState>,
+    /// Clients registered by address.
+    by_prefix: ArcSwap<PrefixIndex>,
+}
+
+fn read<T>(l: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    l.read().unwrap_or_else(|p| p.into_inner())
+}
+
+fn write<T>(l: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    l.write().unwrap_or_else(|p| p.into_inner())
+}
+
+fn slot(net: &IpNet) -> (u8, bool) {
+    (net.prefix_len(), matches!(net, IpNet::V6(_)))
 }
 
 impl ClientTable {
-    /// Builds the tables over `entries`.
+    /// Builds the tables over `entries` (at start).
     pub fn build(entries: impl IntoIterator<Item = Arc<ClientEntry>>) -> ClientTable {
-        let mut t = ClientTable::default();
-        let mut prefixes: BTreeMap<(u8, bool), HashMap<IpAddr, Arc<ClientEntry>>> = BTreeMap::new();
-        for e in entries {
-            t.by_key.insert(e.key_hash, e.clone());
-            for net in &e.ips {
-                let v6 = matches!(net, IpNet::V6(_));
-                prefixes
-                    .entry((net.prefix_len(), v6))
-                    .or_default()
-                    .insert(net.network(), e.clone());
+        let t = ClientTable::default();
+        let mut with_ips = Vec::new();
+        {
+            let mut by_id = write(&t.by_id);
+            for e in entries {
+                t.by_key.insert(e.key_hash, e.clone());
+                if !e.ips.is_empty() {
+                    with_ips.push(e.clone());
+                }
+                by_id.insert(e.id.clone(), e);
             }
-            t.by_id.insert(e.id.clone(), e);
         }
-        t.by_prefix = prefixes
-            .into_iter()
-            .rev()
-            .map(|((len, v6), map)| (len, v6, map))
-            .collect();
+        t.by_prefix.store(Arc::new(index_of(with_ips.iter())));
         t
     }
 
-    /// The client registered under `id`.
-    pub fn get(&self, id: &str) -> Option<&Arc<ClientEntry>> {
-        self.by_id.get(id)
+    /// Adds `entry`, or replaces the client with its id.
+    pub fn upsert(&self, entry: Arc<ClientEntry>) {
+        let old = write(&self.by_id).insert(entry.id.clone(), entry.clone());
+        self.by_key.insert(entry.key_hash, entry.clone());
+        if let Some(old) = &old {
+            if old.key_hash != entry.key_hash {
+                self.by_key.remove_if(&old.key_hash, |_, e| e.id == entry.id);
+            }
+        }
+        if !entry.ips.is_empty() || old.is_some_and(|o| !o.ips.is_empty()) {
+            self.reindex_ips(&entry.id);
+        }
     }
 
-    /// Every client, ordered by id.
-    pub fn all(&self) -> impl Iterator<Item = &Arc<ClientEntry>> {
-        self.by_id.values()
+    /// Removes the client `id`; returns it.
+    pub fn remove(&self, id: &str) -> Option<Arc<ClientEntry>> {
+        let old = write(&self.by_id).remove(id)?;
+        self.by_key.remove_if(&old.key_hash, |_, e| e.id == old.id);
+        if !old.ips.is_empty() {
+            self.reindex_ips(&old.id);
+        }
+        Some(old)
+    }
+
+    /// Republishes the address index after client `changed` changed: O(clients with
+    /// addresses), which the admin API bounds far below the number of clients by key.
+    fn reindex_ips(&self, changed: &str) {
+        let current = self.by_prefix.load();
+        let mut ids: Vec<&str> = vec![changed];
+        for (_, _, map) in current.iter() {
+            ids.extend(map.values().map(|e| e.id.as_str()));
+        }
+        ids.sort_unstable();
+        ids.dedup();
+        // The id index is the truth: a client indexed before may be gone or changed.
+        let by_id = read(&self.by_id);
+        let with_ips: Vec<Arc<ClientEntry>> = ids
+            .into_iter()
+            .filter_map(|id| by_id.get(id).cloned())
+            .filter(|e| !e.ips.is_empty())
+            .collect();
+        drop(by_id);
+        self.by_prefix.store(Arc::new(index_of(with_ips.iter())));
+    }
+
+    /// The client registered under `id`.
+    pub fn get(&self, id: &str) -> Option<Arc<ClientEntry>> {
+        read(&self.by_id).get(id).cloned()
+    }
+
+    /// Up to `limit` clients in id order, skipping the first `offset`.
+    pub fn page(&self, offset: usize, limit: usize) -> Vec<Arc<ClientEntry>> {
+        read(&self.by_id)
+            .values()
+            .skip(offset)
+            .take(limit)
+            .cloned()
+            .collect()
+    }
+
+    /// Every client, in id order (a copy of the index: the caller holds no lock).
+    pub fn all(&self) -> Vec<Arc<ClientEntry>> {
+        read(&self.by_id).values().cloned().collect()
+    }
+
+    /// Runs `f` on every client in id order, under the index's read lock (keep `f` short).
+    pub fn for_each(&self, f: impl FnMut(&Arc<ClientEntry>)) {
+        read(&self.by_id).values().for_each(f);
     }
 
     /// Number of registered clients.
     pub fn len(&self) -> usize {
-        self.by_id.len()
+        read(&self.by_id).len()
     }
 
     /// True when no client is registered.
     pub fn is_empty(&self) -> bool {
-        self.by_id.is_empty()
+        self.len() == 0
     }
 
     /// The client owning this key hash.
-    pub fn by_key(&self, hash: &[u8; 32]) -> Option<&Arc<ClientEntry>> {
-        self.by_key.get(hash)
+    pub fn by_key(&self, hash: &[u8; 32]) -> Option<Arc<ClientEntry>> {
+        self.by_key.get(hash).map(|e| e.value().clone())
+    }
+
+    /// The client registered for exactly this address or block.
+    pub fn by_net(&self, net: &IpNet) -> Option<Arc<ClientEntry>> {
+        let (len, v6) = slot(net);
+        self.by_prefix
+            .load()
+            .iter()
+            .find(|(l, is_v6, _)| *l == len && *is_v6 == v6)
+            .and_then(|(_, _, map)| map.get(&net.network()).cloned())
     }
 
     /// The client registered for `ip` or the longest prefix containing it.
-    pub fn by_ip(&self, ip: IpAddr) -> Option<&Arc<ClientEntry>> {
+    pub fn by_ip(&self, ip: IpAddr) -> Option<Arc<ClientEntry>> {
         let ip = ip.to_canonical();
         let v6 = ip.is_ipv6();
-        self.by_prefix
+        let index = self.by_prefix.load();
+        if index.is_empty() {
+            return None;
+        }
+        index
             .iter()
             .filter(|(_, is_v6, _)| *is_v6 == v6)
             .find_map(|(len, _, map)| {
                 let net = IpNet::new(ip, *len).ok()?.trunc();
-                map.get(&net.network())
+                map.get(&net.network()).cloned()
             })
     }
+}
+
+fn index_of<'a>(entries: impl Iterator<Item = &'a Arc<ClientEntry>>) -> PrefixIndex {
+    let mut prefixes: BTreeMap<(u8, bool), HashMap<IpAddr, Arc<ClientEntry>>> = BTreeMap::new();
+    for e in entries {
+        for net in &e.ips {
+            prefixes
+                .entry(slot(net))
+                .or_default()
+                .insert(net.network(), e.clone());
+        }
+    }
+    prefixes
+        .into_iter()
+        .rev()
+        .map(|((len, v6), map)| (len, v6, map))
+        .collect()
 }
 
 #[cfg(test)]
@@ -121,8 +237,60 @@ mod tests {
         assert_eq!(id("2001:db8:5::1").as_deref(), Some("v6"));
         assert_eq!(id("::ffff:10.1.2.3").as_deref(), Some("host"));
         assert_eq!(
-            t.by_key(&hash_key(b"narrow")).map(|e| e.id.as_str()),
+            t.by_key(&hash_key(b"narrow")).map(|e| e.id.clone()).as_deref(),
             Some("narrow")
         );
+    }
+
+    fn with_key(id: &str, key: &[u8], ips: &[&str]) -> Arc<ClientEntry> {
+        let e = entry(id, ips);
+        Arc::new(ClientEntry {
+            key_hash: hash_key(key),
+            cell: e.cell.clone(),
+            ips: e.ips.clone(),
+            id: e.id.clone(),
+            name: None,
+            key_prefix: String::new(),
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+        })
+    }
+
+    #[test]
+    fn changes_apply_one_client_at_a_time() {
+        let t = ClientTable::build([entry("a", &[]), entry("b", &["10.0.0.0/8"])]);
+        // Key rotation: the old key stops working, the new one works.
+        t.upsert(with_key("a", b"new-key", &[]));
+        assert!(t.by_key(&hash_key(b"a")).is_none());
+        assert_eq!(
+            t.by_key(&hash_key(b"new-key")).map(|e| e.id.clone()).as_deref(),
+            Some("a")
+        );
+        // Addresses move with their client.
+        t.upsert(with_key("b", b"b", &["192.168.0.0/16"]));
+        assert!(t.by_ip("10.1.1.1".parse().unwrap()).is_none());
+        assert_eq!(
+            t.by_ip("192.168.3.4".parse().unwrap())
+                .map(|e| e.id.clone())
+                .as_deref(),
+            Some("b")
+        );
+        assert!(t.by_net(&"192.168.0.0/16".parse().unwrap()).is_some());
+        // A key taken over by another client is not removed with the first one's old version.
+        t.upsert(with_key("c", b"new-key", &[]));
+        t.upsert(with_key("a", b"third-key", &[]));
+        assert_eq!(
+            t.by_key(&hash_key(b"new-key")).map(|e| e.id.clone()).as_deref(),
+            Some("c")
+        );
+        assert!(t.remove("b").is_some());
+        assert!(t.by_ip("192.168.3.4".parse().unwrap()).is_none());
+        assert!(t.remove("b").is_none());
+        assert_eq!(
+            t.page(0, 10).iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            ["a", "c"]
+        );
+        assert_eq!(t.len(), 2);
     }
 }

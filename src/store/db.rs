@@ -41,7 +41,7 @@ pub struct DbManager {
 
 /// Adds libpq timeouts the URL does not set itself: connecting, and data left unacknowledged
 /// on a connection (a silent network partition).
-fn with_pg_timeouts(url: &str, timeout: Duration) -> String {
+pub(super) fn with_pg_timeouts(url: &str, timeout: Duration) -> String {
     let secs = timeout.as_secs().max(2); // libpq's connect_timeout minimum
     let mut out = url.to_string();
     for (key, value) in [

@@ -7,7 +7,7 @@ use super::{schema::clients, BucketRow, ClientRow, DbPool, StoreError};
 
 /// Runs queries on its own thread (several of them under a `SyncArbiter`).
 pub struct DbExecutor {
-    pool: DbPool,
+    pub(super) pool: DbPool,
 }
 
 impl DbExecutor {

@@ -2,16 +2,24 @@
 //!
 //! One [`DbConnection`] enum over both backends, embedded migrations per backend, and a
 //! [`DbExecutor`] running on a `SyncArbiter` so that no blocking call ever runs on an HTTP
-//! worker or inside the `ClientRegistry` actor.
+//! worker or inside the `ClientRegistry` actor. Every client write records a change in the
+//! change log (`changelog`) in the same transaction.
 
+mod changelog;
 mod db;
 mod executor;
+mod listener;
 mod models;
 pub mod schema;
 mod url;
 
+pub use changelog::{
+    ChangeOp, ChangeRow, ClientWrite, GetChanges, GetClientRows, GetLatestVersion, PruneChanges, WriteClient,
+    CHANGES_CHANNEL, ENTITY_CLIENT,
+};
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
+pub use listener::{spawn_listener, RECONNECT_AFTER};
 pub use models::{BucketRow, ClientRow};
 pub use url::{redact_password, DatabaseUrl};
 

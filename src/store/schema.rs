@@ -18,3 +18,13 @@ diesel::table! {
         refused -> BigInt,
     }
 }
+
+diesel::table! {
+    changes (version) {
+        version -> BigInt,
+        entity -> Text,
+        entity_id -> Text,
+        op -> Text,
+        at -> BigInt,
+    }
+}

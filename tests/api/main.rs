@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod cluster_sync;
 mod compose;
 mod ejection;
 mod failover;

@@ -132,9 +132,11 @@ pub(super) fn store(p: &mut Problems, cli: &Cli) -> Option<StoreSettings> {
 /// Timers of the client registry.
 pub(super) fn registry(p: &mut Problems, cli: &Cli) -> Option<RegistrySettings> {
     let flush_interval = p.duration("TOLLGATE_FLUSH_INTERVAL", "flush-interval", &cli.flush_interval);
+    let sync_interval = p.duration("TOLLGATE_SYNC_INTERVAL", "sync-interval", &cli.sync_interval);
     Some(RegistrySettings {
         flush_interval: flush_interval?,
         sweep_interval: Duration::from_secs(1),
+        sync_interval: sync_interval?,
     })
 }
 

@@ -295,7 +295,7 @@ async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<Ht
     let id = path.into_inner();
     let table = state.registry.table();
     let entry = table.get(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;
-    Ok(HttpResponse::Ok().json(ClientView::of(entry, state.registry.now())))
+    Ok(HttpResponse::Ok().json(ClientView::of(&entry, state.registry.now())))
 }
 
 /// `GET /clients?limit=&offset=`: default 50, at most 500, ordered by id, with the total.
@@ -320,9 +320,8 @@ async fn list(
     let table = state.registry.table();
     let now = state.registry.now();
     let clients: Vec<ClientView> = table
-        .all()
-        .skip(offset)
-        .take(limit)
+        .page(offset, limit)
+        .iter()
         .map(|e| ClientView::of(e, now))
         .collect();
     Ok(HttpResponse::Ok().json(serde_json::json!({

@@ -1,0 +1,207 @@
+//! Catch-up with the change log: apply, as deltas, the changes this instance has not seen.
+//!
+//! Every `TOLLGATE_SYNC_INTERVAL` (and at once when a PostgreSQL notification arrives) the
+//! actor reads `changes` with `version > last_applied`, oldest first, re-reads the rows of
+//! the clients changed, and applies each to its table: a new client gets its stored bucket, a
+//! changed one keeps its bucket and counters (a lower capacity clamps the tokens, like a local
+//! PATCH), a deleted one is removed. The instance's own writes are applied when they commit
+//! and skipped when they come back (their version is known per client), as is any change
+//! older than what the table already reflects for that client.
+
+use std::{
+    collections::{HashMap, HashSet},
+    sync::Arc,
+};
+
+use actix::{ActorFutureExt, AsyncContext, Context, WrapFuture};
+
+use super::{
+    actor::flatten,
+    rows::{entry_from_row, unix_ms},
+    ClientEntry, ClientRegistry,
+};
+use crate::store::{ChangeOp, ChangeRow, ClientRow, GetChanges, GetClientRows, ENTITY_CLIENT};
+
+/// Changes read per query; a full page is followed at once by the next.
+const PAGE: i64 = 1000;
+
+/// Where this instance is in the change log.
+#[derive(Debug)]
+pub struct SyncState {
+    /// Every change up to this version is reflected in the table.
+    last_applied: i64,
+    /// Per client, the newest change the table reflects when newer than `last_applied`
+    /// (own writes, and changes applied in the current batch); pruned as the log advances.
+    known: HashMap<String, i64>,
+    /// A catch-up is in flight.
+    running: bool,
+    /// Another catch-up was asked for meanwhile.
+    again: bool,
+    /// The last catch-up failed (logged once until one succeeds).
+    failing: bool,
+}
+
+impl SyncState {
+    /// At start: the table holds everything up to `version`.
+    pub fn new(version: i64) -> SyncState {
+        SyncState {
+            last_applied: version,
+            known: HashMap::new(),
+            running: false,
+            again: false,
+            failing: false,
+        }
+    }
+
+    /// The table now reflects change `version` of client `id` (an own write).
+    pub fn applied(&mut self, id: &str, version: Option<i64>) {
+        if let Some(v) = version.filter(|v| *v > self.last_applied) {
+            let slot = self.known.entry(id.to_string()).or_insert(v);
+            *slot = (*slot).max(v);
+        }
+    }
+
+    /// Whether change `v` of `id` is newer than what the table reflects.
+    fn is_new(&self, id: &str, v: i64) -> bool {
+        v > self.last_applied && self.known.get(id).is_none_or(|k| v > *k)
+    }
+
+    /// The change log up to `version` is applied.
+    fn advance(&mut self, version: i64) {
+        self.last_applied = self.last_applied.max(version);
+        let last = self.last_applied;
+        self.known.retain(|_, v| *v > last);
+    }
+
+    /// Last change version applied.
+    pub fn last_applied(&self) -> i64 {
+        self.last_applied
+    }
+}
+
+impl ClientRegistry {
+    /// Reads the change log and applies what is new; coalesces requests made meanwhile.
+    pub(super) fn catch_up(&mut self, ctx: &mut Context<Self>) {
+        if self.sync.running {
+            self.sync.again = true;
+            return;
+        }
+        self.sync.running = true;
+        let after = self.sync.last_applied;
+        let changes = self.db.send(GetChanges { after, limit: PAGE });
+        let f = changes.into_actor(self).then(|res, act, _| {
+            let db = act.db.clone();
+            let fetched = flatten(res).map(|changes| {
+                let ids: HashSet<String> = changes
+                    .iter()
+                    .filter(|c| c.entity == ENTITY_CLIENT && c.op() == ChangeOp::Upsert)
+                    .filter(|c| act.sync.is_new(&c.entity_id, c.version))
+                    .map(|c| c.entity_id.clone())
+                    .collect();
+                (changes, ids.into_iter().collect::<Vec<_>>())
+            });
+            async move {
+                let (changes, ids) = fetched?;
+                let rows = if ids.is_empty() {
+                    Vec::new()
+                } else {
+                    flatten(db.send(GetClientRows(ids)).await)?
+                };
+                Ok::<_, crate::registry::RegistryError>((changes, rows))
+            }
+            .into_actor(act)
+        });
+        let f = f.map(|res, act: &mut ClientRegistry, ctx: &mut Context<Self>| {
+            act.sync.running = false;
+            match res {
+                Ok((changes, rows)) => {
+                    if act.sync.failing {
+                        log::info!("change log readable again");
+                        act.sync.failing = false;
+                    }
+                    let full = i64::try_from(changes.len()).unwrap_or(i64::MAX) >= PAGE;
+                    act.apply_changes(changes, rows);
+                    if full || std::mem::take(&mut act.sync.again) {
+                        act.catch_up(ctx);
+                    }
+                }
+                Err(e) => {
+                    if !act.sync.failing {
+                        log::warn!("cannot read the change log, serving from memory and retrying: {e}");
+                        act.sync.failing = true;
+                    }
+                }
+            }
+        });
+        ctx.spawn(f);
+    }
+
+    /// Applies a page of changes in version order, with the rows re-read for the upserts.
+    fn apply_changes(&mut self, changes: Vec<ChangeRow>, rows: Vec<ClientRow>) {
+        let mut rows: HashMap<String, ClientRow> =
+            rows.into_iter().map(|r| (r.client_id.clone(), r)).collect();
+        let mut newest = self.sync.last_applied;
+        for c in changes {
+            newest = newest.max(c.version);
+            if c.entity != ENTITY_CLIENT || !self.sync.is_new(&c.entity_id, c.version) {
+                continue;
+            }
+            match c.op() {
+                ChangeOp::Delete => {
+                    if self.table().remove(&c.entity_id).is_some() {
+                        log::info!(
+                            "client {} deleted on another instance (change {})",
+                            c.entity_id,
+                            c.version
+                        );
+                    }
+                    self.flushed.remove(&c.entity_id);
+                }
+                ChangeOp::Upsert => {
+                    // No row: deleted since; its delete change follows.
+                    let Some(row) = rows.remove(&c.entity_id) else {
+                        continue;
+                    };
+                    self.apply_row(row, c.version);
+                }
+            }
+            self.sync.known.insert(c.entity_id, c.version);
+        }
+        self.sync.advance(newest);
+        self.shared
+            .applied_version
+            .store(self.sync.last_applied(), std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// Applies the stored settings of one client as a delta: its bucket and counters are kept
+    /// when it is already known here.
+    fn apply_row(&mut self, row: ClientRow, version: i64) {
+        let id = row.client_id.clone();
+        let now = self.now();
+        let fresh = match entry_from_row(row, now, unix_ms()) {
+            Ok(e) => e,
+            Err(field) => {
+                log::error!("stored client {id} is invalid ({field}); change {version} skipped");
+                return;
+            }
+        };
+        let entry = match self.table().get(&id) {
+            Some(current) => {
+                let quota = fresh.cell.with_bucket(|b| b.quota());
+                current.cell.with_bucket(|b| b.set_quota(quota, now));
+                log::info!("client {id} updated on another instance (change {version})");
+                ClientEntry {
+                    cell: current.cell.clone(),
+                    ..fresh
+                }
+            }
+            None => {
+                self.flushed
+                    .insert(id.clone(), (fresh.cell.admitted(), fresh.cell.refused()));
+                log::info!("client {id} created on another instance (change {version})");
+                fresh
+            }
+        };
+        self.table().upsert(Arc::new(entry));
+    }
+}

@@ -1,0 +1,309 @@
+//! Admin writes: database first (the change and its change-log row in one transaction),
+//! memory second, one at a time in arrival order.
+//!
+//! A write is queued as a [`Job`]; the actor runs the next job when the previous one is
+//! done. Each job validates against the table as the previous writes left it, then waits for
+//! the database as a spawned future, so the actor's timers keep running meanwhile (an
+//! `AtomicResponse` would stall them for as long as the database takes).
+
+use std::sync::Arc;
+
+use actix::{
+    fut, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture, WrapFuture,
+};
+use base64::Engine;
+use ipnet::IpNet;
+use rand::RngCore;
+use tokio::sync::oneshot;
+
+use super::{
+    actor::flatten,
+    hash_key,
+    messages::{
+        ClientInput, ClientView, CreateClient, Created, PatchClient, PutClient, RegistryError, RemoveClient,
+    },
+    rows::{row_of, unix_ms},
+    BucketCell, ClientEntry, ClientRegistry,
+};
+use crate::{
+    ratelimit::{Bucket, Quota},
+    store::{ClientWrite, WriteClient},
+};
+
+/// One queued admin write: started when its turn comes, replies on its own channel.
+pub(super) type Job = Box<dyn FnOnce(&mut ClientRegistry) -> ResponseActFuture<ClientRegistry, ()>>;
+
+type Pending<T> = ResponseActFuture<ClientRegistry, Result<T, RegistryError>>;
+
+fn ready<T: 'static>(r: Result<T, RegistryError>) -> Pending<T> {
+    Box::pin(fut::ready(r))
+}
+
+/// A new API key: 32 random bytes from the thread's CSPRNG, URL-safe base64.
+fn generate_key() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn key_prefix(key: &str) -> String {
+    key.chars().take(8).collect()
+}
+
+impl ClientRegistry {
+    /// Queues `start` (run when the writes before it are done) and answers with its result.
+    fn enqueue<T: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        start: impl FnOnce(&mut ClientRegistry) -> Pending<T> + 'static,
+    ) -> ResponseFuture<Result<T, RegistryError>> {
+        let (tx, rx) = oneshot::channel();
+        self.queue.push_back(Box::new(move |act: &mut ClientRegistry| {
+            Box::pin(start(act).map(move |res, _, _| {
+                let _ = tx.send(res);
+            }))
+        }));
+        self.pump(ctx);
+        Box::pin(async move {
+            rx.await
+                .unwrap_or_else(|_| Err(RegistryError::Unavailable("the client registry stopped".into())))
+        })
+    }
+
+    /// Starts the next queued write unless one is in flight.
+    fn pump(&mut self, ctx: &mut Context<Self>) {
+        if self.writing {
+            return;
+        }
+        let Some(job) = self.queue.pop_front() else { return };
+        self.writing = true;
+        let f = job(self).map(|(), act: &mut ClientRegistry, ctx| {
+            act.writing = false;
+            act.pump(ctx);
+        });
+        ctx.spawn(f);
+    }
+
+    fn check_unique(&self, id: &str, key_hash: &[u8; 32], ips: &[IpNet]) -> Result<(), RegistryError> {
+        let table = self.table();
+        if table.by_key(key_hash).is_some_and(|e| e.id != id) {
+            return Err(RegistryError::Conflict {
+                field: "api_key",
+                message: "this API key belongs to another client".into(),
+            });
+        }
+        for net in ips {
+            if let Some(e) = table.by_net(net).filter(|e| e.id != id) {
+                return Err(RegistryError::Conflict {
+                    field: "ips",
+                    message: format!("{net} is already registered for client {}", e.id),
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Builds a new entry from `input` (fresh, full bucket), checking uniqueness.
+    fn new_entry(&self, input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
+        let key = input.api_key.unwrap_or_else(generate_key);
+        let key_hash = hash_key(key.as_bytes());
+        self.check_unique(&input.client_id, &key_hash, &input.ips)?;
+        let now_ms = unix_ms();
+        let entry = ClientEntry {
+            id: input.client_id,
+            name: input.name,
+            key_hash,
+            key_prefix: key_prefix(&key),
+            ips: input.ips,
+            enabled: input.enabled,
+            created_at: now_ms,
+            updated_at: now_ms,
+            cell: Arc::new(BucketCell::new(Bucket::full(input.quota, self.now()), 0, 0)),
+        };
+        Ok((Arc::new(entry), input.quota, key))
+    }
+
+    fn insert(&mut self, entry: Arc<ClientEntry>, quota: Quota, key: String) -> Pending<Created> {
+        let write = WriteClient {
+            write: ClientWrite::Insert(row_of(&entry, quota)),
+            at: entry.updated_at,
+        };
+        Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
+            let version = flatten(res)?;
+            act.flushed.insert(entry.id.clone(), (0, 0));
+            act.table().upsert(entry.clone());
+            act.sync.applied(&entry.id, version);
+            log::info!("client {} created (change {version:?})", entry.id);
+            Ok(Created {
+                view: ClientView::of(&entry, act.now()),
+                api_key: Some(key),
+                created: true,
+            })
+        }))
+    }
+
+    /// Writes `next` (same bucket cell as the current entry) and switches to it on success.
+    fn replace(&mut self, next: ClientEntry, quota: Quota) -> Pending<ClientView> {
+        let write = WriteClient {
+            write: ClientWrite::Replace(row_of(&next, quota)),
+            at: next.updated_at,
+        };
+        let next = Arc::new(next);
+        Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
+            let Some(version) = flatten(res)? else {
+                return Err(RegistryError::NotFound);
+            };
+            let now = act.now();
+            next.cell.with_bucket(|b| b.set_quota(quota, now));
+            act.table().upsert(next.clone());
+            act.sync.applied(&next.id, Some(version));
+            log::info!("client {} updated (change {version})", next.id);
+            Ok(ClientView::of(&next, now))
+        }))
+    }
+
+    fn create(&mut self, input: ClientInput) -> Pending<Created> {
+        if self.table().get(&input.client_id).is_some() {
+            return ready(Err(RegistryError::Conflict {
+                field: "client_id",
+                message: format!("client {} already exists", input.client_id),
+            }));
+        }
+        match self.new_entry(input) {
+            Ok((entry, quota, key)) => self.insert(entry, quota, key),
+            Err(e) => ready(Err(e)),
+        }
+    }
+
+    fn put(&mut self, input: ClientInput) -> Pending<Created> {
+        let Some(current) = self.table().get(&input.client_id) else {
+            return match self.new_entry(input) {
+                Ok((entry, quota, key)) => self.insert(entry, quota, key),
+                Err(e) => ready(Err(e)),
+            };
+        };
+        let (key_hash, prefix, new_key) = match &input.api_key {
+            Some(k) => (hash_key(k.as_bytes()), key_prefix(k), true),
+            None => (current.key_hash, current.key_prefix.clone(), false),
+        };
+        if let Err(e) = self.check_unique(&input.client_id, &key_hash, &input.ips) {
+            return ready(Err(e));
+        }
+        let next = ClientEntry {
+            id: input.client_id,
+            name: input.name,
+            key_hash,
+            key_prefix: prefix,
+            ips: input.ips,
+            enabled: input.enabled,
+            created_at: current.created_at,
+            updated_at: unix_ms(),
+            cell: current.cell.clone(),
+        };
+        let key = input.api_key.filter(|_| new_key);
+        Box::pin(self.replace(next, input.quota).map(move |res, _, _| {
+            res.map(|view| Created {
+                view,
+                api_key: key,
+                created: false,
+            })
+        }))
+    }
+
+    fn patch(&mut self, msg: PatchClient) -> Pending<ClientView> {
+        let Some(current) = self.table().get(&msg.client_id) else {
+            return ready(Err(RegistryError::NotFound));
+        };
+        let p = msg.patch;
+        let old = current.cell.with_bucket(|b| b.quota());
+        let quota = match Quota::new(
+            p.capacity.unwrap_or(old.capacity()),
+            p.rate_per_sec.unwrap_or(old.rate_per_sec()),
+        ) {
+            Ok(q) => q,
+            Err(e) => {
+                let field = if matches!(e, crate::ratelimit::QuotaError::Capacity) {
+                    "capacity"
+                } else {
+                    "rate_per_sec"
+                };
+                return ready(Err(RegistryError::Invalid {
+                    field,
+                    message: e.to_string(),
+                }));
+            }
+        };
+        let (key_hash, prefix) = match &p.api_key {
+            Some(k) => (hash_key(k.as_bytes()), key_prefix(k)),
+            None => (current.key_hash, current.key_prefix.clone()),
+        };
+        let ips = p.ips.unwrap_or_else(|| current.ips.clone());
+        if let Err(e) = self.check_unique(&current.id, &key_hash, &ips) {
+            return ready(Err(e));
+        }
+        let next = ClientEntry {
+            id: current.id.clone(),
+            name: p.name.unwrap_or_else(|| current.name.clone()),
+            key_hash,
+            key_prefix: prefix,
+            ips,
+            enabled: p.enabled.unwrap_or(current.enabled),
+            created_at: current.created_at,
+            updated_at: unix_ms(),
+            cell: current.cell.clone(),
+        };
+        self.replace(next, quota)
+    }
+
+    fn remove(&mut self, id: String) -> Pending<()> {
+        if self.table().get(&id).is_none() {
+            return ready(Err(RegistryError::NotFound));
+        }
+        let write = WriteClient {
+            write: ClientWrite::Delete(id.clone()),
+            at: unix_ms(),
+        };
+        Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
+            let Some(version) = flatten(res)? else {
+                return Err(RegistryError::NotFound);
+            };
+            act.table().remove(&id);
+            act.flushed.remove(&id);
+            act.sync.applied(&id, Some(version));
+            log::info!("client {id} deleted (change {version})");
+            Ok(())
+        }))
+    }
+}
+
+impl Handler<CreateClient> for ClientRegistry {
+    type Result = ResponseFuture<Result<Created, RegistryError>>;
+
+    fn handle(&mut self, msg: CreateClient, ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(ctx, move |act| act.create(msg.0))
+    }
+}
+
+impl Handler<PutClient> for ClientRegistry {
+    type Result = ResponseFuture<Result<Created, RegistryError>>;
+
+    fn handle(&mut self, msg: PutClient, ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(ctx, move |act| act.put(msg.0))
+    }
+}
+
+impl Handler<PatchClient> for ClientRegistry {
+    type Result = ResponseFuture<Result<ClientView, RegistryError>>;
+
+    fn handle(&mut self, msg: PatchClient, ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(ctx, move |act| act.patch(msg))
+    }
+}
+
+impl Handler<RemoveClient> for ClientRegistry {
+    type Result = ResponseFuture<Result<(), RegistryError>>;
+
+    fn handle(&mut self, msg: RemoveClient, ctx: &mut Context<Self>) -> Self::Result {
+        self.enqueue(ctx, move |act| act.remove(msg.0))
+    }
+}

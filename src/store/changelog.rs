@@ -1,0 +1,248 @@
+//! The change log: every client write records a change in the same transaction, so that
+//! every instance can apply what it has not seen (`version > last_applied`, in order).
+//!
+//! Versions must become visible in order, or a reader could pass over one still in flight:
+//! on PostgreSQL each writing transaction first takes a transaction-scoped advisory lock, so
+//! change rows are numbered and committed one at a time (admin writes are rare; the lock is
+//! held for the few statements of one write). SQLite serialises writers by itself. On
+//! PostgreSQL the transaction also sends `NOTIFY tollgate_changes`, delivered at commit.
+
+use actix::{Handler, Message, SyncContext};
+use diesel::{connection::SimpleConnection, prelude::*, sql_types::BigInt};
+
+use super::{
+    schema::{changes, clients},
+    ClientRow, DbConnection, DbExecutor, StoreError,
+};
+
+/// Channel of the PostgreSQL notification sent with every change.
+pub const CHANGES_CHANNEL: &str = "tollgate_changes";
+
+/// Key of the advisory lock that orders change versions on PostgreSQL.
+const CHANGES_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
+
+/// Entity kind of a client change.
+pub const ENTITY_CLIENT: &str = "client";
+
+/// What happened to an entity.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChangeOp {
+    /// Created or changed: re-read it.
+    Upsert,
+    /// Deleted.
+    Delete,
+}
+
+impl ChangeOp {
+    /// The stored form.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChangeOp::Upsert => "upsert",
+            ChangeOp::Delete => "delete",
+        }
+    }
+}
+
+/// One row of the change log.
+#[derive(Debug, Clone, PartialEq, Eq, Queryable, Selectable)]
+#[diesel(table_name = changes)]
+pub struct ChangeRow {
+    /// Monotonic version (BIGSERIAL / AUTOINCREMENT).
+    pub version: i64,
+    /// Entity kind (`client`).
+    pub entity: String,
+    /// Entity id.
+    pub entity_id: String,
+    /// `upsert` or `delete`.
+    pub op: String,
+    /// Unix ms of the write.
+    pub at: i64,
+}
+
+impl ChangeRow {
+    /// The operation; an unknown one is read as an upsert (re-reading is always safe).
+    pub fn op(&self) -> ChangeOp {
+        if self.op == "delete" {
+            ChangeOp::Delete
+        } else {
+            ChangeOp::Upsert
+        }
+    }
+}
+
+/// A client write.
+#[derive(Debug, Clone)]
+pub enum ClientWrite {
+    /// Insert a new client (conflict if the id, key or unique value is taken).
+    Insert(ClientRow),
+    /// Replace the settings of an existing client (bucket columns left alone).
+    Replace(ClientRow),
+    /// Delete a client.
+    Delete(String),
+}
+
+/// Applies a client write and records its change, in one transaction. `Ok(None)` when the
+/// client to replace or delete does not exist (nothing is written); else the change version.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Option<i64>, StoreError>")]
+pub struct WriteClient {
+    /// The write.
+    pub write: ClientWrite,
+    /// Unix ms, recorded with the change.
+    pub at: i64,
+}
+
+/// Changes after `after`, oldest first, at most `limit`.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<ChangeRow>, StoreError>")]
+pub struct GetChanges {
+    /// Last version applied.
+    pub after: i64,
+    /// Page size.
+    pub limit: i64,
+}
+
+/// The stored rows of these clients (missing ids are absent).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<ClientRow>, StoreError>")]
+pub struct GetClientRows(pub Vec<String>);
+
+/// The newest change version (0 when there is none).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<i64, StoreError>")]
+pub struct GetLatestVersion;
+
+/// Deletes change rows older than `before_ms` (Unix ms), keeping the newest row so that the
+/// version never restarts; returns how many went.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<usize, StoreError>")]
+pub struct PruneChanges {
+    /// Unix ms.
+    pub before_ms: i64,
+}
+
+fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
+    diesel::update(clients::table.find(&r.client_id))
+        .set((
+            clients::name.eq(&r.name),
+            clients::api_key_hash.eq(&r.api_key_hash),
+            clients::key_prefix.eq(&r.key_prefix),
+            clients::ips.eq(&r.ips),
+            clients::capacity.eq(r.capacity),
+            clients::rate_milli.eq(r.rate_milli),
+            clients::enabled.eq(r.enabled),
+            clients::updated_at.eq(r.updated_at),
+        ))
+        .execute(conn)
+}
+
+/// Records a change and returns its version; on PostgreSQL also queues the notification.
+fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResult<i64> {
+    diesel::insert_into(changes::table)
+        .values((
+            changes::entity.eq(ENTITY_CLIENT),
+            changes::entity_id.eq(id),
+            changes::op.eq(op.as_str()),
+            changes::at.eq(at),
+        ))
+        .execute(conn)?;
+    match conn {
+        DbConnection::Pg(c) => {
+            c.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
+            diesel::select(diesel::dsl::sql::<BigInt>("lastval()")).get_result(c)
+        }
+        DbConnection::Sqlite(c) => {
+            diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(c)
+        }
+    }
+}
+
+impl Handler<WriteClient> for DbExecutor {
+    type Result = Result<Option<i64>, StoreError>;
+
+    fn handle(&mut self, msg: WriteClient, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut pooled = self.pool.get()?;
+        let conn: &mut DbConnection = &mut pooled;
+        let at = msg.at;
+        Ok(conn.transaction(|conn| {
+            if let DbConnection::Pg(c) = conn {
+                c.batch_execute(&format!("SELECT pg_advisory_xact_lock({CHANGES_LOCK})"))?;
+            }
+            let (id, op) = match &msg.write {
+                ClientWrite::Insert(row) => {
+                    diesel::insert_into(clients::table).values(row).execute(conn)?;
+                    (row.client_id.as_str(), ChangeOp::Upsert)
+                }
+                ClientWrite::Replace(row) => {
+                    if replace_row(conn, row)? != 1 {
+                        return Ok(None);
+                    }
+                    (row.client_id.as_str(), ChangeOp::Upsert)
+                }
+                ClientWrite::Delete(id) => {
+                    if diesel::delete(clients::table.find(id)).execute(conn)? != 1 {
+                        return Ok(None);
+                    }
+                    (id.as_str(), ChangeOp::Delete)
+                }
+            };
+            record(conn, id, op, at).map(Some)
+        })?)
+    }
+}
+
+impl Handler<GetChanges> for DbExecutor {
+    type Result = Result<Vec<ChangeRow>, StoreError>;
+
+    fn handle(&mut self, msg: GetChanges, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        Ok(changes::table
+            .filter(changes::version.gt(msg.after))
+            .order(changes::version)
+            .limit(msg.limit)
+            .select(ChangeRow::as_select())
+            .load(&mut conn)?)
+    }
+}
+
+impl Handler<GetClientRows> for DbExecutor {
+    type Result = Result<Vec<ClientRow>, StoreError>;
+
+    fn handle(&mut self, msg: GetClientRows, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        Ok(clients::table
+            .filter(clients::client_id.eq_any(&msg.0))
+            .select(ClientRow::as_select())
+            .load(&mut conn)?)
+    }
+}
+
+impl Handler<GetLatestVersion> for DbExecutor {
+    type Result = Result<i64, StoreError>;
+
+    fn handle(&mut self, _: GetLatestVersion, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        let v: Option<i64> = changes::table
+            .select(diesel::dsl::max(changes::version))
+            .first(&mut conn)?;
+        Ok(v.unwrap_or(0))
+    }
+}
+
+impl Handler<PruneChanges> for DbExecutor {
+    type Result = Result<usize, StoreError>;
+
+    fn handle(&mut self, msg: PruneChanges, _: &mut SyncContext<Self>) -> Self::Result {
+        let mut conn = self.pool.get()?;
+        let newest: Option<i64> = changes::table
+            .select(diesel::dsl::max(changes::version))
+            .first(&mut conn)?;
+        let Some(newest) = newest else { return Ok(0) };
+        Ok(diesel::delete(
+            changes::table
+                .filter(changes::at.lt(msg.before_ms))
+                .filter(changes::version.lt(newest)),
+        )
+        .execute(&mut conn)?)
+    }
+}
