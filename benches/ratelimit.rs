@@ -1,6 +1,7 @@
 //! One rate-limit decision, in ns: tollgate's registry lookup + bucket take beside the
 //! `governor` crate's keyed limiter, measured in the same run; then the memory an anonymous
-//! bucket costs under a flood of distinct addresses.
+//! bucket costs under a flood of distinct addresses; the decision for a key among 1,000,000
+//! registered clients beside the one among 10, and the memory a registered client costs.
 //!
 //! `cargo bench --bench ratelimit`
 #![allow(clippy::unwrap_used)]
@@ -122,10 +123,89 @@ fn memory_per_anonymous_key() {
     );
 }
 
-criterion_group!(benches, decisions);
+fn entry(id: String, key: &str, quota: Quota) -> Arc<ClientEntry> {
+    Arc::new(ClientEntry {
+        key_hash: hash_key(key.as_bytes()),
+        key_prefix: key[..8].into(),
+        id,
+        name: None,
+        ips: vec![],
+        enabled: true,
+        created_at: 0,
+        updated_at: 0,
+        cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+    })
+}
+
+/// A limiter over `n` registered clients, and request headers for up to 1,000 of them spread
+/// over the whole table (so that a large table is not measured through one cached key).
+fn registered(n: usize) -> (Arc<Limiter>, Vec<HeaderMap>) {
+    let quota = Quota::new(1_000_000, 1_000_000.0).unwrap();
+    let key = |i: usize| format!("bench-api-key-{i:010}");
+    let table = ClientTable::build((0..n).map(|i| entry(format!("client-{i}"), &key(i), quota)));
+    let limits = LimitSettings {
+        api_key_header: HeaderName::from_static("x-api-key"),
+        default_quota: quota,
+        trusted_proxies: vec![],
+        forwarded_header: tollgate::registry::ForwardedHeader::XForwardedFor,
+        require_api_key: false,
+    };
+    let step = (n / 1000).max(1);
+    let headers = (0..n)
+        .step_by(step)
+        .map(|i| {
+            let mut h = HeaderMap::new();
+            h.insert(
+                HeaderName::from_static("x-api-key"),
+                HeaderValue::from_str(&key(i)).unwrap(),
+            );
+            h
+        })
+        .collect();
+    (Limiter::new(table, limits, MonotonicClock::default()), headers)
+}
+
+/// The target: a decision for a key among 1,000,000 registered clients within 1.5×
+/// of the decision among 10.
+fn table_size(c: &mut Criterion) {
+    let mut g = c.benchmark_group("decision for a key among N registered clients");
+    for n in [10usize, 1_000_000] {
+        let (limiter, headers) = registered(n);
+        let peer = Some(IpAddr::V4(Ipv4Addr::new(203, 0, 113, 7)));
+        let mut i = 0usize;
+        g.bench_function(format!("among {n}"), |b| {
+            b.iter(|| {
+                i = (i + 1) % headers.len();
+                let d = limiter.check(black_box(&headers[i]), peer);
+                assert!(d.is_ok());
+                black_box(d)
+            })
+        });
+    }
+    g.finish();
+}
+
+/// What one registered client costs in the table (entry, bucket, indexes), without the
+/// gateway around it; `scripts/scale-bench.sh` measures the whole process.
+fn memory_per_registered_client() {
+    const N: usize = 1_000_000;
+    let before = rss_kib();
+    let (limiter, _) = registered(N);
+    let after = rss_kib();
+    let bytes = (after.saturating_sub(before)) * 1024;
+    println!(
+        "registered clients: {} in the table, RSS +{} MiB, {} bytes per client",
+        limiter.table().len(),
+        bytes >> 20,
+        bytes / N as u64
+    );
+}
+
+criterion_group!(benches, decisions, table_size);
 
 fn main() {
     benches();
     Criterion::default().configure_from_args().final_summary();
     memory_per_anonymous_key();
+    memory_per_registered_client();
 }

@@ -18,17 +18,20 @@ use crate::{
     },
     listeners::{self, Inherited, InheritedError},
     pool::{BackendSpec, PoolHandle},
-    registry::{CatchUp, ClientRegistry, RegistryHandle},
+    registry::{CatchUp, ClientLoader, ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, ClientRow, DatabaseUrl, DbExecutor, GetLatestVersion, LoadClients, StoreError},
+    store::{self, DatabaseUrl, DbExecutor, GetClientPage, GetLatestVersion, StoreError},
 };
 
 /// Database threads: blocking diesel calls run here, never on an HTTP worker.
 const DB_THREADS: usize = 2;
 
+/// Clients read per query at start.
+const LOAD_PAGE: i64 = 10_000;
+
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
 /// `DbExecutor`s and loads the clients.
-async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>, i64), StartupError> {
+async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, ClientLoader, i64), StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -43,11 +46,23 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<Client
         .send(GetLatestVersion)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    let rows = db
-        .send(LoadClients)
-        .await
-        .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    Ok((db, rows, version))
+    let mut loader = ClientLoader::default();
+    let mut after = None;
+    loop {
+        let page = db
+            .send(GetClientPage {
+                after: after.take(),
+                limit: LOAD_PAGE,
+            })
+            .await
+            .map_err(|e| StoreError::Unavailable(e.to_string()))??;
+        let Some(last) = page.last().map(|r| r.client_id.clone()) else {
+            break;
+        };
+        loader.add(page);
+        after = Some(last);
+    }
+    Ok((db, loader, version))
 }
 
 /// Why the gateway could not start.
@@ -131,7 +146,7 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let (db, rows, version) = open_store(&settings).await?;
+        let (db, loader, version) = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.
@@ -149,7 +164,7 @@ impl Application {
 
         let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
         let registry =
-            ClientRegistry::start_with(rows, version, settings.limits.clone(), db, settings.registry);
+            ClientRegistry::start_with(loader, version, settings.limits.clone(), db, settings.registry);
         if let DatabaseUrl::Postgres(url) = &settings.store.url {
             let (wake, alive) = (registry.addr().clone(), registry.addr().clone());
             store::spawn_listener(

@@ -5,11 +5,7 @@
 //! a time (see `writes`), catch-up and flushes run as spawned futures, so the timers keep
 //! running while a database call is in flight.
 
-use std::{
-    collections::{HashMap, VecDeque},
-    sync::Arc,
-    time::Duration,
-};
+use std::{collections::VecDeque, sync::Arc, time::Duration};
 
 use actix::{Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, MailboxError, WrapFuture};
 
@@ -18,7 +14,7 @@ use super::{
     rows::{entry_from_row, unix_ms},
     sync::SyncState,
     writes::Job,
-    ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
+    BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
 };
 use crate::{
     ratelimit::{Clock, MonotonicClock},
@@ -44,13 +40,43 @@ pub struct RegistrySettings {
     pub sync_interval: Duration,
 }
 
+/// Builds the client entries from stored rows, a page at a time, on the clock the registry
+/// will use (bucket times are instants of that clock).
+#[derive(Default)]
+pub struct ClientLoader {
+    clock: MonotonicClock,
+    entries: Vec<Arc<ClientEntry>>,
+}
+
+impl ClientLoader {
+    /// Adds the clients of `rows`; an invalid row is logged and skipped.
+    pub fn add(&mut self, rows: Vec<ClientRow>) {
+        let (now, wall) = (self.clock.now(), unix_ms());
+        for row in rows {
+            let id = row.client_id.clone();
+            match entry_from_row(row, now, wall) {
+                Ok(e) => self.entries.push(Arc::new(e)),
+                Err(field) => log::error!("stored client {id} is invalid ({field}); skipped"),
+            }
+        }
+    }
+
+    /// Clients added so far.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True when no client was added.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
 /// Owns the clients, their buckets and their persistence.
 pub struct ClientRegistry {
     pub(super) shared: Arc<Limiter>,
     pub(super) db: Addr<DbExecutor>,
     settings: RegistrySettings,
-    /// Counts last written per client: unchanged counts mean an unchanged bucket.
-    pub(super) flushed: HashMap<String, (u64, u64)>,
     flushing: bool,
     /// Admin writes waiting for their turn, in arrival order.
     pub(super) queue: VecDeque<Job>,
@@ -78,35 +104,17 @@ pub(super) fn flatten<T>(res: Result<Result<T, StoreError>, MailboxError>) -> Re
 }
 
 impl ClientRegistry {
-    /// Builds the registry from the stored rows and starts it on the current arbiter.
+    /// Starts the registry over the clients `loader` built, on the current arbiter.
     /// `version` is the newest change version read before the rows were loaded: changes after
     /// it are applied by the first catch-up (re-applying one the rows already hold is harmless).
     pub fn start_with(
-        rows: Vec<ClientRow>,
+        loader: ClientLoader,
         version: i64,
         limits: LimitSettings,
         db: Addr<DbExecutor>,
         settings: RegistrySettings,
     ) -> RegistryHandle {
-        let clock = MonotonicClock::default();
-        let (now, wall) = (clock.now(), unix_ms());
-        let mut flushed = HashMap::new();
-        let entries: Vec<Arc<ClientEntry>> = rows
-            .into_iter()
-            .filter_map(|row| {
-                let id = row.client_id.clone();
-                match entry_from_row(row, now, wall) {
-                    Ok(e) => {
-                        flushed.insert(id, (e.cell.admitted(), e.cell.refused()));
-                        Some(Arc::new(e))
-                    }
-                    Err(field) => {
-                        log::error!("stored client {id} is invalid ({field}); skipped");
-                        None
-                    }
-                }
-            })
-            .collect();
+        let ClientLoader { clock, entries, .. } = loader;
         log::info!("loaded {} client(s) at change version {version}", entries.len());
         let shared = Limiter::new(ClientTable::build(entries), limits, clock);
         shared
@@ -116,7 +124,6 @@ impl ClientRegistry {
             shared: shared.clone(),
             db,
             settings,
-            flushed,
             flushing: false,
             queue: VecDeque::new(),
             writing: false,
@@ -134,15 +141,15 @@ impl ClientRegistry {
         &self.shared.table
     }
 
-    /// Changed buckets as rows to write behind, with the counts they carry.
-    fn dirty_buckets(&self) -> Vec<(BucketRow, (u64, u64))> {
+    /// Changed buckets as rows to write behind, with their cells and the counts they carry.
+    fn dirty_buckets(&self) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
         let (now, wall) = (self.now(), unix_ms());
         let mut dirty = Vec::new();
         self.table().for_each(|e| {
-            let counts = (e.cell.admitted(), e.cell.refused());
-            if self.flushed.get(&e.id) == Some(&counts) {
+            if !e.cell.is_dirty() {
                 return;
             }
+            let counts = (e.cell.admitted(), e.cell.refused());
             let level = e.cell.with_bucket(|b| b.level_at(now));
             let row = BucketRow {
                 client_id: e.id.clone(),
@@ -151,7 +158,7 @@ impl ClientRegistry {
                 admitted: i64::try_from(counts.0).unwrap_or(i64::MAX),
                 refused: i64::try_from(counts.1).unwrap_or(i64::MAX),
             };
-            dirty.push((row, counts));
+            dirty.push((row, (e.cell.clone(), counts.0.saturating_add(counts.1))));
         });
         dirty
     }
@@ -159,8 +166,7 @@ impl ClientRegistry {
     fn flush_future(&mut self) -> impl actix::ActorFuture<Self, Output = Result<usize, RegistryError>> {
         let dirty = self.dirty_buckets();
         let n = dirty.len();
-        let (rows, counts): (Vec<BucketRow>, Vec<(u64, u64)>) = dirty.into_iter().unzip();
-        let ids: Vec<String> = rows.iter().map(|r| r.client_id.clone()).collect();
+        let (rows, cells): (Vec<BucketRow>, Vec<(Arc<BucketCell>, u64)>) = dirty.into_iter().unzip();
         let send = (n > 0).then(|| self.db.send(SaveBuckets(rows)));
         async move {
             match send {
@@ -169,13 +175,10 @@ impl ClientRegistry {
             }
         }
         .into_actor(self)
-        .map(move |res, act, _| {
+        .map(move |res, _, _| {
             res?;
-            for (id, c) in ids.into_iter().zip(counts) {
-                // A client deleted meanwhile stays forgotten.
-                if let Some(slot) = act.flushed.get_mut(&id) {
-                    *slot = c;
-                }
+            for (cell, counted) in cells {
+                cell.mark_flushed(counted);
             }
             Ok(n)
         })

@@ -16,6 +16,9 @@ pub struct BucketCell {
     bucket: Mutex<Bucket>,
     admitted: AtomicU64,
     refused: AtomicU64,
+    /// Requests counted (admitted + refused) when the bucket was last written behind: the
+    /// counts only grow, so an unchanged sum means an unchanged bucket.
+    flushed: AtomicU64,
 }
 
 impl BucketCell {
@@ -25,6 +28,7 @@ impl BucketCell {
             bucket: Mutex::new(bucket),
             admitted: AtomicU64::new(admitted),
             refused: AtomicU64::new(refused),
+            flushed: AtomicU64::new(admitted.saturating_add(refused)),
         }
     }
 
@@ -55,5 +59,20 @@ impl BucketCell {
     /// Requests refused.
     pub fn refused(&self) -> u64 {
         self.refused.load(Ordering::Relaxed)
+    }
+
+    /// Requests counted so far (admitted + refused).
+    pub fn counted(&self) -> u64 {
+        self.admitted().saturating_add(self.refused())
+    }
+
+    /// Whether requests were counted since the last write-behind.
+    pub fn is_dirty(&self) -> bool {
+        self.counted() != self.flushed.load(Ordering::Relaxed)
+    }
+
+    /// The bucket was written with `counted` requests counted.
+    pub fn mark_flushed(&self, counted: u64) {
+        self.flushed.fetch_max(counted, Ordering::Relaxed);
     }
 }

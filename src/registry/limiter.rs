@@ -111,6 +111,11 @@ impl Limiter {
         }
     }
 
+    /// The client table (for measurements).
+    pub fn table(&self) -> &ClientTable {
+        &self.table
+    }
+
     /// The anonymous buckets (for measurements).
     pub fn anonymous(&self) -> &AnonBuckets {
         &self.anon

@@ -37,7 +37,7 @@ use std::sync::{Mutex, MutexGuard};
 
 use sha2::{Digest, Sha256};
 
-pub use actor::{ClientRegistry, RegistrySettings, CHANGE_RETENTION};
+pub use actor::{ClientLoader, ClientRegistry, RegistrySettings, CHANGE_RETENTION};
 pub use anonymous::AnonBuckets;
 pub use cell::BucketCell;
 pub use entry::ClientEntry;

@@ -155,7 +155,6 @@ impl ClientRegistry {
                             c.version
                         );
                     }
-                    self.flushed.remove(&c.entity_id);
                 }
                 ChangeOp::Upsert => {
                     // No row: deleted since; its delete change follows.
@@ -196,8 +195,6 @@ impl ClientRegistry {
                 }
             }
             None => {
-                self.flushed
-                    .insert(id.clone(), (fresh.cell.admitted(), fresh.cell.refused()));
                 log::info!("client {id} created on another instance (change {version})");
                 fresh
             }

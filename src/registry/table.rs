@@ -12,7 +12,7 @@
 //! its old and its new key at once during a key rotation, never neither.
 
 use std::{
-    collections::{BTreeMap, HashMap},
+    collections::{BTreeMap, BTreeSet, HashMap},
     net::IpAddr,
     sync::{Arc, RwLock},
 };
@@ -26,11 +26,42 @@ use super::ClientEntry;
 /// Per prefix length, longest first: masked network address → client.
 type PrefixIndex = Vec<(u8, bool, HashMap<IpAddr, Arc<ClientEntry>>)>;
 
+/// A client in the id index, ordered by its id: the entry is its own key, so the index
+/// costs one pointer per client, not a copy of the id.
+#[derive(Debug, Clone)]
+struct ById(Arc<ClientEntry>);
+
+impl PartialEq for ById {
+    fn eq(&self, other: &Self) -> bool {
+        self.0.id == other.0.id
+    }
+}
+
+impl Eq for ById {}
+
+impl PartialOrd for ById {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for ById {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.0.id.cmp(&other.0.id)
+    }
+}
+
+impl std::borrow::Borrow<str> for ById {
+    fn borrow(&self) -> &str {
+        &self.0.id
+    }
+}
+
 /// Lookup tables over the registered clients.
 #[derive(Debug, Default)]
 pub struct ClientTable {
     /// Ordered by id, for the admin API's pages; written by the actor only.
-    by_id: RwLock<BTreeMap<String, Arc<ClientEntry>>>,
+    by_id: RwLock<BTreeSet<ById>>,
     /// The request path's index: SHA-256 of the key → client.
     by_key: DashMap<[u8; 32], Arc<ClientEntry>, ahash::RandomState>,
     /// Clients registered by address.
@@ -61,7 +92,7 @@ impl ClientTable {
                 if !e.ips.is_empty() {
                     with_ips.push(e.clone());
                 }
-                by_id.insert(e.id.clone(), e);
+                by_id.replace(ById(e));
             }
         }
         t.by_prefix.store(Arc::new(index_of(with_ips.iter())));
@@ -70,7 +101,7 @@ impl ClientTable {
 
     /// Adds `entry`, or replaces the client with its id.
     pub fn upsert(&self, entry: Arc<ClientEntry>) {
-        let old = write(&self.by_id).insert(entry.id.clone(), entry.clone());
+        let old = write(&self.by_id).replace(ById(entry.clone())).map(|o| o.0);
         self.by_key.insert(entry.key_hash, entry.clone());
         if let Some(old) = &old {
             if old.key_hash != entry.key_hash {
@@ -84,7 +115,7 @@ impl ClientTable {
 
     /// Removes the client `id`; returns it.
     pub fn remove(&self, id: &str) -> Option<Arc<ClientEntry>> {
-        let old = write(&self.by_id).remove(id)?;
+        let old = write(&self.by_id).take(id)?.0;
         self.by_key.remove_if(&old.key_hash, |_, e| e.id == old.id);
         if !old.ips.is_empty() {
             self.reindex_ips(&old.id);
@@ -106,7 +137,7 @@ impl ClientTable {
         let by_id = read(&self.by_id);
         let with_ips: Vec<Arc<ClientEntry>> = ids
             .into_iter()
-            .filter_map(|id| by_id.get(id).cloned())
+            .filter_map(|id| by_id.get(id).map(|e| e.0.clone()))
             .filter(|e| !e.ips.is_empty())
             .collect();
         drop(by_id);
@@ -115,27 +146,27 @@ impl ClientTable {
 
     /// The client registered under `id`.
     pub fn get(&self, id: &str) -> Option<Arc<ClientEntry>> {
-        read(&self.by_id).get(id).cloned()
+        read(&self.by_id).get(id).map(|e| e.0.clone())
     }
 
     /// Up to `limit` clients in id order, skipping the first `offset`.
     pub fn page(&self, offset: usize, limit: usize) -> Vec<Arc<ClientEntry>> {
         read(&self.by_id)
-            .values()
+            .iter()
             .skip(offset)
             .take(limit)
-            .cloned()
+            .map(|e| e.0.clone())
             .collect()
     }
 
     /// Every client, in id order (a copy of the index: the caller holds no lock).
     pub fn all(&self) -> Vec<Arc<ClientEntry>> {
-        read(&self.by_id).values().cloned().collect()
+        read(&self.by_id).iter().map(|e| e.0.clone()).collect()
     }
 
     /// Runs `f` on every client in id order, under the index's read lock (keep `f` short).
-    pub fn for_each(&self, f: impl FnMut(&Arc<ClientEntry>)) {
-        read(&self.by_id).values().for_each(f);
+    pub fn for_each(&self, mut f: impl FnMut(&Arc<ClientEntry>)) {
+        read(&self.by_id).iter().for_each(|e| f(&e.0));
     }
 
     /// Number of registered clients.

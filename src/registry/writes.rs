@@ -130,7 +130,6 @@ impl ClientRegistry {
         };
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
             let version = flatten(res)?;
-            act.flushed.insert(entry.id.clone(), (0, 0));
             act.table().upsert(entry.clone());
             act.sync.applied(&entry.id, version);
             log::info!("client {} created (change {version:?})", entry.id);
@@ -268,7 +267,6 @@ impl ClientRegistry {
                 return Err(RegistryError::NotFound);
             };
             act.table().remove(&id);
-            act.flushed.remove(&id);
             act.sync.applied(&id, Some(version));
             log::info!("client {id} deleted (change {version})");
             Ok(())

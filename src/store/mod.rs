@@ -9,6 +9,7 @@ mod changelog;
 mod db;
 mod executor;
 mod listener;
+mod load;
 mod models;
 pub mod schema;
 mod url;
@@ -20,6 +21,7 @@ pub use changelog::{
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
 pub use listener::{spawn_listener, RECONNECT_AFTER};
+pub use load::GetClientPage;
 pub use models::{BucketRow, ClientRow};
 pub use url::{redact_password, DatabaseUrl};
 
