@@ -141,13 +141,46 @@ impl ClientRegistry {
         &self.shared.table
     }
 
-    /// Changed buckets as rows to write behind, with their cells and the counts they carry.
-    fn dirty_buckets(&self) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
-        let (now, wall) = (self.now(), unix_ms());
-        let mut dirty = Vec::new();
-        self.table().for_each(|e| {
+    /// Writes the changed buckets behind. The scan runs on a blocking thread, a page of the
+    /// id index at a time, so that with a million clients neither the actor nor an admin
+    /// write waits for it.
+    fn flush_future(&mut self) -> impl actix::ActorFuture<Self, Output = Result<usize, RegistryError>> {
+        let shared = self.shared.clone();
+        let db = self.db.clone();
+        async move {
+            let dirty = actix_rt::task::spawn_blocking(move || dirty_buckets(&shared))
+                .await
+                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+            let n = dirty.len();
+            if n == 0 {
+                return Ok(0);
+            }
+            let (rows, cells): (Vec<BucketRow>, Vec<(Arc<BucketCell>, u64)>) = dirty.into_iter().unzip();
+            flatten(db.send(SaveBuckets(rows)).await)?;
+            for (cell, counted) in cells {
+                cell.mark_flushed(counted);
+            }
+            Ok(n)
+        }
+        .into_actor(self)
+    }
+}
+
+/// Index pages scanned at a time by the write-behind (the index's lock is free in between).
+const SCAN_PAGE: usize = 4096;
+
+/// Changed buckets as rows to write behind, with their cells and the counts they carry.
+fn dirty_buckets(shared: &Limiter) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
+    let (now, wall) = (shared.clock.now(), unix_ms());
+    let mut dirty = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = shared.table.page_after(after.as_deref(), SCAN_PAGE);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.clone());
+        for e in &page {
             if !e.cell.is_dirty() {
-                return;
+                continue;
             }
             let counts = (e.cell.admitted(), e.cell.refused());
             let level = e.cell.with_bucket(|b| b.level_at(now));
@@ -159,30 +192,9 @@ impl ClientRegistry {
                 refused: i64::try_from(counts.1).unwrap_or(i64::MAX),
             };
             dirty.push((row, (e.cell.clone(), counts.0.saturating_add(counts.1))));
-        });
-        dirty
-    }
-
-    fn flush_future(&mut self) -> impl actix::ActorFuture<Self, Output = Result<usize, RegistryError>> {
-        let dirty = self.dirty_buckets();
-        let n = dirty.len();
-        let (rows, cells): (Vec<BucketRow>, Vec<(Arc<BucketCell>, u64)>) = dirty.into_iter().unzip();
-        let send = (n > 0).then(|| self.db.send(SaveBuckets(rows)));
-        async move {
-            match send {
-                Some(s) => flatten(s.await),
-                None => Ok(()),
-            }
         }
-        .into_actor(self)
-        .map(move |res, _, _| {
-            res?;
-            for (cell, counted) in cells {
-                cell.mark_flushed(counted);
-            }
-            Ok(n)
-        })
     }
+    dirty
 }
 
 impl Actor for ClientRegistry {

@@ -159,6 +159,18 @@ impl ClientTable {
             .collect()
     }
 
+    /// Up to `limit` clients with an id after `after` (from the first when `None`), in id
+    /// order: keyset pages, stable while clients are added and removed.
+    pub fn page_after(&self, after: Option<&str>, limit: usize) -> Vec<Arc<ClientEntry>> {
+        use std::ops::Bound;
+        let from = after.map_or(Bound::Unbounded, Bound::Excluded);
+        read(&self.by_id)
+            .range::<str, _>((from, Bound::Unbounded))
+            .take(limit)
+            .map(|e| e.0.clone())
+            .collect()
+    }
+
     /// Every client, in id order (a copy of the index: the caller holds no lock).
     pub fn all(&self) -> Vec<Arc<ClientEntry>> {
         read(&self.by_id).iter().map(|e| e.0.clone()).collect()
