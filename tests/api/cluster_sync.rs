@@ -286,13 +286,31 @@ async fn two_processes_on_one_sqlite_file_share_changes_within_the_poll_period()
     // One poll period plus the time of one catch-up.
     let period = Duration::from_secs(1) + Duration::from_millis(500);
 
-    let body = json!({"client_id": "shared", "capacity": 10, "rate_per_sec": 1, "api_key": key(1)});
+    let body = json!({"client_id": "shared", "capacity": 10, "rate_per_sec": 0.001, "api_key": key(1)});
     assert_eq!(admin(&a, "POST", "/clients", Some(body)).await.0, 201);
     let took = time_until("created on A, admitted on B", period, || async {
         status_with_key(&b, &key(1)).await == 200
     })
     .await;
     println!("SQLite: created on A, admitted on B after {took:?}");
+
+    // B empties its bucket (one token went to the poll above); a change made on A re-reads
+    // the settings but gives B's bucket no token back.
+    for _ in 0..9 {
+        assert_eq!(status_with_key(&b, &key(1)).await, 200);
+    }
+    assert_eq!(status_with_key(&b, &key(1)).await, 429);
+    assert_eq!(
+        admin(&a, "PATCH", "/clients/shared", Some(json!({"name": "renamed"})))
+            .await
+            .0,
+        200
+    );
+    time_until("renamed on B", period, || async {
+        admin(&b, "GET", "/clients/shared", None).await.1["name"] == "renamed"
+    })
+    .await;
+    assert_eq!(status_with_key(&b, &key(1)).await, 429);
 
     assert_eq!(
         admin(&b, "PATCH", "/clients/shared", Some(json!({"enabled": false})))
