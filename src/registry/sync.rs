@@ -202,3 +202,36 @@ impl ClientRegistry {
         self.table().upsert(Arc::new(entry));
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_is_applied_once_and_never_after_a_newer_one() {
+        let mut s = SyncState::new(10);
+        // (what happens, client, version, is it new?)
+        let cases: &[(&str, &str, i64, bool)] = &[
+            ("loaded at start", "a", 10, false),
+            ("after the start version", "a", 11, true),
+            ("own write applied at commit", "b", 13, false),
+            ("older change of a client written here since", "b", 12, false),
+            ("another client's change", "c", 12, true),
+        ];
+        s.applied("b", Some(13));
+        for (what, id, v, new) in cases {
+            assert_eq!(s.is_new(id, *v), *new, "{what}");
+        }
+        s.advance(13);
+        assert_eq!(s.last_applied(), 13);
+        assert!(
+            s.known.is_empty(),
+            "versions up to the log's position are forgotten"
+        );
+        assert!(!s.is_new("b", 13));
+        assert!(s.is_new("b", 14));
+        // An own write that the catch-up already passed leaves nothing behind.
+        s.applied("c", Some(12));
+        assert!(s.known.is_empty());
+    }
+}
