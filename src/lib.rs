@@ -12,10 +12,11 @@
 //! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
 //!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
 //! - [`ratelimit`]: the pure token bucket (fixed-point) and its clocks.
-//! - [`registry`]: the `ClientRegistry` actor, the client table, anonymous buckets, client
-//!   identification behind trusted proxies.
+//! - [`registry`]: the `ClientRegistry` actor, the client table (changed one client at a
+//!   time), anonymous buckets, client identification behind trusted proxies, and the
+//!   catch-up that applies other instances' changes from the change log.
 //! - [`store`]: diesel persistence (PostgreSQL or SQLite), [`store::DatabaseUrl`], the
-//!   `DbExecutor`s.
+//!   `DbExecutor`s, the change log and the PostgreSQL change listener.
 //! - [`http::proxy`]: the forwarder (awc), hop-by-hop rules, failover, `ProxyError`.
 //! - [`http::admin`]: the admin API (health, readiness, backends, clients), bearer-token auth.
 //! - [`error_body`]: the one JSON error body.
