@@ -193,3 +193,17 @@ async fn bodiless_answers_are_logged_complete() {
     let line = logcapture::wait_access_line("head-1").await;
     assert!(!line.contains("aborted"), "{line}");
 }
+
+// Review finding (failed before the fix: logged ` client-aborted`): an empty body declared by
+// `Content-Length: 0` is complete.
+#[actix_web::test]
+async fn an_empty_content_length_body_is_logged_complete() {
+    logcapture::install();
+    let b = ScriptBackend::start(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n");
+    let gw = spawn_gateway(&[b.url()], &[]).await;
+    let out = text(&fetch_raw(gw.port, "/x", "empty-cl-1"));
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-length: 0\r\n"), "{out}");
+    let line = logcapture::wait_access_line("empty-cl-1").await;
+    assert!(!line.contains("aborted"), "{line}");
+}

@@ -162,11 +162,15 @@ impl ProxyHandler {
                 return Err(previous.unwrap_or(ProxyError::NoHealthyBackend));
             };
             if let Some(err) = previous.take() {
-                log::warn!(
-                    "[{}] {err}, retrying on {}",
-                    Escaped(request_id),
-                    lease.backend().base
-                );
+                // One line per second at most: with every backend refusing, each request retries.
+                if let Some(left_out) = crate::logthrottle::admit("retry") {
+                    log::warn!(
+                        "[{}] {err}, retrying on {}{}",
+                        Escaped(request_id),
+                        lease.backend().base,
+                        crate::logthrottle::left_out_note(left_out)
+                    );
+                }
             }
             tried.push(lease.index());
             // no_decompress: the client's own Accept-Encoding goes through, untouched.
@@ -181,8 +185,10 @@ impl ProxyHandler {
             let headers = upstream.headers_mut();
             *headers = upstream_request_headers(req.headers(), peer, request_id);
             if let Some(authority) = req.uri().authority() {
-                // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2).
-                if let Ok(host) = header::HeaderValue::from_str(authority.as_str()) {
+                // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2),
+                // without any user info.
+                let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+                if let Ok(host) = header::HeaderValue::from_str(host_port) {
                     headers.insert(header::HOST, host.clone());
                     headers.insert(HeaderName::from_static("x-forwarded-host"), host);
                 }
@@ -196,15 +202,32 @@ impl ProxyHandler {
                 RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
                 RequestBody::Streamed(src, size) => {
                     // awc's deadline would cover the upload too: a large body from a slow
-                    // client must not time out. The deadline for the response head starts
-                    // once the whole body is sent.
+                    // client must not time out. While the body is sent, a backend that stops
+                    // reading it (awc stops asking for bytes, and not because the client is
+                    // slow) for the upstream timeout is stalled; the deadline for the response
+                    // head starts once the whole body is sent.
                     let send = upstream
                         .timeout(UPLOAD_ALLOWANCE)
                         .send_body(UpstreamRequestBody::new(src.clone(), *size));
                     let head_deadline = {
                         let (src, after) = (src.clone(), self.settings.upstream_timeout);
                         async move {
-                            src.finished().await;
+                            let mut since = Instant::now();
+                            while !src.is_finished() {
+                                since = src.last_asked().map_or(since, |asked| asked.max(since));
+                                let quiet = actix_rt::time::sleep_until((since + after).into());
+                                if let Either::Right(_) =
+                                    select(Box::pin(src.finished()), Box::pin(quiet)).await
+                                {
+                                    let asked = src.last_asked().unwrap_or(since);
+                                    if asked <= since && !src.waiting_on_client() && !src.is_finished() {
+                                        return;
+                                    }
+                                    if src.waiting_on_client() {
+                                        since = Instant::now();
+                                    }
+                                }
+                            }
                             actix_rt::time::sleep(after).await;
                         }
                     };
@@ -290,6 +313,11 @@ impl ProxyHandler {
         );
         let head = *req.method() == Method::HEAD;
         let mut response = match (length, no_body) {
+            // An empty body is never polled by actix-http: complete now, `Content-Length: 0` kept.
+            (Some(0), _) if head || !no_body => {
+                stream.end_without_body();
+                out.body(())
+            }
             // HEAD keeps the length of the body it would have had; the encoder sends none.
             (Some(n), _) if head || !no_body => out.body(SizedStream::new(n, stream)),
             (_, true) => {

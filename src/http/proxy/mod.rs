@@ -4,6 +4,8 @@
 //! client and connection pool. Bodies stream both ways; nothing is collected except a small
 //! body of an idempotent request, kept so the request can be retried on another backend.
 
+#[cfg(feature = "proxy-actor")]
+pub mod actor;
 mod body;
 mod deadline;
 mod error;

@@ -9,6 +9,11 @@ use crate::{logfmt::Escaped, request_id::request_id};
 
 /// The proxy's catch-all route: any method, any path.
 pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<ProxyHandler>) -> HttpResponse {
+    answer(&proxy, req, payload).await
+}
+
+/// Forwards `req` and turns a failure into the gateway's error answer (logged, throttled).
+pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let started = Instant::now();
     let rid = request_id(req.headers());
     match proxy.forward(&req, payload, &rid, started).await {
@@ -18,16 +23,12 @@ pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<Pr
             if resp.status().is_server_error() {
                 // A flood of failing requests gets one line per second per cause.
                 if let Some(left_out) = crate::logthrottle::admit(err.parts().1) {
-                    let more = if left_out > 0 {
-                        format!(" ({left_out} more like this since the last line)")
-                    } else {
-                        String::new()
-                    };
                     log::warn!(
-                        "[{}] {} {}: {err}{more}",
+                        "[{}] {} {}: {err}{}",
                         Escaped(&rid),
                         req.method(),
-                        Escaped(req.path())
+                        Escaped(req.path()),
+                        crate::logthrottle::left_out_note(left_out)
                     );
                 }
             }
