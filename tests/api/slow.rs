@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{helpers::*, hostile::ScriptBackend, logcapture};
+use crate::{helpers::*, logcapture};
 
 /// Sends a request head declaring `declared` bytes, then `steps` of (bytes, pause after), and
 /// reads the answer; returns it with the time it took from the first byte.
@@ -113,9 +113,10 @@ async fn buffered_bodies_arrive_whole() {
 #[actix_web::test]
 async fn a_backend_stalled_mid_body_is_cut_by_the_upstream_body_timeout() {
     logcapture::install();
-    let b = ScriptBackend::start_holding(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
-        Duration::from_secs(30),
+    let b = RawBackend::start(
+        Script::new()
+            .write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            .sleep(Duration::from_secs(30)),
     );
     let gw = spawn_gateway(&[b.url()], &["--upstream-body-timeout", "300ms"]).await;
     let started = Instant::now();
@@ -140,7 +141,7 @@ async fn a_backend_stalled_mid_body_is_cut_by_the_upstream_body_timeout() {
 // stops reading a streamed upload is cut by the upstream timeout.
 #[actix_web::test]
 async fn a_backend_that_stops_reading_an_upload_gets_504() {
-    let b = ScriptBackend::start_holding(b"", Duration::from_secs(60));
+    let b = RawBackend::start(Script::new().head_only().sleep(Duration::from_secs(60)));
     let gw = spawn_gateway(
         &[b.url()],
         &["--upstream-timeout", "500ms", "--max-body-size", "256MiB"],
