@@ -6,12 +6,14 @@
 
 mod db;
 mod executor;
+pub mod instances;
 mod models;
 pub mod schema;
 mod url;
 
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
+pub use instances::{InstanceInfo, InstanceRow};
 pub use models::{BucketRow, ClientRow};
 pub use url::{redact_password, DatabaseUrl};
 

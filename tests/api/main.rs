@@ -3,6 +3,7 @@
 
 mod admin;
 mod clients;
+mod cluster;
 mod compose;
 mod ejection;
 mod failover;

@@ -3,6 +3,7 @@
 
 mod auth;
 mod clients;
+mod cluster;
 mod error;
 mod framework_errors;
 
@@ -18,7 +19,9 @@ use std::sync::{
 use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::{error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id};
+use crate::{
+    cluster::ClusterHandle, error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id,
+};
 
 /// The admin listener and its credentials.
 #[derive(Debug, Clone)]
@@ -39,6 +42,8 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
+    /// This instance's view of the cluster.
+    pub cluster: ClusterHandle,
 }
 
 /// Registers the admin routes. Each path is a resource, so that a wrong method gets `405`
@@ -54,6 +59,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .wrap(from_fn(auth::require_token))
                     .service(web::resource("/backends").route(web::get().to(backends)))
                     .configure(clients::configure)
+                    .configure(cluster::configure)
                     .default_service(web::to(not_found)),
             ),
     );
