@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod batch;
 mod clients;
 mod cluster;
 mod compose;

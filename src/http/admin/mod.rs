@@ -2,12 +2,15 @@
 //! token.
 
 mod auth;
+mod batch;
 mod clients;
 mod cluster;
 mod error;
 mod framework_errors;
+mod paging;
 
 pub use auth::AdminToken;
+pub use batch::{BATCH_BODY_LIMIT, MAX_BATCH};
 pub use error::AdminError;
 pub use framework_errors::ADMIN_BODY_LIMIT;
 
@@ -58,6 +61,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
                     .service(web::resource("/backends").route(web::get().to(backends)))
+                    // Before the clients: `/clients/{client_id}` would match it too.
+                    .configure(batch::configure)
                     .configure(clients::configure)
                     .configure(cluster::configure)
                     .default_service(web::to(not_found)),
