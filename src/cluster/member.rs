@@ -47,6 +47,11 @@ impl ClusterHandle {
         &self.me
     }
 
+    /// How many instances are alive now (this one included while its heartbeat works).
+    pub fn live_instances(&self) -> usize {
+        self.view().instances.iter().filter(|i| i.alive).count()
+    }
+
     /// The cluster as seen now.
     pub fn view(&self) -> ClusterView {
         let s = self.snapshot.load();
@@ -207,5 +212,40 @@ impl ClusterMember {
         if joined.is_err() {
             log::warn!("instance row not removed within {deadline:?}; it will show dead");
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(id: &str, last_heartbeat: i64) -> InstanceRow {
+        InstanceRow {
+            instance_id: id.into(),
+            host: String::new(),
+            proxy_addr: String::new(),
+            admin_addr: String::new(),
+            version: String::new(),
+            started_at: 0,
+            last_heartbeat,
+            applied_version: 0,
+            db_now: 10_000,
+        }
+    }
+
+    #[test]
+    fn live_instances_count_only_those_heartbeating() {
+        let handle = ClusterHandle {
+            me: "a".into(),
+            liveness: Liveness::default(),
+            snapshot: Arc::new(ArcSwap::from_pointee(Snapshot {
+                read_at: Instant::now(),
+                rows: vec![row("a", 9_900), row("b", 8_000), row("c", 5_000)],
+                database: DatabaseStatus::Ok,
+            })),
+        };
+        assert_eq!(handle.live_instances(), 2);
+        assert_eq!(handle.instance_id(), "a");
+        assert_eq!(handle.view().instances.len(), 3);
     }
 }

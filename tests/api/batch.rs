@@ -176,6 +176,15 @@ async fn a_batch_with_a_bad_item_changes_nothing_and_names_it(db: TestDb) {
     assert_eq!(admin(&gw, "GET", "/clients/ok0", None).await.0, 404);
 
     // The shape of the batch itself.
+    let mut resp = gw
+        .client
+        .post(gw.admin_url("/clients/batch"))
+        .insert_header(("content-type", "text/plain"))
+        .send_body("not json")
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 415);
+    let _ = resp.body().await;
     for (body, want) in [
         (
             json!({"client_id": "x"}),
@@ -364,4 +373,47 @@ async fn the_keyset_cursor_is_checked_and_ends_with_null() {
             "{body}"
         );
     }
+}
+
+#[actix_web::test]
+async fn a_batch_the_database_does_not_take_answers_503_and_leaves_memory_unchanged() {
+    let db = TestDb::postgres();
+    let relay = Relay::to_postgres();
+    let backend = TestBackend::start("a");
+    let flags = [
+        "--rate-limit",
+        "true",
+        "--health-interval",
+        "1h",
+        "--db-timeout",
+        "500ms",
+    ];
+    let gw = spawn_gateway_db(&[backend.url()], &flags, &db.url_via(relay.port)).await;
+    let items: Vec<Value> = (0..100).map(|i| item(&format!("out{i:03}"))).collect();
+
+    relay.cut();
+    let (status, body) = batch(&gw, &Value::Array(items.clone())).await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"], "database_unavailable");
+    assert_eq!(admin(&gw, "GET", "/clients", None).await.1["total"], 0);
+    assert_eq!(admin(&gw, "GET", "/clients/out000", None).await.0, 404);
+
+    relay.restore();
+    let created = Rc::new(Cell::new(0));
+    eventually(
+        "the batch taken once the database is back",
+        Duration::from_secs(10),
+        || {
+            let (gw, items, created) = (&gw, &items, created.clone());
+            async move {
+                let (status, body) = batch(gw, &Value::Array(items.clone())).await;
+                created.set(body["created"].as_u64().unwrap_or(0));
+                status == 201
+            }
+        },
+    )
+    .await;
+    assert_eq!(created.get(), 100);
+    assert_eq!(admin(&gw, "GET", "/clients", None).await.1["total"], 100);
+    assert_eq!(stored_clients(&db), 100);
 }

@@ -86,6 +86,7 @@ fn repeated<K: std::hash::Hash + Eq>(
 
 /// Parses and validates every item; all problems at once, not only the first.
 fn validate(req: &HttpRequest, body: &[u8]) -> Result<Vec<ClientInput>, AdminError> {
+    clients::require_json(req)?;
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             AdminError::MalformedJson(e.to_string())

@@ -71,18 +71,25 @@ pub struct CreatedResponse {
     api_key: Option<String>,
 }
 
-/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
-/// for a missing, unknown or mistyped one.
-pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+/// 415 unless the body is declared as JSON.
+pub(super) fn require_json(req: &HttpRequest) -> Result<(), AdminError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(AdminError::UnsupportedMediaType);
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(AdminError::UnsupportedMediaType)
     }
+}
+
+/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
+/// for a missing, unknown or mistyped one.
+pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+    require_json(req)?;
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| AdminError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
