@@ -9,6 +9,7 @@
 //!   listeners, starts the actors, runs.
 //! - [`listeners`]: listeners handed over by systemd socket activation.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
+//! - [`cluster`]: the instances sharing the database: registration, heartbeat, `/cluster`.
 //! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
 //!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
 //! - [`ratelimit`]: the pure token bucket (fixed-point) and its clocks.
@@ -24,6 +25,7 @@
 //! - [`logfmt`]: escaping of untrusted values in logs.
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
 
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error_body;

@@ -9,6 +9,7 @@ use actix::Addr;
 use actix_web::{dev::Server, web, App};
 
 use crate::{
+    cluster::{self, AppliedVersion, ClusterMember, Liveness},
     config::Settings,
     demo,
     http::{
@@ -20,15 +21,18 @@ use crate::{
     pool::{BackendSpec, PoolHandle},
     registry::{ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, ClientRow, DbExecutor, LoadClients, StoreError},
+    store::{self, ClientRow, DbExecutor, DbPool, LoadClients, StoreError},
 };
 
 /// Database threads: blocking diesel calls run here, never on an HTTP worker.
 const DB_THREADS: usize = 2;
 
+/// How long shutdown waits for this instance's row to be removed.
+const LEAVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
-/// `DbExecutor`s and loads the clients.
-async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>), StartupError> {
+/// `DbExecutor`s and loads the clients. The pool is returned too, for the heartbeat thread.
+async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>, DbPool), StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -36,12 +40,13 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<Client
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     log::info!("database {} ready", settings.store.url.redacted());
-    let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
+    let executor_pool = pool.clone();
+    let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(executor_pool.clone()));
     let rows = db
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    Ok((db, rows))
+    Ok((db, rows, pool))
 }
 
 /// Why the gateway could not start.
@@ -64,6 +69,9 @@ pub enum StartupError {
     /// The database could not be reached or migrated.
     #[error("{0}")]
     Database(#[from] crate::store::StoreError),
+    /// The heartbeat thread could not be started.
+    #[error("cannot start the instance heartbeat: {0}")]
+    Heartbeat(std::io::Error),
     /// A server could not be set up on its listener.
     #[error("cannot start the {what} server: {source}")]
     Serve {
@@ -85,6 +93,7 @@ pub struct Application {
     pool: PoolHandle,
     registry: RegistryHandle,
     draining: Arc<AtomicBool>,
+    cluster: ClusterMember,
     shutdown_timeout: std::time::Duration,
     drain_delay: std::time::Duration,
 }
@@ -125,7 +134,7 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let (db, rows) = open_store(&settings).await?;
+        let (db, rows, db_pool) = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.
@@ -140,6 +149,16 @@ impl Application {
             }
             None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?,
         };
+
+        // Set by whoever applies the change log; until then every instance reports 0.
+        let applied = AppliedVersion::default();
+        let me = cluster::this_instance(proxy_addr, admin_addr);
+        let member = actix_rt::task::spawn_blocking(move || {
+            ClusterMember::join(db_pool, me, applied, Liveness::default())
+        })
+        .await
+        .map_err(|e| StartupError::Heartbeat(std::io::Error::other(e.to_string())))?
+        .map_err(StartupError::Heartbeat)?;
 
         let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
         let registry = ClientRegistry::start_with(rows, settings.limits.clone(), db, settings.registry);
@@ -185,6 +204,7 @@ impl Application {
             draining: draining.clone(),
             token: settings.admin.token.clone(),
             registry: registry.clone(),
+            cluster: member.handle(),
         });
         let admin_options = ServeOptions {
             workers: 1,
@@ -210,6 +230,7 @@ impl Application {
             pool,
             registry,
             draining,
+            cluster: member,
             shutdown_timeout: server.shutdown_timeout,
             drain_delay: server.drain_delay,
         })
@@ -225,7 +246,8 @@ impl Application {
         self.admin_addr.port()
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see [`shutdown`]).
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see [`shutdown`]) and
+    /// removes this instance from the `instances` table.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let servers = shutdown::Servers {
             proxy: self.proxy.handle(),
@@ -237,7 +259,7 @@ impl Application {
         for demo in self.demos {
             actix_rt::spawn(demo);
         }
-        shutdown::run(
+        let result = shutdown::run(
             proxy,
             servers,
             self.pool,
@@ -246,6 +268,8 @@ impl Application {
             self.shutdown_timeout,
             self.drain_delay,
         )
-        .await
+        .await;
+        self.cluster.leave(LEAVE_DEADLINE).await;
+        result
     }
 }

@@ -39,14 +39,14 @@ pub struct RegistrySettings {
 /// Owns the clients, their buckets and their persistence.
 pub struct ClientRegistry {
     shared: Arc<Shared>,
-    db: Addr<DbExecutor>,
+    pub(super) db: Addr<DbExecutor>,
     settings: RegistrySettings,
     /// Counts last written per client: unchanged counts mean an unchanged bucket.
-    flushed: HashMap<String, (u64, u64)>,
+    pub(super) flushed: HashMap<String, (u64, u64)>,
     flushing: bool,
 }
 
-fn unix_ms() -> i64 {
+pub(super) fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
@@ -68,13 +68,13 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 }
 
 /// A new API key: 32 random bytes from the thread's CSPRNG, URL-safe base64.
-fn generate_key() -> String {
+pub(super) fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn key_prefix(key: &str) -> String {
+pub(super) fn key_prefix(key: &str) -> String {
     key.chars().take(8).collect()
 }
 
@@ -134,7 +134,7 @@ fn entry_from_row(row: ClientRow, now: u64, wall_ms: i64) -> Result<ClientEntry,
     })
 }
 
-fn row_of(e: &ClientEntry, quota: Quota) -> ClientRow {
+pub(super) fn row_of(e: &ClientEntry, quota: Quota) -> ClientRow {
     ClientRow {
         client_id: e.id.clone(),
         name: e.name.clone(),
@@ -205,11 +205,11 @@ impl ClientRegistry {
         RegistryHandle::new(shared, addr)
     }
 
-    fn now(&self) -> u64 {
+    pub(super) fn now(&self) -> u64 {
         self.shared.clock.now()
     }
 
-    fn table(&self) -> Arc<ClientTable> {
+    pub(super) fn table(&self) -> Arc<ClientTable> {
         self.shared.table.load_full()
     }
 
@@ -222,6 +222,12 @@ impl ClientRegistry {
             .cloned()
             .collect();
         all.extend(entry);
+        self.shared.table.store(Arc::new(ClientTable::build(all)));
+    }
+
+    /// Publishes a table with `added` (new ids) added: one rebuild for a whole batch.
+    pub(super) fn publish_added(&mut self, added: Vec<Arc<ClientEntry>>) {
+        let all: Vec<Arc<ClientEntry>> = self.table().all().cloned().chain(added).collect();
         self.shared.table.store(Arc::new(ClientTable::build(all)));
     }
 

@@ -7,6 +7,7 @@
 //! request path has no mailbox round trip and every worker charges the same bucket exactly.
 
 mod actor;
+mod batch;
 mod identity;
 mod messages;
 
@@ -26,6 +27,7 @@ use ipnet::IpNet;
 use sha2::{Digest, Sha256};
 
 pub use actor::{ClientRegistry, RegistrySettings};
+pub use batch::{BatchError, CreateClients, ItemProblem};
 pub use identity::{anonymous_key, client_ip, parse_nets, ForwardedHeader};
 pub use messages::{
     ClientInput, ClientPatch, ClientView, CreateClient, Created, DeleteClient, Flush, PatchClient, PutClient,
@@ -158,6 +160,14 @@ impl ClientTable {
     /// Every client, ordered by id.
     pub fn all(&self) -> impl Iterator<Item = &Arc<ClientEntry>> {
         self.by_id.values()
+    }
+
+    /// The clients whose id sorts after `id`, ordered by id (keyset pagination).
+    pub fn after<'a>(&'a self, id: &'a str) -> impl Iterator<Item = &'a Arc<ClientEntry>> + 'a {
+        use std::ops::Bound::{Excluded, Unbounded};
+        self.by_id
+            .range::<str, _>((Excluded(id), Unbounded))
+            .map(|(_, e)| e)
     }
 
     /// Number of registered clients.

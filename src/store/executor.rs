@@ -15,6 +15,11 @@ impl DbExecutor {
     pub fn new(pool: DbPool) -> DbExecutor {
         DbExecutor { pool }
     }
+
+    /// The pool, for handlers defined beside their own concern (e.g. `batch.rs`).
+    pub(super) fn pool(&self) -> &DbPool {
+        &self.pool
+    }
 }
 
 impl Actor for DbExecutor {

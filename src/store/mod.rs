@@ -4,14 +4,18 @@
 //! [`DbExecutor`] running on a `SyncArbiter` so that no blocking call ever runs on an HTTP
 //! worker or inside the `ClientRegistry` actor.
 
+mod batch;
 mod db;
 mod executor;
+pub mod instances;
 mod models;
 pub mod schema;
 mod url;
 
+pub use batch::InsertClients;
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
+pub use instances::{InstanceInfo, InstanceRow};
 pub use models::{BucketRow, ClientRow};
 pub use url::{redact_password, DatabaseUrl};
 

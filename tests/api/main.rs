@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod batch;
 mod clients;
+mod cluster;
 mod compose;
 mod ejection;
 mod failover;

@@ -1,7 +1,5 @@
 //! `/clients`: CRUD of registered clients and their limits.
 
-use std::collections::HashMap;
-
 use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse,
@@ -22,7 +20,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/clients")
             .route(web::post().to(create))
-            .route(web::get().to(list)),
+            .route(web::get().to(super::paging::list)),
     )
     .service(
         web::resource("/clients/{client_id}")
@@ -37,7 +35,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientRequest {
-    client_id: Option<String>,
+    pub(super) client_id: Option<String>,
     capacity: u64,
     rate_per_sec: f64,
     api_key: Option<String>,
@@ -73,18 +71,25 @@ pub struct CreatedResponse {
     api_key: Option<String>,
 }
 
-/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
-/// for a missing, unknown or mistyped one.
-fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+/// 415 unless the body is declared as JSON.
+pub(super) fn require_json(req: &HttpRequest) -> Result<(), AdminError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(AdminError::UnsupportedMediaType);
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(AdminError::UnsupportedMediaType)
     }
+}
+
+/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
+/// for a missing, unknown or mistyped one.
+pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+    require_json(req)?;
     let value: serde_json::Value =
         serde_json::from_slice(body).map_err(|e| AdminError::MalformedJson(e.to_string()))?;
     if !value.is_object() {
@@ -171,7 +176,7 @@ fn valid_quota(capacity: u64, rate: f64) -> Result<Quota, AdminError> {
     })
 }
 
-fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError> {
+pub(super) fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError> {
     valid_id(&client_id)?;
     Ok(ClientInput {
         client_id,
@@ -202,6 +207,15 @@ where
 
 fn location(id: &str) -> String {
     format!("/clients/{id}")
+}
+
+impl From<Created> for CreatedResponse {
+    fn from(c: Created) -> CreatedResponse {
+        CreatedResponse {
+            client: c.view,
+            api_key: c.api_key,
+        }
+    }
 }
 
 fn created_response(c: Created) -> HttpResponse {
@@ -296,39 +310,4 @@ async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<Ht
     let table = state.registry.table();
     let entry = table.get(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;
     Ok(HttpResponse::Ok().json(ClientView::of(entry, state.registry.now())))
-}
-
-/// `GET /clients?limit=&offset=`: default 50, at most 500, ordered by id, with the total.
-async fn list(
-    query: web::Query<HashMap<String, String>>,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
-    let number = |name: &str, default: usize, max: usize| -> Result<usize, AdminError> {
-        match query.get(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n <= max => Ok(n),
-                _ => Err(AdminError::invalid(
-                    name,
-                    format!("a whole number from 0 to {max}"),
-                )),
-            },
-        }
-    };
-    let limit = number("limit", 50, 500)?;
-    let offset = number("offset", 0, usize::MAX)?;
-    let table = state.registry.table();
-    let now = state.registry.now();
-    let clients: Vec<ClientView> = table
-        .all()
-        .skip(offset)
-        .take(limit)
-        .map(|e| ClientView::of(e, now))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "clients": clients,
-        "total": table.len(),
-        "limit": limit,
-        "offset": offset,
-    })))
 }

@@ -2,11 +2,15 @@
 //! token.
 
 mod auth;
+mod batch;
 mod clients;
+mod cluster;
 mod error;
 mod framework_errors;
+mod paging;
 
 pub use auth::AdminToken;
+pub use batch::{BATCH_BODY_LIMIT, MAX_BATCH};
 pub use error::AdminError;
 pub use framework_errors::ADMIN_BODY_LIMIT;
 
@@ -18,7 +22,9 @@ use std::sync::{
 use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::{error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id};
+use crate::{
+    cluster::ClusterHandle, error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id,
+};
 
 /// The admin listener and its credentials.
 #[derive(Debug, Clone)]
@@ -39,6 +45,8 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
+    /// This instance's view of the cluster.
+    pub cluster: ClusterHandle,
 }
 
 /// Registers the admin routes. Each path is a resource, so that a wrong method gets `405`
@@ -53,7 +61,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
                     .service(web::resource("/backends").route(web::get().to(backends)))
+                    // Before the clients: `/clients/{client_id}` would match it too.
+                    .configure(batch::configure)
                     .configure(clients::configure)
+                    .configure(cluster::configure)
                     .default_service(web::to(not_found)),
             ),
     );
