@@ -5,7 +5,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
 };
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use actix_web::{dev::Server, web, App};
 
 use crate::{
@@ -23,11 +23,8 @@ use crate::{
     store::{self, ClientRow, DbExecutor, LoadClients, StoreError},
 };
 
-/// Database threads: blocking diesel calls run here, never on an HTTP worker.
-const DB_THREADS: usize = 2;
-
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
-/// `DbExecutor`s and loads the clients.
+/// `DbExecutor` and loads the clients.
 async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>), StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
@@ -36,7 +33,7 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<Client
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     log::info!("database {} ready", settings.store.url.redacted());
-    let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
+    let db = DbExecutor::new(pool, settings.store.checkout_timeout).start();
     let rows = db
         .send(LoadClients)
         .await
@@ -179,6 +176,7 @@ impl Application {
             draining: draining.clone(),
             token: settings.admin.token.clone(),
             registry: registry.clone(),
+            db_timeout: settings.store.checkout_timeout,
         });
         let admin_options = ServeOptions {
             workers: 1,

@@ -1,8 +1,9 @@
 //! Persistence with diesel + r2d2: PostgreSQL (`postgres://…`) or a SQLite file.
 //!
 //! One [`DbConnection`] enum over both backends, embedded migrations per backend, and a
-//! [`DbExecutor`] running on a `SyncArbiter` so that no blocking call ever runs on an HTTP
-//! worker or inside the `ClientRegistry` actor.
+//! [`DbExecutor`] running each operation on the blocking pool under a deadline, so that no
+//! blocking call ever runs on an HTTP worker or inside the `ClientRegistry` actor, and no
+//! write outlives `TOLLGATE_DB_TIMEOUT`.
 
 mod db;
 mod executor;
@@ -35,6 +36,10 @@ pub enum StoreError {
     /// A unique column already holds this value.
     #[error("conflict: {0}")]
     Conflict(String),
+    /// The operation did not finish within the database timeout; nothing was committed
+    /// (short of a commit whose acknowledgement the network lost).
+    #[error("the database did not answer within {0:?}")]
+    TimedOut(std::time::Duration),
     /// Any other database error.
     #[error("database error: {0}")]
     Query(String),
@@ -53,6 +58,13 @@ impl From<diesel::result::Error> for StoreError {
             // libpq reports a dropped server connection as an unknown error.
             Error::DatabaseError(DatabaseErrorKind::Unknown, info)
                 if info.message().contains("connection") || info.message().contains("server closed") =>
+            {
+                StoreError::Unavailable(info.message().to_string())
+            }
+            // `statement_timeout` or `lock_timeout` (SQLSTATE 57014, 55P03) cut the statement.
+            Error::DatabaseError(_, info)
+                if info.message().contains("statement timeout")
+                    || info.message().contains("lock timeout") =>
             {
                 StoreError::Unavailable(info.message().to_string())
             }

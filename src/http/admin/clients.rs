@@ -183,7 +183,9 @@ fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError>
     })
 }
 
-/// Sends a change to the registry and maps both failure layers (mailbox, refusal).
+/// Sends a change to the registry and maps both failure layers (mailbox, refusal). The wait
+/// is bounded: a change still queued when the bound passes is answered 503 and dropped
+/// unhandled (actix skips a message whose sender is gone), so it never lands later.
 async fn ask<M, R>(state: &AdminState, msg: M, id: &str) -> Result<R, AdminError>
 where
     M: actix::Message<Result = Result<R, RegistryError>> + Send + 'static,
@@ -191,11 +193,11 @@ where
     ClientRegistry: actix::Handler<M>,
     <ClientRegistry as actix::Actor>::Context: actix::dev::ToEnvelope<ClientRegistry, M>,
 {
-    state
-        .registry
-        .addr()
-        .send(msg)
+    let sent = state.registry.addr().send(msg);
+    let bound = state.db_timeout + super::WRITE_MARGIN;
+    actix_rt::time::timeout(bound, sent)
         .await
+        .map_err(|_| AdminError::Unavailable(format!("no answer within {bound:?}")))?
         .map_err(|e| AdminError::Unavailable(e.to_string()))?
         .map_err(|e| AdminError::from_registry(e, id))
 }
@@ -231,7 +233,7 @@ async fn create(
         .clone()
         .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
     let input = input(id.clone(), r)?;
-    let created = ask(&state, CreateClient(input), &id).await?;
+    let created = ask(&state, CreateClient(input, state.write_deadline()), &id).await?;
     Ok(created_response(created))
 }
 
@@ -250,7 +252,7 @@ async fn put(
         ));
     }
     let input = input(id.clone(), r)?;
-    let done = ask(&state, PutClient(input), &id).await?;
+    let done = ask(&state, PutClient(input, state.write_deadline()), &id).await?;
     Ok(created_response(done))
 }
 
@@ -278,6 +280,7 @@ async fn patch(
         PatchClient {
             client_id: id.clone(),
             patch,
+            deadline: state.write_deadline(),
         },
         &id,
     )
@@ -287,7 +290,7 @@ async fn patch(
 
 async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
-    ask(&state, DeleteClient(id.clone()), &id).await?;
+    ask(&state, DeleteClient(id.clone(), state.write_deadline()), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 

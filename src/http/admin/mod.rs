@@ -39,7 +39,20 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
+    /// `TOLLGATE_DB_TIMEOUT`: the database part of an admin write must be committed within it.
+    pub db_timeout: std::time::Duration,
 }
+
+impl AdminState {
+    /// The commit deadline of an admin write starting now.
+    pub fn write_deadline(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.db_timeout
+    }
+}
+
+/// What an admin write may take beyond `TOLLGATE_DB_TIMEOUT`: the database executor gives up
+/// a little after the timeout; this covers that and the hops between the actors.
+pub const WRITE_MARGIN: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// Registers the admin routes. Each path is a resource, so that a wrong method gets `405`
 /// with `Allow` rather than falling through to `404`; every error answer is JSON.
