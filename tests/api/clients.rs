@@ -443,3 +443,51 @@ async fn the_client_api_needs_the_admin_token(db: TestDb) {
     assert_eq!(resp.status(), 201);
 }
 both_databases!(the_client_api_needs_the_admin_token);
+
+async fn repeated_keys_and_wrong_nulls_are_refused_naming_the_field(db: TestDb) {
+    let backend = TestBackend::start("a");
+    let gw = gateway(&db, &backend, &[]).await;
+    let json = "application/json";
+
+    // A key given twice: serde_json would keep the last one silently.
+    let twice = r#"{"client_id": "d", "capacity": 5, "rate_per_sec": 1, "capacity": 500}"#;
+    let (status, body) = raw_admin(&gw, "POST", "/clients", json, twice).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "validation_failed");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("capacity"),
+        "{body}"
+    );
+    assert!(db.client_row("d").is_none(), "a refused create left a row");
+
+    let ok = r#"{"client_id": "d", "capacity": 5, "rate_per_sec": 1, "name": "D"}"#;
+    assert_eq!(raw_admin(&gw, "POST", "/clients", json, ok).await.0, 201);
+    let (status, body) = raw_admin(&gw, "PATCH", "/clients/d", json, r#"{"name": "x", "name": "y"}"#).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("name"), "{body}");
+
+    // `null` where the field cannot be null: 422 naming it, nothing changed.
+    for (field, patch) in [
+        ("capacity", r#"{"capacity": null}"#),
+        ("rate_per_sec", r#"{"rate_per_sec": null}"#),
+        ("enabled", r#"{"enabled": null}"#),
+        ("ips", r#"{"ips": null}"#),
+        ("api_key", r#"{"api_key": null}"#),
+    ] {
+        let (status, body) = raw_admin(&gw, "PATCH", "/clients/d", json, patch).await;
+        assert_eq!(status, 422, "{patch} -> {body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(field),
+            "{patch} -> {body}"
+        );
+    }
+    let put = r#"{"capacity": null, "rate_per_sec": 1}"#;
+    assert_eq!(raw_admin(&gw, "PUT", "/clients/d", json, put).await.0, 422);
+    let row = db.client_row("d").unwrap();
+    assert_eq!((row.capacity, row.name.as_deref()), (5, Some("D")));
+
+    // `"name": null` still clears the name.
+    let (status, body) = raw_admin(&gw, "PATCH", "/clients/d", json, r#"{"name": null}"#).await;
+    assert_eq!((status, &body["name"]), (200, &Value::Null), "{body}");
+}
+both_databases!(repeated_keys_and_wrong_nulls_are_refused_naming_the_field);
