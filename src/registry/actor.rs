@@ -80,10 +80,7 @@ fn key_prefix(key: &str) -> String {
 
 fn store_error(e: StoreError) -> RegistryError {
     match e {
-        StoreError::Conflict(m) => RegistryError::Conflict {
-            field: "client_id",
-            message: m,
-        },
+        StoreError::Conflict { field, message } => RegistryError::Conflict { field, message },
         other => RegistryError::Unavailable(other.to_string()),
     }
 }

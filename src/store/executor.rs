@@ -151,7 +151,10 @@ impl Handler<InsertClient> for DbExecutor {
 
     fn handle(&mut self, msg: InsertClient, _: &mut Context<Self>) -> Self::Result {
         self.write(msg.1, move |conn| {
-            diesel::insert_into(clients::table).values(&msg.0).execute(conn)?;
+            diesel::insert_into(clients::table)
+                .values(&msg.0)
+                .execute(conn)
+                .map_err(|e| StoreError::from(e).about(&msg.0))?;
             Ok(())
         })
     }
@@ -174,7 +177,8 @@ impl Handler<ReplaceClient> for DbExecutor {
                     clients::enabled.eq(r.enabled),
                     clients::updated_at.eq(r.updated_at),
                 ))
-                .execute(conn)?;
+                .execute(conn)
+                .map_err(|e| StoreError::from(e).about(&r))?;
             Ok(n == 1)
         })
     }

@@ -491,3 +491,62 @@ async fn repeated_keys_and_wrong_nulls_are_refused_naming_the_field(db: TestDb) 
     assert_eq!((status, &body["name"]), (200, &Value::Null), "{body}");
 }
 both_databases!(repeated_keys_and_wrong_nulls_are_refused_naming_the_field);
+
+/// A row the gateway's memory does not know (written by another process on the same
+/// database), as the database's unique constraints see it.
+fn foreign_row(id: &str, key: &str) -> tollgate::store::ClientRow {
+    tollgate::store::ClientRow {
+        client_id: id.into(),
+        name: None,
+        api_key_hash: hex_sha256(key),
+        key_prefix: key[..8].into(),
+        ips: String::new(),
+        capacity: 1,
+        rate_milli: 1000,
+        enabled: true,
+        created_at: 0,
+        updated_at: 0,
+        bucket_level: None,
+        bucket_at: None,
+        admitted: 0,
+        refused: 0,
+    }
+}
+
+async fn a_conflict_the_database_finds_names_the_field_in_plain_words(db: TestDb) {
+    use diesel::RunQueryDsl;
+    let backend = TestBackend::start("a");
+    let gw = gateway(&db, &backend, &[]).await;
+    let key = "foreign-key-0123456789abcdef";
+    diesel::insert_into(tollgate::store::schema::clients::table)
+        .values(&foreign_row("elsewhere", key))
+        .execute(&mut db.connect())
+        .unwrap();
+
+    let cases = [
+        (
+            json!({"client_id": "elsewhere", "capacity": 1, "rate_per_sec": 1}),
+            "client_id: \"elsewhere\" is taken",
+        ),
+        (
+            json!({"client_id": "mine", "capacity": 1, "rate_per_sec": 1, "api_key": key}),
+            "api_key: is taken by another client",
+        ),
+    ];
+    for (body, message) in cases {
+        let (status, headers, resp) = send(&gw, "POST", "/clients", Some(body.clone())).await;
+        assert_eq!(status, 409, "{body} -> {resp}");
+        assert_error_body(&resp, &headers, 409, "conflict");
+        assert_eq!(resp["message"], message, "{body}");
+    }
+    // The same for a change: PATCH to a key that another process's client holds.
+    let body = json!({"client_id": "mine", "capacity": 1, "rate_per_sec": 1});
+    assert_eq!(send(&gw, "POST", "/clients", Some(body)).await.0, 201);
+    let (status, _, resp) = send(&gw, "PATCH", "/clients/mine", Some(json!({"api_key": key}))).await;
+    assert_eq!(status, 409, "{resp}");
+    assert_eq!(resp["message"], "api_key: is taken by another client");
+    assert!(db
+        .client_row("mine")
+        .is_some_and(|r| r.api_key_hash != hex_sha256(key)));
+}
+both_databases!(a_conflict_the_database_finds_names_the_field_in_plain_words);
