@@ -20,12 +20,14 @@ use crate::{
     pool::{BackendSpec, PoolHandle},
     registry::{ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, ClientRow, DbExecutor, LoadClients, StoreError},
+    store::{self, ClientRow, DbExecutor, LoadClients, SqliteFile, StoreError, StoreHealth},
 };
 
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
 /// `DbExecutor` and loads the clients.
-async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>), StartupError> {
+async fn open_store(
+    settings: &Settings,
+) -> Result<(Addr<DbExecutor>, StoreHealth, Vec<ClientRow>), StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -33,12 +35,18 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<Client
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     log::info!("database {} ready", settings.store.url.redacted());
-    let db = DbExecutor::new(pool, settings.store.checkout_timeout).start();
+    // The file's identity as migrated and opened: its loss is noticed from here on.
+    let file = match &settings.store.url {
+        store::DatabaseUrl::Sqlite(path) => SqliteFile::opened(path).map(Arc::new),
+        store::DatabaseUrl::Postgres(_) => None,
+    };
+    let health = StoreHealth::new(file.clone());
+    let db = DbExecutor::new(pool, settings.store.checkout_timeout, file).start();
     let rows = db
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    Ok((db, rows))
+    Ok((db, health, rows))
 }
 
 /// Why the gateway could not start.
@@ -122,7 +130,7 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let (db, rows) = open_store(&settings).await?;
+        let (db, store_health, rows) = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.
@@ -177,6 +185,7 @@ impl Application {
             token: settings.admin.token.clone(),
             registry: registry.clone(),
             db_timeout: settings.store.checkout_timeout,
+            store: store_health,
         });
         let admin_options = ServeOptions {
             workers: 1,

@@ -21,6 +21,9 @@ pub enum StoreError {
         /// What is taken, in the gateway's words.
         message: String,
     },
+    /// The SQLite file was deleted or replaced while the gateway runs: a write would be lost.
+    #[error("the database file {0} was deleted or replaced")]
+    FileLost(String),
     /// Any other database error.
     #[error("database error: {0}")]
     Query(String),

@@ -8,12 +8,15 @@
 //! `lock_timeout`), the commit is only sent while time is left, and the caller stops waiting
 //! shortly after the deadline whatever the connection does.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use actix::{Actor, Context, Handler, Message, ResponseFuture};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
 use diesel::{connection::SimpleConnection, prelude::*};
 
-use super::{schema::clients, BucketRow, ClientRow, DbConnection, DbPool, StoreError};
+use super::{file::SqliteFile, schema::clients, BucketRow, ClientRow, DbConnection, DbPool, StoreError};
 
 /// How long after its deadline the caller still waits for an operation: the commit sent just
 /// before the deadline gets its acknowledgement, so that a write the database took is not
@@ -24,12 +27,16 @@ const GRACE: Duration = Duration::from_millis(200);
 pub struct DbExecutor {
     pool: DbPool,
     timeout: Duration,
+    /// The SQLite file as opened, checked before each operation and every second; `None`
+    /// for PostgreSQL.
+    file: Option<Arc<SqliteFile>>,
 }
 
 impl DbExecutor {
-    /// An executor over `pool`; every write must finish within `timeout`.
-    pub fn new(pool: DbPool, timeout: Duration) -> DbExecutor {
-        DbExecutor { pool, timeout }
+    /// An executor over `pool`; every write must finish within `timeout`. `file` is the
+    /// opened SQLite file, whose loss turns every operation into [`StoreError::FileLost`].
+    pub fn new(pool: DbPool, timeout: Duration, file: Option<Arc<SqliteFile>>) -> DbExecutor {
+        DbExecutor { pool, timeout, file }
     }
 
     /// Runs `op` on a pooled connection on the blocking pool; with a `deadline`, the checkout
@@ -39,8 +46,11 @@ impl DbExecutor {
         T: Send + 'static,
         F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
     {
-        let (pool, timeout) = (self.pool.clone(), self.timeout);
+        let (pool, file, timeout) = (self.pool.clone(), self.file.clone(), self.timeout);
         let task = actix_rt::task::spawn_blocking(move || {
+            if let Some(file) = &file {
+                file.check()?;
+            }
             let mut conn = match deadline {
                 Some(d) => pool.get_timeout(left(d, timeout)?)?,
                 None => pool.get()?,
@@ -102,8 +112,20 @@ fn in_bounded_transaction<T>(
     })
 }
 
+/// How often the SQLite file's identity is checked when no write does it.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
+
 impl Actor for DbExecutor {
     type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(file) = self.file.clone() {
+            // A stat a second: the loss shows on /readyz even when nothing is written.
+            ctx.run_interval(FILE_CHECK_INTERVAL, move |_, _| {
+                let _ = file.check();
+            });
+        }
+    }
 }
 
 /// Every client, for the registry at start.

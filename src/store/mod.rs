@@ -8,6 +8,7 @@
 mod db;
 mod error;
 mod executor;
+mod file;
 mod models;
 pub mod schema;
 mod url;
@@ -15,6 +16,7 @@ mod url;
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use error::StoreError;
 pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
+pub use file::SqliteFile;
 pub use models::{BucketRow, ClientRow};
 pub use url::{redact_password, DatabaseUrl};
 
@@ -27,4 +29,25 @@ pub struct StoreSettings {
     pub checkout_timeout: std::time::Duration,
     /// How long to keep retrying an unreachable database at start.
     pub startup_timeout: std::time::Duration,
+}
+
+/// What `/readyz` needs to know of the store: whether the SQLite file is still the one opened.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth {
+    file: Option<std::sync::Arc<SqliteFile>>,
+}
+
+impl StoreHealth {
+    /// Health over the opened SQLite file (`None` for PostgreSQL: nothing to watch).
+    pub fn new(file: Option<std::sync::Arc<SqliteFile>>) -> StoreHealth {
+        StoreHealth { file }
+    }
+
+    /// Why the store cannot take writes now, if it cannot.
+    pub fn problem(&self) -> Option<&'static str> {
+        self.file
+            .as_ref()
+            .filter(|f| f.is_lost())
+            .map(|_| "The database file was deleted or replaced")
+    }
 }

@@ -148,3 +148,49 @@ async fn a_table_locked_by_another_session_bounds_writes() {
 
     recovers_without_a_trace_of(&gw, &db, &["during".to_string()]).await;
 }
+
+async fn readyz(gw: &TestGateway) -> (u16, Value) {
+    let mut resp = gw.client.get(gw.admin_url("/readyz")).send().await.unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap_or(Value::Null))
+}
+
+#[actix_web::test]
+async fn a_sqlite_file_deleted_or_moved_away_stops_admin_writes_and_readiness() {
+    let dir = TempDir::new();
+    let path = dir.0.join("gateway.db");
+    let backend = TestBackend::start("a");
+    let url = format!("sqlite://{}", path.display());
+    let gw = spawn_gateway_db(&[backend.url()], &["--health-interval", "1h"], &url).await;
+    let create = |id: &str| {
+        let body = json!({"client_id": id, "capacity": 1, "rate_per_sec": 1});
+        timed("POST", gw.admin_url("/clients"), body)
+    };
+    assert_eq!(create("first").await.0, 201);
+
+    // Moved away: writes would go to a file nobody will open again.
+    let aside = dir.0.join("aside.db");
+    std::fs::rename(&path, &aside).unwrap();
+    eventually("/readyz 503", Duration::from_secs(5), || async {
+        readyz(&gw).await.0 == 503
+    })
+    .await;
+    assert_eq!(readyz(&gw).await.1["error"], "database_unavailable");
+    let answer = create("lost").await;
+    assert_eq!(answer.0, 503, "{}", answer.1);
+    assert_eq!(answer.1["error"], "database_unavailable");
+    assert_eq!(status_of(&gw, "/clients/lost").await, 404);
+
+    // Back in place: all resumes.
+    std::fs::rename(&aside, &path).unwrap();
+    eventually("/readyz 200", Duration::from_secs(5), || async {
+        readyz(&gw).await.0 == 200
+    })
+    .await;
+    assert_eq!(create("second").await.0, 201);
+
+    // Deleted: the same refusals, without waiting for the periodic check.
+    std::fs::remove_file(&path).unwrap();
+    let answer = create("gone").await;
+    assert_eq!(answer.0, 503, "{}", answer.1);
+    assert_eq!(readyz(&gw).await.0, 503);
+}

@@ -18,7 +18,9 @@ use std::sync::{
 use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::{error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id};
+use crate::{
+    error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id, store::StoreHealth,
+};
 
 /// The admin listener and its credentials.
 #[derive(Debug, Clone)]
@@ -41,6 +43,8 @@ pub struct AdminState {
     pub registry: RegistryHandle,
     /// `TOLLGATE_DB_TIMEOUT`: the database part of an admin write must be committed within it.
     pub db_timeout: std::time::Duration,
+    /// The store's health: `/readyz` answers 503 while the SQLite file is lost.
+    pub store: StoreHealth,
 }
 
 impl AdminState {
@@ -86,6 +90,13 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "Shutting down",
+            &rid(&req),
+        )
+    } else if let Some(problem) = state.store.problem() {
+        error_body::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            problem,
             &rid(&req),
         )
     } else if !state.pool.is_ready() {
