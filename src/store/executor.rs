@@ -100,8 +100,8 @@ fn in_bounded_transaction<T>(
     op: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
 ) -> Result<T, StoreError> {
     conn.transaction(|conn| {
+        let ms = left(deadline, timeout)?.as_millis().max(1);
         if let DbConnection::Pg(pg) = conn {
-            let ms = left(deadline, timeout)?.as_millis().max(1);
             pg.batch_execute(&format!(
                 "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms};"
             ))?;
@@ -242,5 +242,55 @@ impl Handler<SaveBuckets> for DbExecutor {
             }
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::{sql_types::BigInt, Connection, SqliteConnection};
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn rows(conn: &mut DbConnection) -> i64 {
+        diesel::sql_query("SELECT COUNT(*) AS n FROM t")
+            .get_result::<Count>(conn)
+            .unwrap()
+            .n
+    }
+
+    #[test]
+    fn a_write_that_outlives_its_deadline_is_rolled_back_not_committed() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        conn.batch_execute("CREATE TABLE t (x INTEGER)").unwrap();
+        let insert = |conn: &mut DbConnection| {
+            diesel::sql_query("INSERT INTO t VALUES (1)").execute(conn)?;
+            Ok(())
+        };
+        let timeout = Duration::from_millis(50);
+
+        let deadline = Instant::now() + timeout;
+        in_bounded_transaction(&mut conn, deadline, timeout, insert).unwrap();
+        assert_eq!(rows(&mut conn), 1);
+
+        let deadline = Instant::now() + timeout;
+        let slow = |conn: &mut DbConnection| {
+            insert(conn)?;
+            std::thread::sleep(timeout * 2);
+            Ok(())
+        };
+        let late = in_bounded_transaction(&mut conn, deadline, timeout, slow);
+        assert!(matches!(late, Err(StoreError::TimedOut(_))), "{late:?}");
+        assert_eq!(rows(&mut conn), 1, "the late insert was committed");
+
+        // A deadline already passed: nothing is even tried.
+        let gone = in_bounded_transaction(&mut conn, Instant::now(), timeout, insert);
+        assert!(matches!(gone, Err(StoreError::TimedOut(_))));
+        assert_eq!(rows(&mut conn), 1);
     }
 }
