@@ -58,10 +58,24 @@ impl DbExecutor {
             op(&mut conn)
         });
         Box::pin(async move {
+            let mut task = task;
             let joined = match deadline {
-                Some(d) => match tokio::time::timeout_at((d + GRACE).into(), task).await {
+                Some(d) => match tokio::time::timeout_at((d + GRACE).into(), &mut task).await {
                     Ok(joined) => joined,
-                    Err(_) => return Err(StoreError::TimedOut(timeout)),
+                    Err(_) => {
+                        // The thread is still blocked on the connection. Should it finish with
+                        // a commit after all (an acknowledgement the network held back), say
+                        // so: the caller was told nothing changed.
+                        actix_rt::spawn(async move {
+                            if let Ok(Ok(_)) = task.await {
+                                log::error!(
+                                    "a database write answered 503 after {timeout:?} was committed \
+                                     late; memory learns it at the next start"
+                                );
+                            }
+                        });
+                        return Err(StoreError::TimedOut(timeout));
+                    }
                 },
                 None => task.await,
             };
