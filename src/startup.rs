@@ -170,9 +170,15 @@ impl Application {
                 proxy_settings.clone(),
                 limiter.clone(),
             );
-            App::new()
+            #[cfg(not(feature = "proxy-actor"))]
+            let app = App::new()
                 .app_data(web::Data::new(handler))
-                .default_service(web::to(proxy::handle))
+                .default_service(web::to(proxy::handle));
+            #[cfg(feature = "proxy-actor")]
+            let app = App::new()
+                .app_data(web::Data::new(proxy::actor::ProxyActor::start_here(handler)))
+                .default_service(web::to(proxy::actor::handle));
+            app
         })
         .map_err(|source| StartupError::Serve {
             what: "proxy",
