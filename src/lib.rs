@@ -16,7 +16,7 @@
 //! - [`registry`]: the `ClientRegistry` actor, the client table, anonymous buckets, client
 //!   identification behind trusted proxies.
 //! - [`store`]: diesel persistence (PostgreSQL or SQLite), [`store::DatabaseUrl`], the
-//!   `DbExecutor`s.
+//!   `DbExecutor` (every operation under a deadline), the SQLite file's identity.
 //! - [`http::proxy`]: the forwarder (awc), hop-by-hop rules, failover, `ProxyError`.
 //! - [`http::admin`]: the admin API (health, readiness, backends, clients), bearer-token auth.
 //! - [`error_body`]: the one JSON error body.

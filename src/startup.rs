@@ -5,7 +5,7 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
 };
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use actix_web::{dev::Server, web, App};
 
 use crate::{
@@ -21,18 +21,24 @@ use crate::{
     pool::{BackendSpec, PoolHandle},
     registry::{ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, ClientRow, DbExecutor, DbPool, LoadClients, StoreError},
+    store::{self, ClientRow, DbExecutor, DbPool, LoadClients, SqliteFile, StoreError, StoreHealth},
 };
-
-/// Database threads: blocking diesel calls run here, never on an HTTP worker.
-const DB_THREADS: usize = 2;
 
 /// How long shutdown waits for this instance's row to be removed.
 const LEAVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
 
+/// What the store gives the rest of the gateway at start.
+struct OpenStore {
+    db: Addr<DbExecutor>,
+    health: StoreHealth,
+    rows: Vec<ClientRow>,
+    /// The pool itself, for the heartbeat thread.
+    pool: DbPool,
+}
+
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
-/// `DbExecutor`s and loads the clients. The pool is returned too, for the heartbeat thread.
-async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<ClientRow>, DbPool), StartupError> {
+/// `DbExecutor` and loads the clients.
+async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -40,13 +46,23 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, Vec<Client
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     log::info!("database {} ready", settings.store.url.redacted());
-    let executor_pool = pool.clone();
-    let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(executor_pool.clone()));
+    // The file's identity as migrated and opened: its loss is noticed from here on.
+    let file = match &settings.store.url {
+        store::DatabaseUrl::Sqlite(path) => SqliteFile::opened(path).map(Arc::new),
+        store::DatabaseUrl::Postgres(_) => None,
+    };
+    let health = StoreHealth::new(file.clone());
+    let db = DbExecutor::new(pool.clone(), settings.store.checkout_timeout, file).start();
     let rows = db
         .send(LoadClients)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    Ok((db, rows, pool))
+    Ok(OpenStore {
+        db,
+        health,
+        rows,
+        pool,
+    })
 }
 
 /// Why the gateway could not start.
@@ -134,7 +150,12 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let (db, rows, db_pool) = open_store(&settings).await?;
+        let OpenStore {
+            db,
+            health: store_health,
+            rows,
+            pool: db_pool,
+        } = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.
@@ -205,6 +226,8 @@ impl Application {
             token: settings.admin.token.clone(),
             registry: registry.clone(),
             cluster: member.handle(),
+            db_timeout: settings.store.checkout_timeout,
+            store: store_health,
         });
         let admin_options = ServeOptions {
             workers: 1,

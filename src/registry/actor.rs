@@ -3,7 +3,7 @@
 use std::{
     collections::HashMap,
     sync::Arc,
-    time::{Duration, SystemTime, UNIX_EPOCH},
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use actix::{
@@ -80,10 +80,7 @@ pub(super) fn key_prefix(key: &str) -> String {
 
 fn store_error(e: StoreError) -> RegistryError {
     match e {
-        StoreError::Conflict(m) => RegistryError::Conflict {
-            field: "client_id",
-            message: m,
-        },
+        StoreError::Conflict { field, message } => RegistryError::Conflict { field, message },
         other => RegistryError::Unavailable(other.to_string()),
     }
 }
@@ -270,11 +267,17 @@ impl ClientRegistry {
         Ok((Arc::new(entry), input.quota, key))
     }
 
-    fn insert(&mut self, entry: Arc<ClientEntry>, quota: Quota, key: String) -> Pending<Created> {
+    fn insert(
+        &mut self,
+        entry: Arc<ClientEntry>,
+        quota: Quota,
+        key: String,
+        deadline: Instant,
+    ) -> Pending<Created> {
         let row = row_of(&entry, quota);
         Box::pin(
             self.db
-                .send(InsertClient(row))
+                .send(InsertClient(row, deadline))
                 .into_actor(self)
                 .map(move |res, act, _| {
                     flatten(res)?;
@@ -291,12 +294,12 @@ impl ClientRegistry {
     }
 
     /// Writes `next` (same bucket cell as the current entry) and switches to it on success.
-    fn replace(&mut self, next: ClientEntry, quota: Quota) -> Pending<ClientView> {
+    fn replace(&mut self, next: ClientEntry, quota: Quota, deadline: Instant) -> Pending<ClientView> {
         let row = row_of(&next, quota);
         let next = Arc::new(next);
         Box::pin(
             self.db
-                .send(ReplaceClient(row))
+                .send(ReplaceClient(row, deadline))
                 .into_actor(self)
                 .map(move |res, act, _| {
                     if !flatten(res)? {
@@ -387,6 +390,7 @@ impl Handler<CreateClient> for ClientRegistry {
     type Result = Reply<Created>;
 
     fn handle(&mut self, msg: CreateClient, _: &mut Context<Self>) -> Self::Result {
+        let deadline = msg.1;
         if self.table().get(&msg.0.client_id).is_some() {
             return reply_now(Err(RegistryError::Conflict {
                 field: "client_id",
@@ -394,7 +398,7 @@ impl Handler<CreateClient> for ClientRegistry {
             }));
         }
         match self.new_entry(msg.0) {
-            Ok((entry, quota, key)) => AtomicResponse::new(self.insert(entry, quota, key)),
+            Ok((entry, quota, key)) => AtomicResponse::new(self.insert(entry, quota, key, deadline)),
             Err(e) => reply_now(Err(e)),
         }
     }
@@ -404,10 +408,10 @@ impl Handler<PutClient> for ClientRegistry {
     type Result = Reply<Created>;
 
     fn handle(&mut self, msg: PutClient, _: &mut Context<Self>) -> Self::Result {
-        let input = msg.0;
+        let (input, deadline) = (msg.0, msg.1);
         let Some(current) = self.table().get(&input.client_id).cloned() else {
             return match self.new_entry(input) {
-                Ok((entry, quota, key)) => AtomicResponse::new(self.insert(entry, quota, key)),
+                Ok((entry, quota, key)) => AtomicResponse::new(self.insert(entry, quota, key, deadline)),
                 Err(e) => reply_now(Err(e)),
             };
         };
@@ -430,7 +434,7 @@ impl Handler<PutClient> for ClientRegistry {
             cell: current.cell.clone(),
         };
         let key = input.api_key.filter(|_| new_key);
-        let replaced = self.replace(next, input.quota);
+        let replaced = self.replace(next, input.quota, deadline);
         AtomicResponse::new(Box::pin(replaced.map(move |res, _, _| {
             res.map(|view| Created {
                 view,
@@ -486,7 +490,7 @@ impl Handler<PatchClient> for ClientRegistry {
             updated_at: unix_ms(),
             cell: current.cell.clone(),
         };
-        AtomicResponse::new(self.replace(next, quota))
+        AtomicResponse::new(self.replace(next, quota, msg.deadline))
     }
 }
 
@@ -497,10 +501,10 @@ impl Handler<DeleteClient> for ClientRegistry {
         if self.table().get(&msg.0).is_none() {
             return reply_now(Err(RegistryError::NotFound));
         }
-        let id = msg.0;
+        let id = msg.0.clone();
         AtomicResponse::new(Box::pin(
             self.db
-                .send(store::DeleteClient(id.clone()))
+                .send(store::DeleteClient(id.clone(), msg.1))
                 .into_actor(self)
                 .map(move |res, act, _| {
                     if !flatten(res)? {

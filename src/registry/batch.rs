@@ -21,7 +21,7 @@ use crate::{
 /// address repeated within the batch (the admin API checks that).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Vec<Created>, BatchError>")]
-pub struct CreateClients(pub Vec<ClientInput>);
+pub struct CreateClients(pub Vec<ClientInput>, pub std::time::Instant);
 
 /// One item of a batch that collides with a registered client.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,30 +131,35 @@ impl Handler<CreateClients> for ClientRegistry {
             rows.push(row_of(&entry, input.quota));
             created.push((entry, key));
         }
-        AtomicResponse::new(Box::pin(self.db.send(InsertClients(rows)).into_actor(self).map(
-            move |res, act, _| {
-                match res {
-                    Ok(Ok(())) => {}
-                    Ok(Err(StoreError::Conflict(m))) => return Err(BatchError::Raced(m)),
-                    Ok(Err(e)) => return Err(BatchError::Unavailable(e.to_string())),
-                    Err(e) => return Err(BatchError::Unavailable(e.to_string())),
-                }
-                for (e, _) in &created {
-                    act.flushed.insert(e.id.clone(), (0, 0));
-                }
-                act.publish_added(created.iter().map(|(e, _)| e.clone()).collect());
-                log::info!("{} client(s) created in one batch", created.len());
-                let now = act.now();
-                Ok(created
-                    .into_iter()
-                    .map(|(e, key)| Created {
-                        view: ClientView::of(&e, now),
-                        api_key: Some(key),
-                        created: true,
-                    })
-                    .collect())
-            },
-        )))
+        AtomicResponse::new(Box::pin(
+            self.db
+                .send(InsertClients(rows, msg.1))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    match res {
+                        Ok(Ok(())) => {}
+                        Ok(Err(StoreError::Conflict { message, .. })) => {
+                            return Err(BatchError::Raced(message))
+                        }
+                        Ok(Err(e)) => return Err(BatchError::Unavailable(e.to_string())),
+                        Err(e) => return Err(BatchError::Unavailable(e.to_string())),
+                    }
+                    for (e, _) in &created {
+                        act.flushed.insert(e.id.clone(), (0, 0));
+                    }
+                    act.publish_added(created.iter().map(|(e, _)| e.clone()).collect());
+                    log::info!("{} client(s) created in one batch", created.len());
+                    let now = act.now();
+                    Ok(created
+                        .into_iter()
+                        .map(|(e, key)| Created {
+                            view: ClientView::of(&e, now),
+                            api_key: Some(key),
+                            created: true,
+                        })
+                        .collect())
+                }),
+        ))
     }
 }
 

@@ -1,6 +1,8 @@
 //! Bulk insertion of clients: every row in one transaction, all or nothing.
 
-use actix::{Handler, Message, SyncContext};
+use std::time::Instant;
+
+use actix::{Context, Handler, Message, ResponseFuture};
 use diesel::prelude::*;
 
 use super::{schema::clients, ClientRow, DbConnection, DbExecutor, StoreError};
@@ -9,32 +11,27 @@ use super::{schema::clients, ClientRow, DbConnection, DbExecutor, StoreError};
 /// databases (PostgreSQL 65,535; SQLite 32,766).
 const ROWS_PER_STATEMENT: usize = 500;
 
-/// Insert new clients in one transaction: either every row is stored or none.
+/// Insert new clients in one transaction, committed by the deadline or not at all: either
+/// every row is stored or none.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), StoreError>")]
-pub struct InsertClients(pub Vec<ClientRow>);
+pub struct InsertClients(pub Vec<ClientRow>, pub Instant);
 
 impl Handler<InsertClients> for DbExecutor {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
-    fn handle(&mut self, msg: InsertClients, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool().get()?;
-        let rows = &msg.0;
-        // Multi-row INSERT is backend-specific in diesel: run it on the concrete connection.
-        match &mut *conn {
-            DbConnection::Pg(c) => c.transaction(|c| {
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(clients::table).values(chunk).execute(c)?;
+    fn handle(&mut self, msg: InsertClients, _: &mut Context<Self>) -> Self::Result {
+        let (rows, deadline) = (msg.0, msg.1);
+        self.write(deadline, move |conn| {
+            // Multi-row INSERT is backend-specific in diesel: run it on the concrete connection.
+            for chunk in rows.chunks(ROWS_PER_STATEMENT) {
+                match conn {
+                    DbConnection::Pg(c) => diesel::insert_into(clients::table).values(chunk).execute(c),
+                    DbConnection::Sqlite(c) => diesel::insert_into(clients::table).values(chunk).execute(c),
                 }
-                Ok::<_, diesel::result::Error>(())
-            }),
-            DbConnection::Sqlite(c) => c.transaction(|c| {
-                for chunk in rows.chunks(ROWS_PER_STATEMENT) {
-                    diesel::insert_into(clients::table).values(chunk).execute(c)?;
-                }
-                Ok::<_, diesel::result::Error>(())
-            }),
-        }?;
-        Ok(())
+                .map_err(StoreError::from)?;
+            }
+            Ok(())
+        })
     }
 }

@@ -20,6 +20,7 @@ mod paths;
 mod process;
 mod proxy;
 mod ratelimit;
+mod sick_db;
 mod slow;
 mod start_errors;
 mod wire;

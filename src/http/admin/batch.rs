@@ -146,10 +146,13 @@ async fn create_batch(
     state: web::Data<AdminState>,
 ) -> Result<HttpResponse, AdminError> {
     let inputs = validate(&req, &body)?;
+    // A batch of 10,000 is 10,000 writes in one transaction: it gets the database timeout plus
+    // a millisecond per client.
+    let deadline = state.write_deadline() + std::time::Duration::from_millis(inputs.len() as u64);
     let created = state
         .registry
         .addr()
-        .send(CreateClients(inputs))
+        .send(CreateClients(inputs, deadline))
         .await
         .map_err(|e| AdminError::Unavailable(e.to_string()))?
         .map_err(|e| match e {

@@ -4,7 +4,10 @@ use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse,
 };
-use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+use serde::{
+    de::{DeserializeOwned, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
 
 use super::{error::AdminError, AdminState};
 use crate::{
@@ -71,6 +74,10 @@ pub struct CreatedResponse {
     api_key: Option<String>,
 }
 
+/// Fields whose `null` means something (`"name": null` clears the name); a `null` for any
+/// other field is refused rather than read as "absent".
+const NULLABLE: &[&str] = &["name"];
+
 /// 415 unless the body is declared as JSON.
 pub(super) fn require_json(req: &HttpRequest) -> Result<(), AdminError> {
     let content_type = req
@@ -87,13 +94,23 @@ pub(super) fn require_json(req: &HttpRequest) -> Result<(), AdminError> {
 }
 
 /// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
-/// for a missing, unknown or mistyped one.
+/// for a missing, unknown, mistyped, repeated or wrongly `null` one.
 pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
     require_json(req)?;
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| AdminError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
+    let value = serde_json::from_slice::<StrictJson>(body)
+        .map_err(|e| match duplicate_in_message(&e.to_string()) {
+            Some(key) if e.is_data() => AdminError::invalid(&key, "given more than once"),
+            _ => AdminError::MalformedJson(e.to_string()),
+        })?
+        .0;
+    let Some(object) = value.as_object() else {
         return Err(AdminError::invalid("body", "expected a JSON object"));
+    };
+    if let Some((key, _)) = object
+        .iter()
+        .find(|(k, v)| v.is_null() && !NULLABLE.contains(&k.as_str()))
+    {
+        return Err(AdminError::invalid(key, "must not be null"));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -105,6 +122,80 @@ pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) ->
             message: inner,
         }
     })
+}
+
+/// A JSON value whose objects hold each key once: serde_json would keep the last of two
+/// silently, and an operator who wrote a field twice meant one of them.
+struct StrictJson(serde_json::Value);
+
+const DUPLICATE: &str = "duplicate key `";
+
+fn duplicate_in_message(message: &str) -> Option<String> {
+    Some(message.strip_prefix(DUPLICATE)?.split('`').next()?.to_string())
+}
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("{DUPLICATE}{key}`")));
+            }
+            let StrictJson(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(object.into())
+    }
 }
 
 fn field_in_message(message: &str) -> Option<String> {
@@ -188,7 +279,9 @@ pub(super) fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, 
     })
 }
 
-/// Sends a change to the registry and maps both failure layers (mailbox, refusal).
+/// Sends a change to the registry and maps both failure layers (mailbox, refusal). The wait
+/// is bounded: a change still queued when the bound passes is answered 503 and dropped
+/// unhandled (actix skips a message whose sender is gone), so it never lands later.
 async fn ask<M, R>(state: &AdminState, msg: M, id: &str) -> Result<R, AdminError>
 where
     M: actix::Message<Result = Result<R, RegistryError>> + Send + 'static,
@@ -196,11 +289,11 @@ where
     ClientRegistry: actix::Handler<M>,
     <ClientRegistry as actix::Actor>::Context: actix::dev::ToEnvelope<ClientRegistry, M>,
 {
-    state
-        .registry
-        .addr()
-        .send(msg)
+    let sent = state.registry.addr().send(msg);
+    let bound = state.db_timeout + super::WRITE_MARGIN;
+    actix_rt::time::timeout(bound, sent)
         .await
+        .map_err(|_| AdminError::Unavailable(format!("no answer within {bound:?}")))?
         .map_err(|e| AdminError::Unavailable(e.to_string()))?
         .map_err(|e| AdminError::from_registry(e, id))
 }
@@ -245,7 +338,7 @@ async fn create(
         .clone()
         .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
     let input = input(id.clone(), r)?;
-    let created = ask(&state, CreateClient(input), &id).await?;
+    let created = ask(&state, CreateClient(input, state.write_deadline()), &id).await?;
     Ok(created_response(created))
 }
 
@@ -264,7 +357,7 @@ async fn put(
         ));
     }
     let input = input(id.clone(), r)?;
-    let done = ask(&state, PutClient(input), &id).await?;
+    let done = ask(&state, PutClient(input, state.write_deadline()), &id).await?;
     Ok(created_response(done))
 }
 
@@ -292,6 +385,7 @@ async fn patch(
         PatchClient {
             client_id: id.clone(),
             patch,
+            deadline: state.write_deadline(),
         },
         &id,
     )
@@ -301,7 +395,7 @@ async fn patch(
 
 async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
-    ask(&state, DeleteClient(id.clone()), &id).await?;
+    ask(&state, DeleteClient(id.clone(), state.write_deadline()), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
