@@ -34,6 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Largest response head the guard buffers; a longer one is passed on for actix-http to refuse.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Bytes read at a time while collecting a response head.
+const READ_SIZE: usize = 8 * 1024;
+
 /// Most header fields in a response head the guard parses (more: passed on unparsed).
 const MAX_HEADERS: usize = 128;
 
@@ -173,7 +176,9 @@ impl<IO> FramingGuard<IO> {
                     }
                     self.phase = Phase::Body(end);
                     self.request_next = true;
-                    self.ready = self.head.split();
+                    // `ready` is empty here: swapping keeps both allocations for the next
+                    // response on this connection.
+                    std::mem::swap(&mut self.ready, &mut self.head);
                     return;
                 }
                 HeadScan::Unparsable => {
@@ -218,10 +223,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 }
                 Phase::Passthrough => return Pin::new(&mut this.io).poll_read(cx, buf),
                 Phase::Head => {
-                    let mut chunk = [0u8; 8192];
-                    let mut rb = ReadBuf::new(&mut chunk);
-                    std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-                    if rb.filled().is_empty() {
+                    // Straight into the head buffer (no zeroed scratch buffer, no extra copy);
+                    // its allocation is reused response after response (see `scan`).
+                    this.head.reserve(READ_SIZE);
+                    let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut this.io),
+                        cx,
+                        &mut this.head
+                    ))?;
+                    if n == 0 {
                         // Closed while waiting for a head: hand over what there is, then EOF,
                         // and let awc name the failure.
                         this.phase = Phase::Passthrough;
@@ -231,7 +241,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                         }
                         continue;
                     }
-                    this.head.extend_from_slice(rb.filled());
                     this.scan();
                 }
             }
