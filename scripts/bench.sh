@@ -17,6 +17,9 @@
 #                        env, e.g. TOLLGATE_EXTRA_ENV="TOLLGATE_RETRIES=0 TOLLGATE_WORKERS=2"
 #   TOLLGATE_BIN         binary to bench instead of building target/release/tollgate
 #   PROXY_BENCH          harness [scripts/proxy-bench.sh, else ../shared/bench/proxy-bench.sh]
+#   COMPARE_BIN          another tollgate binary run as one more target in the same rounds, e.g.
+#                        the proxy-actor build: `cargo build --release --features proxy-actor`,
+#                        copied aside; COMPARE_NAME [variant] names it, on :8282
 #   COMPARE_RATE_LIMIT   1 = rate limiting on versus off in the same run: `tollgate` (on, as
 #                        always here, for one client whose limit is never reached) and `tollgate_off`
 #                        (TOLLGATE_RATE_LIMIT=false, :8282); defaults ANCHORS=nginx and
@@ -121,7 +124,7 @@ start_gateway() {
         # shellcheck disable=SC2086  # one variable name per word
         unset $stale
         exec "${pin[@]}" env "${gw_env[@]}" "TOLLGATE_LISTEN=127.0.0.1:$port" \
-            "TOLLGATE_ADMIN_LISTEN=127.0.0.1:$admin" "$@" "${extra_env[@]}" "$BIN"
+            "TOLLGATE_ADMIN_LISTEN=127.0.0.1:$admin" "$@" "${extra_env[@]}" "${GW_BIN:-$BIN}"
     ) >>"$WORK/gateway.log" 2>&1 &
     local pid=$!
     GW_PIDS+=("$pid")
@@ -139,6 +142,10 @@ if [[ "${COMPARE_RATE_LIMIT:-0}" == 1 ]]; then
     export ANCHORS=${ANCHORS:-nginx} BASELINE=${BASELINE:-tollgate_off}
     start_gateway tollgate "$PORT" "$ADMIN_PORT"
     start_gateway tollgate_off 8282 8283 TOLLGATE_RATE_LIMIT=false
+elif [[ -n "${COMPARE_BIN:-}" ]]; then
+    [[ -x "$COMPARE_BIN" ]] || die "COMPARE_BIN=$COMPARE_BIN is not an executable"
+    start_gateway tollgate "$PORT" "$ADMIN_PORT"
+    GW_BIN=$(realpath "$COMPARE_BIN") start_gateway "${COMPARE_NAME:-variant}" 8282 8283
 else
     start_gateway tollgate "$PORT" "$ADMIN_PORT"
 fi

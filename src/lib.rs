@@ -9,6 +9,7 @@
 //!   listeners, starts the actors, runs.
 //! - [`listeners`]: listeners handed over by systemd socket activation.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
+//! - [`cluster`]: the instances sharing the database: registration, heartbeat, `/cluster`.
 //! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
 //!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
 //! - [`ratelimit`]: the pure token bucket (fixed-point) and its clocks.
@@ -16,7 +17,8 @@
 //!   time), anonymous buckets, client identification behind trusted proxies, and the
 //!   catch-up that applies other instances' changes from the change log.
 //! - [`store`]: diesel persistence (PostgreSQL or SQLite), [`store::DatabaseUrl`], the
-//!   `DbExecutor`s, the change log and the PostgreSQL change listener.
+//!   `DbExecutor` (every operation under a deadline), the SQLite file's identity, the change
+//!   log and the PostgreSQL change listener.
 //! - [`http::proxy`]: the forwarder (awc), hop-by-hop rules, failover, `ProxyError`.
 //! - [`http::admin`]: the admin API (health, readiness, backends, clients), bearer-token auth.
 //! - [`error_body`]: the one JSON error body.
@@ -25,6 +27,7 @@
 //! - [`logfmt`]: escaping of untrusted values in logs.
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
 
+pub mod cluster;
 pub mod config;
 pub mod demo;
 pub mod error_body;

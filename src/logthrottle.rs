@@ -34,6 +34,15 @@ impl Throttle {
     }
 }
 
+/// The end of a throttled line: how many like it were left out, if any.
+pub fn left_out_note(left_out: u64) -> String {
+    if left_out == 0 {
+        String::new()
+    } else {
+        format!(" ({left_out} more like this since the last line)")
+    }
+}
+
 /// Whether an event of `cause` is to be logged now (see [`Throttle::admit`]); shared by all
 /// workers, taken only on error paths.
 pub fn admit(cause: &'static str) -> Option<u64> {

@@ -5,10 +5,11 @@ use std::{
     sync::{atomic::AtomicBool, Arc},
 };
 
-use actix::Addr;
+use actix::{Actor, Addr};
 use actix_web::{dev::Server, web, App};
 
 use crate::{
+    cluster::{self, AppliedVersion, ClusterMember, Liveness},
     config::Settings,
     demo,
     http::{
@@ -20,18 +21,33 @@ use crate::{
     pool::{BackendSpec, PoolHandle},
     registry::{CatchUp, ClientLoader, ClientRegistry, RegistryHandle},
     shutdown,
-    store::{self, DatabaseUrl, DbExecutor, GetClientPage, GetLatestVersion, StoreError},
+    store::{
+        self, DatabaseUrl, DbExecutor, DbPool, GetClientPage, GetLatestVersion, SqliteFile, StoreError,
+        StoreHealth,
+    },
 };
 
-/// Database threads: blocking diesel calls run here, never on an HTTP worker.
-const DB_THREADS: usize = 2;
+/// How long shutdown waits for this instance's row to be removed.
+const LEAVE_DEADLINE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// What the store gives the rest of the gateway at start.
+struct OpenStore {
+    db: Addr<DbExecutor>,
+    health: StoreHealth,
+    /// The clients, as loaded.
+    loader: ClientLoader,
+    /// The newest change version before the clients were loaded.
+    version: i64,
+    /// The pool itself, for the heartbeat thread.
+    pool: DbPool,
+}
 
 /// Clients read per query at start.
 const LOAD_PAGE: i64 = 10_000;
 
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
-/// `DbExecutor`s and loads the clients.
-async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, ClientLoader, i64), StartupError> {
+/// `DbExecutor` and loads the clients.
+async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
         store::connect_with_retry(&store.url, store.checkout_timeout, store.startup_timeout)
@@ -39,7 +55,13 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, ClientLoad
     .await
     .map_err(|e| StoreError::Unavailable(e.to_string()))??;
     log::info!("database {} ready", settings.store.url.redacted());
-    let db = actix::SyncArbiter::start(DB_THREADS, move || DbExecutor::new(pool.clone()));
+    // The file's identity as migrated and opened: its loss is noticed from here on.
+    let file = match &settings.store.url {
+        store::DatabaseUrl::Sqlite(path) => SqliteFile::opened(path).map(Arc::new),
+        store::DatabaseUrl::Postgres(_) => None,
+    };
+    let health = StoreHealth::new(file.clone());
+    let db = DbExecutor::new(pool.clone(), settings.store.checkout_timeout, file).start();
     // The version first: a change committed while the rows load is applied again by the
     // first catch-up, never missed.
     let version = db
@@ -62,7 +84,13 @@ async fn open_store(settings: &Settings) -> Result<(Addr<DbExecutor>, ClientLoad
         loader.add(page);
         after = Some(last);
     }
-    Ok((db, loader, version))
+    Ok(OpenStore {
+        db,
+        health,
+        loader,
+        version,
+        pool,
+    })
 }
 
 /// Why the gateway could not start.
@@ -85,6 +113,9 @@ pub enum StartupError {
     /// The database could not be reached or migrated.
     #[error("{0}")]
     Database(#[from] crate::store::StoreError),
+    /// The heartbeat thread could not be started.
+    #[error("cannot start the instance heartbeat: {0}")]
+    Heartbeat(std::io::Error),
     /// A server could not be set up on its listener.
     #[error("cannot start the {what} server: {source}")]
     Serve {
@@ -106,6 +137,7 @@ pub struct Application {
     pool: PoolHandle,
     registry: RegistryHandle,
     draining: Arc<AtomicBool>,
+    cluster: ClusterMember,
     shutdown_timeout: std::time::Duration,
     drain_delay: std::time::Duration,
 }
@@ -146,7 +178,13 @@ impl Application {
         }
         log::info!("configuration: {}", settings.summary());
 
-        let (db, loader, version) = open_store(&settings).await?;
+        let OpenStore {
+            db,
+            health: store_health,
+            loader,
+            version,
+            pool: db_pool,
+        } = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.
@@ -162,9 +200,26 @@ impl Application {
             None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?,
         };
 
+        // Kept by the registry at the change version it has applied; the heartbeat publishes it.
+        let applied = AppliedVersion::default();
+        let me = cluster::this_instance(proxy_addr, admin_addr);
+        let published = applied.clone();
+        let member = actix_rt::task::spawn_blocking(move || {
+            ClusterMember::join(db_pool, me, published, Liveness::default())
+        })
+        .await
+        .map_err(|e| StartupError::Heartbeat(std::io::Error::other(e.to_string())))?
+        .map_err(StartupError::Heartbeat)?;
+
         let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
-        let registry =
-            ClientRegistry::start_with(loader, version, settings.limits.clone(), db, settings.registry);
+        let registry = ClientRegistry::start_with(
+            loader,
+            version,
+            settings.limits.clone(),
+            db,
+            settings.registry,
+            applied,
+        );
         if let DatabaseUrl::Postgres(url) = &settings.store.url {
             let (wake, alive) = (registry.addr().clone(), registry.addr().clone());
             store::spawn_listener(
@@ -200,9 +255,15 @@ impl Application {
                 proxy_settings.clone(),
                 limiter.clone(),
             );
-            App::new()
+            #[cfg(not(feature = "proxy-actor"))]
+            let app = App::new()
                 .app_data(web::Data::new(handler))
-                .default_service(web::to(proxy::handle))
+                .default_service(web::to(proxy::handle));
+            #[cfg(feature = "proxy-actor")]
+            let app = App::new()
+                .app_data(web::Data::new(proxy::actor::ProxyActor::start_here(handler)))
+                .default_service(web::to(proxy::actor::handle));
+            app
         })
         .map_err(|source| StartupError::Serve {
             what: "proxy",
@@ -214,6 +275,9 @@ impl Application {
             draining: draining.clone(),
             token: settings.admin.token.clone(),
             registry: registry.clone(),
+            cluster: member.handle(),
+            db_timeout: settings.store.checkout_timeout,
+            store: store_health,
         });
         let admin_options = ServeOptions {
             workers: 1,
@@ -239,6 +303,7 @@ impl Application {
             pool,
             registry,
             draining,
+            cluster: member,
             shutdown_timeout: server.shutdown_timeout,
             drain_delay: server.drain_delay,
         })
@@ -254,7 +319,8 @@ impl Application {
         self.admin_addr.port()
     }
 
-    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see [`shutdown`]).
+    /// Serves until SIGTERM or SIGINT, then shuts down gracefully (see [`shutdown`]) and
+    /// removes this instance from the `instances` table.
     pub async fn run_until_stopped(self) -> std::io::Result<()> {
         let servers = shutdown::Servers {
             proxy: self.proxy.handle(),
@@ -266,7 +332,7 @@ impl Application {
         for demo in self.demos {
             actix_rt::spawn(demo);
         }
-        shutdown::run(
+        let result = shutdown::run(
             proxy,
             servers,
             self.pool,
@@ -275,6 +341,8 @@ impl Application {
             self.shutdown_timeout,
             self.drain_delay,
         )
-        .await
+        .await;
+        self.cluster.leave(LEAVE_DEADLINE).await;
+        result
     }
 }

@@ -76,6 +76,14 @@ pub fn parse_size(raw: &str) -> Result<u64, String> {
     }
 }
 
+/// Parses a size that may be zero (a rate or limit that `0` turns off).
+pub fn parse_size_or_zero(raw: &str) -> Result<u64, String> {
+    match raw.trim().parse::<bytesize::ByteSize>() {
+        Ok(size) => Ok(size.as_u64()),
+        _ => Err("expected a size, e.g. 1KiB, 512 or 0 (off)".into()),
+    }
+}
+
 /// Parses `URL[=WEIGHT],URL[=WEIGHT],...`.
 pub fn parse_backends(raw: &str) -> Result<Vec<BackendSpec>, String> {
     const MAX_WEIGHT: u32 = BackendSpec::MAX_WEIGHT;
@@ -195,6 +203,9 @@ mod tests {
         assert_eq!(parse_size("512KiB"), Ok(512 * 1024));
         assert_eq!(parse_size("1000"), Ok(1000));
         assert!(parse_size("0").is_err());
+        assert_eq!(parse_size_or_zero("0"), Ok(0));
+        assert_eq!(parse_size_or_zero("1KiB"), Ok(1024));
+        assert!(parse_size_or_zero("fast").is_err());
         assert!(matches!(
             parse_database_url("sqlite://x.db"),
             Ok(DatabaseUrl::Sqlite(p)) if p == "x.db"

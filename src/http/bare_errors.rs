@@ -3,9 +3,15 @@
 //! actix-http answers a request it cannot parse (400), a request head that is too large (431)
 //! or one that does not arrive in time (408) itself, before any handler runs, with an empty
 //! body, and offers no hook to change that. [`JsonErrors`] wraps each client connection and
-//! replaces such an answer, recognised as a response head written at the start of a write
-//! with `content-length: 0` and no `x-request-id` (every response the gateway's handlers make
-//! carries one), with the same answer carrying the JSON error body every other error has.
+//! replaces such an answer, recognised as a response head written as the connection's first
+//! bytes with `content-length: 0` and no `x-request-id` (every response the gateway's handlers
+//! make carries one), with the same answer carrying the JSON error body every other error has.
+//!
+//! Only the first write of a connection is looked at: there, the bytes are certain to start a
+//! response head. Later writes may be the body of a relayed response, which must never be
+//! touched (a backend's body could otherwise smuggle a response onto the client connection).
+//! A malformed request that follows others on a keep-alive connection therefore keeps
+//! actix-http's bare answer; malformed requests nearly always arrive on a fresh connection.
 
 use std::{
     io,
@@ -86,6 +92,8 @@ pub struct JsonErrors<IO> {
     peer: Option<SocketAddr>,
     /// A replacement answer not yet written.
     pending: BytesMut,
+    /// Nothing has been written yet: the next write starts the connection's first response.
+    fresh: bool,
 }
 
 impl<IO> JsonErrors<IO> {
@@ -95,6 +103,7 @@ impl<IO> JsonErrors<IO> {
             io,
             peer,
             pending: BytesMut::new(),
+            fresh: true,
         }
     }
 }
@@ -126,8 +135,9 @@ impl<IO: AsyncWrite + Unpin> AsyncWrite for JsonErrors<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
         std::task::ready!(this.poll_drain(cx))?;
-        // Cheap test first: only a write that starts with a 4xx/5xx status line is looked at.
-        if buf.len() > 12 && matches!(buf[9], b'4' | b'5') {
+        let first = std::mem::take(&mut this.fresh);
+        // Cheap test first: only a first write that starts with a 4xx/5xx status line is read.
+        if first && buf.len() > 12 && buf.starts_with(b"HTTP/1.") && matches!(buf[9], b'4' | b'5') {
             let request_id = uuid::Uuid::new_v4().simple().to_string();
             if let Some((consumed, answer, status)) = rewrite(buf, &request_id) {
                 log::debug!(

@@ -17,6 +17,7 @@ use super::{
     BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
 };
 use crate::{
+    cluster::AppliedVersion,
     ratelimit::{Clock, MonotonicClock},
     store::{BucketRow, ClientRow, DbExecutor, PruneChanges, SaveBuckets, StoreError},
 };
@@ -84,14 +85,13 @@ pub struct ClientRegistry {
     pub(super) writing: bool,
     /// Where this instance is in the change log.
     pub(super) sync: SyncState,
+    /// The same, published for the heartbeat (`GET /cluster`).
+    pub(super) applied: AppliedVersion,
 }
 
 pub(super) fn store_error(e: StoreError) -> RegistryError {
     match e {
-        StoreError::Conflict(m) => RegistryError::Conflict {
-            field: "client_id",
-            message: m,
-        },
+        StoreError::Conflict { field, message } => RegistryError::Conflict { field, message },
         other => RegistryError::Unavailable(other.to_string()),
     }
 }
@@ -107,12 +107,14 @@ impl ClientRegistry {
     /// Starts the registry over the clients `loader` built, on the current arbiter.
     /// `version` is the newest change version read before the rows were loaded: changes after
     /// it are applied by the first catch-up (re-applying one the rows already hold is harmless).
+    /// `applied` is kept at the version applied so far, for the instance's heartbeat.
     pub fn start_with(
         loader: ClientLoader,
         version: i64,
         limits: LimitSettings,
         db: Addr<DbExecutor>,
         settings: RegistrySettings,
+        applied: AppliedVersion,
     ) -> RegistryHandle {
         let ClientLoader { clock, entries, .. } = loader;
         log::info!("loaded {} client(s) at change version {version}", entries.len());
@@ -120,6 +122,7 @@ impl ClientRegistry {
         shared
             .applied_version
             .store(version, std::sync::atomic::Ordering::Relaxed);
+        applied.set(u64::try_from(version).unwrap_or(0));
         let addr = ClientRegistry {
             shared: shared.clone(),
             db,
@@ -128,6 +131,7 @@ impl ClientRegistry {
             queue: VecDeque::new(),
             writing: false,
             sync: SyncState::new(version),
+            applied,
         }
         .start();
         RegistryHandle::new(shared, addr)

@@ -1,6 +1,8 @@
 //! Messages of the [`ClientRegistry`](super::ClientRegistry): changes from the admin API and
 //! the shutdown flush. Never one per proxied request.
 
+use std::time::Instant;
+
 use actix::Message;
 use ipnet::IpNet;
 use serde::Serialize;
@@ -80,15 +82,16 @@ pub struct Created {
     pub created: bool,
 }
 
-/// Create a client; 409 if the id exists.
+/// Create a client; 409 if the id exists. The `Instant` is the deadline of the database write,
+/// set by the caller so that time spent queued counts.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Created, RegistryError>")]
-pub struct CreateClient(pub ClientInput);
+pub struct CreateClient(pub ClientInput, pub Instant);
 
-/// Create or replace a client.
+/// Create or replace a client (the `Instant` as in [`CreateClient`]).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<Created, RegistryError>")]
-pub struct PutClient(pub ClientInput);
+pub struct PutClient(pub ClientInput, pub Instant);
 
 /// Change some settings of a client.
 #[derive(Debug, Message)]
@@ -98,12 +101,14 @@ pub struct PatchClient {
     pub client_id: String,
     /// What changes.
     pub patch: ClientPatch,
+    /// Deadline of the database write.
+    pub deadline: Instant,
 }
 
-/// Delete a client.
+/// Delete a client (the `Instant` as in [`CreateClient`]).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), RegistryError>")]
-pub struct RemoveClient(pub String);
+pub struct RemoveClient(pub String, pub Instant);
 
 /// Write every changed bucket to the database now (shutdown).
 #[derive(Debug, Message)]

@@ -17,11 +17,13 @@
 //! - `rows`: stored rows to entries and back;
 //! - `actor`: the [`ClientRegistry`] actor and its timers; `messages`: what it is sent;
 //! - `writes`: admin writes, queued and applied one at a time (database first);
+//! - `batch`: many clients created in one transaction (`POST /clients/batch`);
 //! - `sync`: catch-up with the change log (other instances' writes, as deltas);
 //! - `identity`: who is asking (address behind trusted proxies).
 
 mod actor;
 mod anonymous;
+mod batch;
 mod cell;
 mod entry;
 mod handle;
@@ -39,6 +41,7 @@ use sha2::{Digest, Sha256};
 
 pub use actor::{ClientLoader, ClientRegistry, RegistrySettings, CHANGE_RETENTION};
 pub use anonymous::AnonBuckets;
+pub use batch::{BatchError, CreateClients, ItemProblem};
 pub use cell::BucketCell;
 pub use entry::ClientEntry;
 pub use handle::RegistryHandle;

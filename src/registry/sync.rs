@@ -170,6 +170,8 @@ impl ClientRegistry {
         self.shared
             .applied_version
             .store(self.sync.last_applied(), std::sync::atomic::Ordering::Relaxed);
+        self.applied
+            .set(u64::try_from(self.sync.last_applied()).unwrap_or(0));
     }
 
     /// Applies the stored settings of one client as a delta: its bucket and counters are kept

@@ -113,6 +113,25 @@ impl ClientTable {
         }
     }
 
+    /// Adds `entries` (new ids): one republication of the address index for the whole lot.
+    pub fn insert_many(&self, entries: &[Arc<ClientEntry>]) {
+        {
+            let mut by_id = write(&self.by_id);
+            for e in entries {
+                by_id.replace(ById(e.clone()));
+                self.by_key.insert(e.key_hash, e.clone());
+            }
+        }
+        let with_ips: Vec<&str> = entries
+            .iter()
+            .filter(|e| !e.ips.is_empty())
+            .map(|e| e.id.as_str())
+            .collect();
+        if !with_ips.is_empty() {
+            self.reindex_ips_of(with_ips);
+        }
+    }
+
     /// Removes the client `id`; returns it.
     pub fn remove(&self, id: &str) -> Option<Arc<ClientEntry>> {
         let old = write(&self.by_id).take(id)?.0;
@@ -126,8 +145,13 @@ impl ClientTable {
     /// Republishes the address index after client `changed` changed: O(clients with
     /// addresses), which the admin API bounds far below the number of clients by key.
     fn reindex_ips(&self, changed: &str) {
+        self.reindex_ips_of(vec![changed]);
+    }
+
+    /// Republishes the address index after the clients `changed` changed.
+    fn reindex_ips_of(&self, changed: Vec<&str>) {
         let current = self.by_prefix.load();
-        let mut ids: Vec<&str> = vec![changed];
+        let mut ids: Vec<&str> = changed;
         for (_, _, map) in current.iter() {
             ids.extend(map.values().map(|e| e.id.as_str()));
         }

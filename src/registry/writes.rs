@@ -6,7 +6,7 @@
 //! the database as a spawned future, so the actor's timers keep running meanwhile (an
 //! `AtomicResponse` would stall them for as long as the database takes).
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use actix::{
     fut, ActorFutureExt, AsyncContext, Context, Handler, ResponseActFuture, ResponseFuture, WrapFuture,
@@ -40,13 +40,13 @@ fn ready<T: 'static>(r: Result<T, RegistryError>) -> Pending<T> {
 }
 
 /// A new API key: 32 random bytes from the thread's CSPRNG, URL-safe base64.
-fn generate_key() -> String {
+pub(super) fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn key_prefix(key: &str) -> String {
+pub(super) fn key_prefix(key: &str) -> String {
     key.chars().take(8).collect()
 }
 
@@ -57,6 +57,19 @@ impl ClientRegistry {
         ctx: &mut Context<Self>,
         start: impl FnOnce(&mut ClientRegistry) -> Pending<T> + 'static,
     ) -> ResponseFuture<Result<T, RegistryError>> {
+        self.enqueue_with(ctx, start, || {
+            Err(RegistryError::Unavailable("the client registry stopped".into()))
+        })
+    }
+
+    /// [`Self::enqueue`] for any result; `stopped` is the answer when the registry stops
+    /// before the job ran.
+    pub(super) fn enqueue_with<R: Send + 'static>(
+        &mut self,
+        ctx: &mut Context<Self>,
+        start: impl FnOnce(&mut ClientRegistry) -> ResponseActFuture<ClientRegistry, R> + 'static,
+        stopped: impl FnOnce() -> R + Send + 'static,
+    ) -> ResponseFuture<R> {
         let (tx, rx) = oneshot::channel();
         self.queue.push_back(Box::new(move |act: &mut ClientRegistry| {
             Box::pin(start(act).map(move |res, _, _| {
@@ -64,10 +77,7 @@ impl ClientRegistry {
             }))
         }));
         self.pump(ctx);
-        Box::pin(async move {
-            rx.await
-                .unwrap_or_else(|_| Err(RegistryError::Unavailable("the client registry stopped".into())))
-        })
+        Box::pin(async move { rx.await.unwrap_or_else(|_| stopped()) })
     }
 
     /// Starts the next queued write unless one is in flight.
@@ -123,10 +133,17 @@ impl ClientRegistry {
         Ok((Arc::new(entry), input.quota, key))
     }
 
-    fn insert(&mut self, entry: Arc<ClientEntry>, quota: Quota, key: String) -> Pending<Created> {
+    fn insert(
+        &mut self,
+        entry: Arc<ClientEntry>,
+        quota: Quota,
+        key: String,
+        deadline: Instant,
+    ) -> Pending<Created> {
         let write = WriteClient {
             write: ClientWrite::Insert(row_of(&entry, quota)),
             at: entry.updated_at,
+            deadline,
         };
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
             let version = flatten(res)?;
@@ -142,10 +159,11 @@ impl ClientRegistry {
     }
 
     /// Writes `next` (same bucket cell as the current entry) and switches to it on success.
-    fn replace(&mut self, next: ClientEntry, quota: Quota) -> Pending<ClientView> {
+    fn replace(&mut self, next: ClientEntry, quota: Quota, deadline: Instant) -> Pending<ClientView> {
         let write = WriteClient {
             write: ClientWrite::Replace(row_of(&next, quota)),
             at: next.updated_at,
+            deadline,
         };
         let next = Arc::new(next);
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
@@ -161,7 +179,7 @@ impl ClientRegistry {
         }))
     }
 
-    fn create(&mut self, input: ClientInput) -> Pending<Created> {
+    fn create(&mut self, input: ClientInput, deadline: Instant) -> Pending<Created> {
         if self.table().get(&input.client_id).is_some() {
             return ready(Err(RegistryError::Conflict {
                 field: "client_id",
@@ -169,15 +187,15 @@ impl ClientRegistry {
             }));
         }
         match self.new_entry(input) {
-            Ok((entry, quota, key)) => self.insert(entry, quota, key),
+            Ok((entry, quota, key)) => self.insert(entry, quota, key, deadline),
             Err(e) => ready(Err(e)),
         }
     }
 
-    fn put(&mut self, input: ClientInput) -> Pending<Created> {
+    fn put(&mut self, input: ClientInput, deadline: Instant) -> Pending<Created> {
         let Some(current) = self.table().get(&input.client_id) else {
             return match self.new_entry(input) {
-                Ok((entry, quota, key)) => self.insert(entry, quota, key),
+                Ok((entry, quota, key)) => self.insert(entry, quota, key, deadline),
                 Err(e) => ready(Err(e)),
             };
         };
@@ -200,7 +218,7 @@ impl ClientRegistry {
             cell: current.cell.clone(),
         };
         let key = input.api_key.filter(|_| new_key);
-        Box::pin(self.replace(next, input.quota).map(move |res, _, _| {
+        Box::pin(self.replace(next, input.quota, deadline).map(move |res, _, _| {
             res.map(|view| Created {
                 view,
                 api_key: key,
@@ -251,16 +269,17 @@ impl ClientRegistry {
             updated_at: unix_ms(),
             cell: current.cell.clone(),
         };
-        self.replace(next, quota)
+        self.replace(next, quota, msg.deadline)
     }
 
-    fn remove(&mut self, id: String) -> Pending<()> {
+    fn remove(&mut self, id: String, deadline: Instant) -> Pending<()> {
         if self.table().get(&id).is_none() {
             return ready(Err(RegistryError::NotFound));
         }
         let write = WriteClient {
             write: ClientWrite::Delete(id.clone()),
             at: unix_ms(),
+            deadline,
         };
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
             let Some(version) = flatten(res)? else {
@@ -278,7 +297,7 @@ impl Handler<CreateClient> for ClientRegistry {
     type Result = ResponseFuture<Result<Created, RegistryError>>;
 
     fn handle(&mut self, msg: CreateClient, ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueue(ctx, move |act| act.create(msg.0))
+        self.enqueue(ctx, move |act| act.create(msg.0, msg.1))
     }
 }
 
@@ -286,7 +305,7 @@ impl Handler<PutClient> for ClientRegistry {
     type Result = ResponseFuture<Result<Created, RegistryError>>;
 
     fn handle(&mut self, msg: PutClient, ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueue(ctx, move |act| act.put(msg.0))
+        self.enqueue(ctx, move |act| act.put(msg.0, msg.1))
     }
 }
 
@@ -302,6 +321,6 @@ impl Handler<RemoveClient> for ClientRegistry {
     type Result = ResponseFuture<Result<(), RegistryError>>;
 
     fn handle(&mut self, msg: RemoveClient, ctx: &mut Context<Self>) -> Self::Result {
-        self.enqueue(ctx, move |act| act.remove(msg.0))
+        self.enqueue(ctx, move |act| act.remove(msg.0, msg.1))
     }
 }

@@ -7,7 +7,9 @@
 //! held for the few statements of one write). SQLite serialises writers by itself. On
 //! PostgreSQL the transaction also sends `NOTIFY tollgate_changes`, delivered at commit.
 
-use actix::{Handler, Message, SyncContext};
+use std::time::Instant;
+
+use actix::{Context, Handler, Message, ResponseFuture};
 use diesel::{connection::SimpleConnection, prelude::*, sql_types::BigInt};
 
 use super::{
@@ -90,6 +92,8 @@ pub struct WriteClient {
     pub write: ClientWrite,
     /// Unix ms, recorded with the change.
     pub at: i64,
+    /// Committed by then or not at all (set by the admin request).
+    pub deadline: Instant,
 }
 
 /// Changes after `after`, oldest first, at most `limit`.
@@ -137,7 +141,7 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
 }
 
 /// Records a change and returns its version; on PostgreSQL also queues the notification.
-fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResult<i64> {
+pub(super) fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResult<i64> {
     diesel::insert_into(changes::table)
         .values((
             changes::entity.eq(ENTITY_CLIENT),
@@ -146,11 +150,22 @@ fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResu
             changes::at.eq(at),
         ))
         .execute(conn)?;
+    notify(conn)?;
+    last_version(conn)
+}
+
+/// On PostgreSQL, queues the change notification (delivered at commit).
+pub(super) fn notify(conn: &mut DbConnection) -> QueryResult<()> {
+    if let DbConnection::Pg(c) = conn {
+        c.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
+    }
+    Ok(())
+}
+
+/// The version of the change row this transaction inserted last.
+pub(super) fn last_version(conn: &mut DbConnection) -> QueryResult<i64> {
     match conn {
-        DbConnection::Pg(c) => {
-            c.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
-            diesel::select(diesel::dsl::sql::<BigInt>("lastval()")).get_result(c)
-        }
+        DbConnection::Pg(c) => diesel::select(diesel::dsl::sql::<BigInt>("lastval()")).get_result(c),
         DbConnection::Sqlite(c) => {
             diesel::select(diesel::dsl::sql::<BigInt>("last_insert_rowid()")).get_result(c)
         }
@@ -158,91 +173,108 @@ fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResu
 }
 
 impl Handler<WriteClient> for DbExecutor {
-    type Result = Result<Option<i64>, StoreError>;
+    type Result = ResponseFuture<Result<Option<i64>, StoreError>>;
 
-    fn handle(&mut self, msg: WriteClient, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut pooled = self.pool.get()?;
-        let conn: &mut DbConnection = &mut pooled;
-        let at = msg.at;
-        Ok(conn.transaction(|conn| {
-            if let DbConnection::Pg(c) = conn {
-                c.batch_execute(&format!("SELECT pg_advisory_xact_lock({CHANGES_LOCK})"))?;
-            }
-            let (id, op) = match &msg.write {
-                ClientWrite::Insert(row) => {
-                    diesel::insert_into(clients::table).values(row).execute(conn)?;
-                    (row.client_id.as_str(), ChangeOp::Upsert)
-                }
-                ClientWrite::Replace(row) => {
-                    if replace_row(conn, row)? != 1 {
-                        return Ok(None);
-                    }
-                    (row.client_id.as_str(), ChangeOp::Upsert)
-                }
-                ClientWrite::Delete(id) => {
-                    if diesel::delete(clients::table.find(id)).execute(conn)? != 1 {
-                        return Ok(None);
-                    }
-                    (id.as_str(), ChangeOp::Delete)
-                }
-            };
-            record(conn, id, op, at).map(Some)
-        })?)
+    /// Bounded by the message's deadline: committed by then (client row and change row
+    /// together) or not at all.
+    fn handle(&mut self, msg: WriteClient, _: &mut Context<Self>) -> Self::Result {
+        let (write, at) = (msg.write, msg.at);
+        self.write(msg.deadline, move |conn| write_client(conn, &write, at))
     }
 }
 
-impl Handler<GetChanges> for DbExecutor {
-    type Result = Result<Vec<ChangeRow>, StoreError>;
+/// The client write and its change row, inside the caller's transaction.
+fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result<Option<i64>, StoreError> {
+    lock_changes(conn)?;
+    let (id, op) = match write {
+        ClientWrite::Insert(row) => {
+            diesel::insert_into(clients::table)
+                .values(row)
+                .execute(conn)
+                .map_err(|e| StoreError::from(e).about(row))?;
+            (row.client_id.as_str(), ChangeOp::Upsert)
+        }
+        ClientWrite::Replace(row) => {
+            if replace_row(conn, row).map_err(|e| StoreError::from(e).about(row))? != 1 {
+                return Ok(None);
+            }
+            (row.client_id.as_str(), ChangeOp::Upsert)
+        }
+        ClientWrite::Delete(id) => {
+            if diesel::delete(clients::table.find(id)).execute(conn)? != 1 {
+                return Ok(None);
+            }
+            (id.as_str(), ChangeOp::Delete)
+        }
+    };
+    Ok(Some(record(conn, id, op, at)?))
+}
 
-    fn handle(&mut self, msg: GetChanges, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        Ok(changes::table
-            .filter(changes::version.gt(msg.after))
-            .order(changes::version)
-            .limit(msg.limit)
-            .select(ChangeRow::as_select())
-            .load(&mut conn)?)
+/// On PostgreSQL, takes the transaction-scoped lock that numbers change rows one writer at a
+/// time (bounded by the transaction's `lock_timeout`).
+pub(super) fn lock_changes(conn: &mut DbConnection) -> QueryResult<()> {
+    if let DbConnection::Pg(c) = conn {
+        c.batch_execute(&format!("SELECT pg_advisory_xact_lock({CHANGES_LOCK})"))?;
+    }
+    Ok(())
+}
+
+impl Handler<GetChanges> for DbExecutor {
+    type Result = ResponseFuture<Result<Vec<ChangeRow>, StoreError>>;
+
+    fn handle(&mut self, msg: GetChanges, _: &mut Context<Self>) -> Self::Result {
+        self.run(None, move |conn| {
+            Ok(changes::table
+                .filter(changes::version.gt(msg.after))
+                .order(changes::version)
+                .limit(msg.limit)
+                .select(ChangeRow::as_select())
+                .load(conn)?)
+        })
     }
 }
 
 impl Handler<GetClientRows> for DbExecutor {
-    type Result = Result<Vec<ClientRow>, StoreError>;
+    type Result = ResponseFuture<Result<Vec<ClientRow>, StoreError>>;
 
-    fn handle(&mut self, msg: GetClientRows, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        Ok(clients::table
-            .filter(clients::client_id.eq_any(&msg.0))
-            .select(ClientRow::as_select())
-            .load(&mut conn)?)
+    fn handle(&mut self, msg: GetClientRows, _: &mut Context<Self>) -> Self::Result {
+        self.run(None, move |conn| {
+            Ok(clients::table
+                .filter(clients::client_id.eq_any(&msg.0))
+                .select(ClientRow::as_select())
+                .load(conn)?)
+        })
     }
 }
 
 impl Handler<GetLatestVersion> for DbExecutor {
-    type Result = Result<i64, StoreError>;
+    type Result = ResponseFuture<Result<i64, StoreError>>;
 
-    fn handle(&mut self, _: GetLatestVersion, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        let v: Option<i64> = changes::table
-            .select(diesel::dsl::max(changes::version))
-            .first(&mut conn)?;
-        Ok(v.unwrap_or(0))
+    fn handle(&mut self, _: GetLatestVersion, _: &mut Context<Self>) -> Self::Result {
+        self.run(None, |conn| {
+            let v: Option<i64> = changes::table
+                .select(diesel::dsl::max(changes::version))
+                .first(conn)?;
+            Ok(v.unwrap_or(0))
+        })
     }
 }
 
 impl Handler<PruneChanges> for DbExecutor {
-    type Result = Result<usize, StoreError>;
+    type Result = ResponseFuture<Result<usize, StoreError>>;
 
-    fn handle(&mut self, msg: PruneChanges, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        let newest: Option<i64> = changes::table
-            .select(diesel::dsl::max(changes::version))
-            .first(&mut conn)?;
-        let Some(newest) = newest else { return Ok(0) };
-        Ok(diesel::delete(
-            changes::table
-                .filter(changes::at.lt(msg.before_ms))
-                .filter(changes::version.lt(newest)),
-        )
-        .execute(&mut conn)?)
+    fn handle(&mut self, msg: PruneChanges, _: &mut Context<Self>) -> Self::Result {
+        self.run(None, move |conn| {
+            let newest: Option<i64> = changes::table
+                .select(diesel::dsl::max(changes::version))
+                .first(conn)?;
+            let Some(newest) = newest else { return Ok(0) };
+            Ok(diesel::delete(
+                changes::table
+                    .filter(changes::at.lt(msg.before_ms))
+                    .filter(changes::version.lt(newest)),
+            )
+            .execute(conn)?)
+        })
     }
 }

@@ -39,15 +39,17 @@ pub struct DbManager {
     timeout: Duration,
 }
 
-/// Adds libpq timeouts the URL does not set itself: connecting, and data left unacknowledged
-/// on a connection (a silent network partition).
+/// Adds libpq timeouts the URL does not set itself: connecting, data left unacknowledged on a
+/// connection (a silent network partition) and keepalive probes on an idle one.
 pub(super) fn with_pg_timeouts(url: &str, timeout: Duration) -> String {
     let secs = timeout.as_secs().max(2); // libpq's connect_timeout minimum
     let mut out = url.to_string();
     for (key, value) in [
         ("connect_timeout", secs.to_string()),
-        ("tcp_user_timeout", (secs * 2000).to_string()),
+        ("tcp_user_timeout", timeout.as_millis().max(1).to_string()),
         ("keepalives_idle", secs.to_string()),
+        ("keepalives_interval", "1".to_string()),
+        ("keepalives_count", "3".to_string()),
     ] {
         if !url.contains(&format!("{key}=")) {
             out.push(if out.contains('?') { '&' } else { '?' });
@@ -66,18 +68,26 @@ impl ManageConnection for DbManager {
             DatabaseUrl::Postgres(url) => {
                 let url = with_pg_timeouts(url.expose_secret(), self.timeout);
                 let mut conn = PgConnection::establish(&url).map_err(r2d2::Error::ConnectionError)?;
+                // Writes set their own, tighter bounds per transaction; these cover the rest.
+                // A transaction left open by a client the network cut off is rolled back by
+                // the server rather than holding its locks.
                 let ms = (self.timeout * 5).max(Duration::from_secs(5)).as_millis();
-                conn.batch_execute(&format!("SET statement_timeout = {ms}"))
-                    .map_err(r2d2::Error::QueryError)?;
+                let idle = self.timeout.as_millis().max(1000);
+                conn.batch_execute(&format!(
+                    "SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {idle};"
+                ))
+                .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Pg(conn))
             }
             DatabaseUrl::Sqlite(path) => {
                 let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets the flusher and admin writes proceed without blocking readers;
-                // busy_timeout waits for a lock instead of failing at once.
-                conn.batch_execute(
-                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = 5000; PRAGMA synchronous = NORMAL;",
-                )
+                // busy_timeout waits for a lock instead of failing at once, but no longer than
+                // a write may take.
+                let busy = self.timeout.as_millis().max(1);
+                conn.batch_execute(&format!(
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy}; PRAGMA synchronous = NORMAL;"
+                ))
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))
             }

@@ -1,113 +1,158 @@
-//! `DbExecutor`: blocking diesel work on a `SyncArbiter`, one message per operation.
+//! `DbExecutor`: blocking diesel work off the actor threads, each operation under a deadline.
+//!
+//! Every message runs on a thread of the runtime's blocking pool, concurrently with the others,
+//! so that a thread stuck on a silent connection never makes a later write queue behind it.
+//! A write carries its deadline, set by whoever started it (the admin request), so that time
+//! spent queued before the executor counts: the pool checkout waits
+//! at most the time left, PostgreSQL is told the time left (`SET LOCAL statement_timeout` and
+//! `lock_timeout`), the commit is only sent while time is left, and the caller stops waiting
+//! shortly after the deadline whatever the connection does.
 
-use actix::{Actor, Handler, Message, SyncContext};
-use diesel::prelude::*;
+use std::{
+    sync::Arc,
+    time::{Duration, Instant},
+};
 
-use super::{schema::clients, BucketRow, ClientRow, DbPool, StoreError};
+use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
+use diesel::{connection::SimpleConnection, prelude::*};
 
-/// Runs queries on its own thread (several of them under a `SyncArbiter`).
+use super::{file::SqliteFile, schema::clients, BucketRow, DbConnection, DbPool, StoreError};
+
+/// How long after its deadline the caller still waits for an operation: the commit sent just
+/// before the deadline gets its acknowledgement, so that a write the database took is not
+/// reported as failed (and memory then agrees with the database).
+const GRACE: Duration = Duration::from_millis(200);
+
+/// Runs queries on the blocking pool, one task per message, each under a deadline.
 pub struct DbExecutor {
-    pub(super) pool: DbPool,
+    pool: DbPool,
+    timeout: Duration,
+    /// The SQLite file as opened, checked before each operation and every second; `None`
+    /// for PostgreSQL.
+    file: Option<Arc<SqliteFile>>,
 }
 
 impl DbExecutor {
-    /// An executor over `pool`.
-    pub fn new(pool: DbPool) -> DbExecutor {
-        DbExecutor { pool }
+    /// An executor over `pool`; every write must finish within `timeout`. `file` is the
+    /// opened SQLite file, whose loss turns every operation into [`StoreError::FileLost`].
+    pub fn new(pool: DbPool, timeout: Duration, file: Option<Arc<SqliteFile>>) -> DbExecutor {
+        DbExecutor { pool, timeout, file }
+    }
+
+    /// Runs `op` on a pooled connection on the blocking pool; with a `deadline`, the checkout
+    /// and `op` are bounded by it and the caller waits at most until it plus [`GRACE`].
+    pub(super) fn run<T, F>(&self, deadline: Option<Instant>, op: F) -> ResponseFuture<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (pool, file, timeout) = (self.pool.clone(), self.file.clone(), self.timeout);
+        let task = actix_rt::task::spawn_blocking(move || {
+            if let Some(file) = &file {
+                file.check()?;
+            }
+            let mut conn = match deadline {
+                Some(d) => pool.get_timeout(left(d, timeout)?)?,
+                None => pool.get()?,
+            };
+            op(&mut conn)
+        });
+        Box::pin(async move {
+            let mut task = task;
+            let joined = match deadline {
+                Some(d) => match tokio::time::timeout_at((d + GRACE).into(), &mut task).await {
+                    Ok(joined) => joined,
+                    Err(_) => {
+                        // The thread is still blocked on the connection. Should it finish with
+                        // a commit after all (an acknowledgement the network held back), say
+                        // so: the caller was told nothing changed.
+                        actix_rt::spawn(async move {
+                            if let Ok(Ok(_)) = task.await {
+                                log::error!(
+                                    "a database write answered 503 after {timeout:?} was committed \
+                                     late; memory learns it at the next start"
+                                );
+                            }
+                        });
+                        return Err(StoreError::TimedOut(timeout));
+                    }
+                },
+                None => task.await,
+            };
+            joined.map_err(|e| StoreError::Unavailable(format!("database task failed: {e}")))?
+        })
+    }
+
+    /// Runs `op` in a transaction bounded by `deadline` (see [`in_bounded_transaction`]).
+    pub(super) fn write<T, F>(&self, deadline: Instant, op: F) -> ResponseFuture<Result<T, StoreError>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut DbConnection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let timeout = self.timeout;
+        self.run(Some(deadline), move |conn| {
+            in_bounded_transaction(conn, deadline, timeout, op)
+        })
     }
 }
 
-impl Actor for DbExecutor {
-    type Context = SyncContext<Self>;
+/// The time left before `deadline`, or a timeout error when there is none.
+fn left(deadline: Instant, timeout: Duration) -> Result<Duration, StoreError> {
+    deadline
+        .checked_duration_since(Instant::now())
+        .filter(|d| !d.is_zero())
+        .ok_or(StoreError::TimedOut(timeout))
 }
 
-/// Every client, for the registry at start.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<Vec<ClientRow>, StoreError>")]
-pub struct LoadClients;
+/// Runs `op` in a transaction: PostgreSQL aborts any statement or lock wait that outlives the
+/// deadline, and the transaction is rolled back rather than committed once it has passed, so
+/// a write that answers 503 leaves nothing behind.
+fn in_bounded_transaction<T>(
+    conn: &mut DbConnection,
+    deadline: Instant,
+    timeout: Duration,
+    op: impl FnOnce(&mut DbConnection) -> Result<T, StoreError>,
+) -> Result<T, StoreError> {
+    conn.transaction(|conn| {
+        let ms = left(deadline, timeout)?.as_millis().max(1);
+        if let DbConnection::Pg(pg) = conn {
+            pg.batch_execute(&format!(
+                "SET LOCAL statement_timeout = {ms}; SET LOCAL lock_timeout = {ms};"
+            ))?;
+        }
+        let out = op(conn)?;
+        left(deadline, timeout)?;
+        Ok(out)
+    })
+}
 
-/// Insert a new client.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<(), StoreError>")]
-pub struct InsertClient(pub ClientRow);
+/// How often the SQLite file's identity is checked when no write does it.
+const FILE_CHECK_INTERVAL: Duration = Duration::from_secs(1);
 
-/// Replace the settings of an existing client (its bucket columns are left alone).
-#[derive(Debug, Message)]
-#[rtype(result = "Result<bool, StoreError>")]
-pub struct ReplaceClient(pub ClientRow);
+impl Actor for DbExecutor {
+    type Context = Context<Self>;
 
-/// Delete a client; `false` when there was none.
-#[derive(Debug, Message)]
-#[rtype(result = "Result<bool, StoreError>")]
-pub struct DeleteClient(pub String);
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        if let Some(file) = self.file.clone() {
+            // A stat a second: the loss shows on /readyz even when nothing is written.
+            ctx.run_interval(FILE_CHECK_INTERVAL, move |_, _| {
+                let _ = file.check();
+            });
+        }
+    }
+}
 
 /// Write bucket states behind, in one transaction.
 #[derive(Debug, Message)]
 #[rtype(result = "Result<(), StoreError>")]
 pub struct SaveBuckets(pub Vec<BucketRow>);
 
-impl Handler<LoadClients> for DbExecutor {
-    type Result = Result<Vec<ClientRow>, StoreError>;
-
-    fn handle(&mut self, _: LoadClients, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        Ok(clients::table
-            .select(ClientRow::as_select())
-            .order(clients::client_id)
-            .load(&mut conn)?)
-    }
-}
-
-impl Handler<InsertClient> for DbExecutor {
-    type Result = Result<(), StoreError>;
-
-    fn handle(&mut self, msg: InsertClient, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        diesel::insert_into(clients::table)
-            .values(&msg.0)
-            .execute(&mut conn)?;
-        Ok(())
-    }
-}
-
-impl Handler<ReplaceClient> for DbExecutor {
-    type Result = Result<bool, StoreError>;
-
-    fn handle(&mut self, msg: ReplaceClient, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        let r = msg.0;
-        let n = diesel::update(clients::table.find(&r.client_id))
-            .set((
-                clients::name.eq(&r.name),
-                clients::api_key_hash.eq(&r.api_key_hash),
-                clients::key_prefix.eq(&r.key_prefix),
-                clients::ips.eq(&r.ips),
-                clients::capacity.eq(r.capacity),
-                clients::rate_milli.eq(r.rate_milli),
-                clients::enabled.eq(r.enabled),
-                clients::updated_at.eq(r.updated_at),
-            ))
-            .execute(&mut conn)?;
-        Ok(n == 1)
-    }
-}
-
-impl Handler<DeleteClient> for DbExecutor {
-    type Result = Result<bool, StoreError>;
-
-    fn handle(&mut self, msg: DeleteClient, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        let n = diesel::delete(clients::table.find(&msg.0)).execute(&mut conn)?;
-        Ok(n == 1)
-    }
-}
-
 impl Handler<SaveBuckets> for DbExecutor {
-    type Result = Result<(), StoreError>;
+    type Result = ResponseFuture<Result<(), StoreError>>;
 
-    fn handle(&mut self, msg: SaveBuckets, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        conn.transaction(|conn| {
+    /// Bounded from now: the write-behind is retried at the next tick anyway.
+    fn handle(&mut self, msg: SaveBuckets, _: &mut Context<Self>) -> Self::Result {
+        self.write(Instant::now() + self.timeout, move |conn| {
             for b in &msg.0 {
                 // Counts only grow: a batch older than what is stored (two flushes in flight
                 // at shutdown) must not move the state back.
@@ -125,8 +170,57 @@ impl Handler<SaveBuckets> for DbExecutor {
                 ))
                 .execute(conn)?;
             }
-            Ok::<_, diesel::result::Error>(())
-        })?;
-        Ok(())
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use diesel::{sql_types::BigInt, Connection, SqliteConnection};
+
+    use super::*;
+
+    #[derive(QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
+
+    fn rows(conn: &mut DbConnection) -> i64 {
+        diesel::sql_query("SELECT COUNT(*) AS n FROM t")
+            .get_result::<Count>(conn)
+            .unwrap()
+            .n
+    }
+
+    #[test]
+    fn a_write_that_outlives_its_deadline_is_rolled_back_not_committed() {
+        let mut conn = DbConnection::Sqlite(SqliteConnection::establish(":memory:").unwrap());
+        conn.batch_execute("CREATE TABLE t (x INTEGER)").unwrap();
+        let insert = |conn: &mut DbConnection| {
+            diesel::sql_query("INSERT INTO t VALUES (1)").execute(conn)?;
+            Ok(())
+        };
+        let timeout = Duration::from_millis(50);
+
+        let deadline = Instant::now() + timeout;
+        in_bounded_transaction(&mut conn, deadline, timeout, insert).unwrap();
+        assert_eq!(rows(&mut conn), 1);
+
+        let deadline = Instant::now() + timeout;
+        let slow = |conn: &mut DbConnection| {
+            insert(conn)?;
+            std::thread::sleep(timeout * 2);
+            Ok(())
+        };
+        let late = in_bounded_transaction(&mut conn, deadline, timeout, slow);
+        assert!(matches!(late, Err(StoreError::TimedOut(_))), "{late:?}");
+        assert_eq!(rows(&mut conn), 1, "the late insert was committed");
+
+        // A deadline already passed: nothing is even tried.
+        let gone = in_bounded_transaction(&mut conn, Instant::now(), timeout, insert);
+        assert!(matches!(gone, Err(StoreError::TimedOut(_))));
+        assert_eq!(rows(&mut conn), 1);
     }
 }

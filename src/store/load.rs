@@ -1,7 +1,7 @@
 //! Loading the clients at start, a page at a time (keyset on the id), so that a million
 //! stored rows never sit in memory at once beside the table built from them.
 
-use actix::{Handler, Message, SyncContext};
+use actix::{Context, Handler, Message, ResponseFuture};
 use diesel::prelude::*;
 
 use super::{schema::clients, ClientRow, DbExecutor, StoreError};
@@ -17,18 +17,21 @@ pub struct GetClientPage {
 }
 
 impl Handler<GetClientPage> for DbExecutor {
-    type Result = Result<Vec<ClientRow>, StoreError>;
+    type Result = ResponseFuture<Result<Vec<ClientRow>, StoreError>>;
 
-    fn handle(&mut self, msg: GetClientPage, _: &mut SyncContext<Self>) -> Self::Result {
-        let mut conn = self.pool.get()?;
-        let mut query = clients::table
-            .select(ClientRow::as_select())
-            .order(clients::client_id)
-            .limit(msg.limit)
-            .into_boxed();
-        if let Some(after) = msg.after {
-            query = query.filter(clients::client_id.gt(after));
-        }
-        Ok(query.load(&mut conn)?)
+    /// Unbounded: pages are read at start, under the start-up timeout, and by the write-behind
+    /// scan, which simply tries again.
+    fn handle(&mut self, msg: GetClientPage, _: &mut Context<Self>) -> Self::Result {
+        self.run(None, move |conn| {
+            let mut query = clients::table
+                .select(ClientRow::as_select())
+                .order(clients::client_id)
+                .limit(msg.limit)
+                .into_boxed();
+            if let Some(after) = msg.after {
+                query = query.filter(clients::client_id.gt(after));
+            }
+            Ok(query.load(conn)?)
+        })
     }
 }

@@ -1,25 +1,34 @@
 //! Persistence with diesel + r2d2: PostgreSQL (`postgres://…`) or a SQLite file.
 //!
 //! One [`DbConnection`] enum over both backends, embedded migrations per backend, and a
-//! [`DbExecutor`] running on a `SyncArbiter` so that no blocking call ever runs on an HTTP
-//! worker or inside the `ClientRegistry` actor. Every client write records a change in the
-//! change log (`changelog`) in the same transaction.
+//! [`DbExecutor`] running each operation on the blocking pool under a deadline, so that no
+//! blocking call ever runs on an HTTP worker or inside the `ClientRegistry` actor, and no
+//! write outlives `TOLLGATE_DB_TIMEOUT`. Every client write records a change in the change
+//! log (`changelog`) in the same transaction.
 
+mod batch;
 mod changelog;
 mod db;
+mod error;
 mod executor;
+mod file;
+pub mod instances;
 mod listener;
 mod load;
 mod models;
 pub mod schema;
 mod url;
 
+pub use batch::InsertClients;
 pub use changelog::{
     ChangeOp, ChangeRow, ClientWrite, GetChanges, GetClientRows, GetLatestVersion, PruneChanges, WriteClient,
     CHANGES_CHANNEL, ENTITY_CLIENT,
 };
 pub use db::{connect_with_retry, DbConnection, DbPool};
-pub use executor::{DbExecutor, DeleteClient, InsertClient, LoadClients, ReplaceClient, SaveBuckets};
+pub use error::StoreError;
+pub use executor::{DbExecutor, SaveBuckets};
+pub use file::SqliteFile;
+pub use instances::{InstanceInfo, InstanceRow};
 pub use listener::{spawn_listener, RECONNECT_AFTER};
 pub use load::GetClientPage;
 pub use models::{BucketRow, ClientRow};
@@ -36,43 +45,23 @@ pub struct StoreSettings {
     pub startup_timeout: std::time::Duration,
 }
 
-/// A storage failure, as callers need to tell them apart.
-#[derive(Debug, thiserror::Error)]
-pub enum StoreError {
-    /// No connection could be had, or the connection broke: try again later.
-    #[error("database unavailable: {0}")]
-    Unavailable(String),
-    /// A unique column already holds this value.
-    #[error("conflict: {0}")]
-    Conflict(String),
-    /// Any other database error.
-    #[error("database error: {0}")]
-    Query(String),
+/// What `/readyz` needs to know of the store: whether the SQLite file is still the one opened.
+#[derive(Debug, Clone, Default)]
+pub struct StoreHealth {
+    file: Option<std::sync::Arc<SqliteFile>>,
 }
 
-impl From<diesel::result::Error> for StoreError {
-    fn from(e: diesel::result::Error) -> Self {
-        use diesel::result::{DatabaseErrorKind, Error};
-        match e {
-            Error::DatabaseError(DatabaseErrorKind::UniqueViolation, info) => {
-                StoreError::Conflict(info.message().to_string())
-            }
-            Error::DatabaseError(DatabaseErrorKind::ClosedConnection, info) => {
-                StoreError::Unavailable(info.message().to_string())
-            }
-            // libpq reports a dropped server connection as an unknown error.
-            Error::DatabaseError(DatabaseErrorKind::Unknown, info)
-                if info.message().contains("connection") || info.message().contains("server closed") =>
-            {
-                StoreError::Unavailable(info.message().to_string())
-            }
-            other => StoreError::Query(other.to_string()),
-        }
+impl StoreHealth {
+    /// Health over the opened SQLite file (`None` for PostgreSQL: nothing to watch).
+    pub fn new(file: Option<std::sync::Arc<SqliteFile>>) -> StoreHealth {
+        StoreHealth { file }
     }
-}
 
-impl From<diesel::r2d2::PoolError> for StoreError {
-    fn from(e: diesel::r2d2::PoolError) -> Self {
-        StoreError::Unavailable(e.to_string())
+    /// Why the store cannot take writes now, if it cannot.
+    pub fn problem(&self) -> Option<&'static str> {
+        self.file
+            .as_ref()
+            .filter(|f| f.is_lost())
+            .map(|_| "The database file was deleted or replaced")
     }
 }

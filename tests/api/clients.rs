@@ -443,3 +443,110 @@ async fn the_client_api_needs_the_admin_token(db: TestDb) {
     assert_eq!(resp.status(), 201);
 }
 both_databases!(the_client_api_needs_the_admin_token);
+
+async fn repeated_keys_and_wrong_nulls_are_refused_naming_the_field(db: TestDb) {
+    let backend = TestBackend::start("a");
+    let gw = gateway(&db, &backend, &[]).await;
+    let json = "application/json";
+
+    // A key given twice: serde_json would keep the last one silently.
+    let twice = r#"{"client_id": "d", "capacity": 5, "rate_per_sec": 1, "capacity": 500}"#;
+    let (status, body) = raw_admin(&gw, "POST", "/clients", json, twice).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"], "validation_failed");
+    assert!(
+        body["message"].as_str().unwrap().starts_with("capacity"),
+        "{body}"
+    );
+    assert!(db.client_row("d").is_none(), "a refused create left a row");
+
+    let ok = r#"{"client_id": "d", "capacity": 5, "rate_per_sec": 1, "name": "D"}"#;
+    assert_eq!(raw_admin(&gw, "POST", "/clients", json, ok).await.0, 201);
+    let (status, body) = raw_admin(&gw, "PATCH", "/clients/d", json, r#"{"name": "x", "name": "y"}"#).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body["message"].as_str().unwrap().starts_with("name"), "{body}");
+
+    // `null` where the field cannot be null: 422 naming it, nothing changed.
+    for (field, patch) in [
+        ("capacity", r#"{"capacity": null}"#),
+        ("rate_per_sec", r#"{"rate_per_sec": null}"#),
+        ("enabled", r#"{"enabled": null}"#),
+        ("ips", r#"{"ips": null}"#),
+        ("api_key", r#"{"api_key": null}"#),
+    ] {
+        let (status, body) = raw_admin(&gw, "PATCH", "/clients/d", json, patch).await;
+        assert_eq!(status, 422, "{patch} -> {body}");
+        assert!(
+            body["message"].as_str().unwrap().starts_with(field),
+            "{patch} -> {body}"
+        );
+    }
+    let put = r#"{"capacity": null, "rate_per_sec": 1}"#;
+    assert_eq!(raw_admin(&gw, "PUT", "/clients/d", json, put).await.0, 422);
+    let row = db.client_row("d").unwrap();
+    assert_eq!((row.capacity, row.name.as_deref()), (5, Some("D")));
+
+    // `"name": null` still clears the name.
+    let (status, body) = raw_admin(&gw, "PATCH", "/clients/d", json, r#"{"name": null}"#).await;
+    assert_eq!((status, &body["name"]), (200, &Value::Null), "{body}");
+}
+both_databases!(repeated_keys_and_wrong_nulls_are_refused_naming_the_field);
+
+/// A row the gateway's memory does not know (written by another process on the same
+/// database), as the database's unique constraints see it.
+fn foreign_row(id: &str, key: &str) -> tollgate::store::ClientRow {
+    tollgate::store::ClientRow {
+        client_id: id.into(),
+        name: None,
+        api_key_hash: hex_sha256(key),
+        key_prefix: key[..8].into(),
+        ips: String::new(),
+        capacity: 1,
+        rate_milli: 1000,
+        enabled: true,
+        created_at: 0,
+        updated_at: 0,
+        bucket_level: None,
+        bucket_at: None,
+        admitted: 0,
+        refused: 0,
+    }
+}
+
+async fn a_conflict_the_database_finds_names_the_field_in_plain_words(db: TestDb) {
+    use diesel::RunQueryDsl;
+    let backend = TestBackend::start("a");
+    let gw = gateway(&db, &backend, &[]).await;
+    let key = "foreign-key-0123456789abcdef";
+    diesel::insert_into(tollgate::store::schema::clients::table)
+        .values(&foreign_row("elsewhere", key))
+        .execute(&mut db.connect())
+        .unwrap();
+
+    let cases = [
+        (
+            json!({"client_id": "elsewhere", "capacity": 1, "rate_per_sec": 1}),
+            "client_id: \"elsewhere\" is taken",
+        ),
+        (
+            json!({"client_id": "mine", "capacity": 1, "rate_per_sec": 1, "api_key": key}),
+            "api_key: is taken by another client",
+        ),
+    ];
+    for (body, message) in cases {
+        let (status, headers, resp) = send(&gw, "POST", "/clients", Some(body.clone())).await;
+        assert_eq!(status, 409, "{body} -> {resp}");
+        assert_error_body(&resp, &headers, 409, "conflict");
+        assert_eq!(resp["message"], message, "{body}");
+    }
+    // The same for a change: PATCH to a key that another process's client holds.
+    let body = json!({"client_id": "mine", "capacity": 1, "rate_per_sec": 1});
+    assert_eq!(send(&gw, "POST", "/clients", Some(body)).await.0, 201);
+    let (status, _, resp) = send(&gw, "PATCH", "/clients/mine", Some(json!({"api_key": key}))).await;
+    assert_eq!(status, 409, "{resp}");
+    assert_eq!(resp["message"], "api_key: is taken by another client");
+    assert!(db
+        .client_row("mine")
+        .is_some_and(|r| r.api_key_hash != hex_sha256(key)));
+}
+both_databases!(a_conflict_the_database_finds_names_the_field_in_plain_words);

@@ -3,77 +3,17 @@
 
 use std::{
     io::{Read, Write},
-    net::{SocketAddr, TcpListener, TcpStream},
-    sync::{
-        atomic::{AtomicUsize, Ordering},
-        Arc,
-    },
+    net::TcpStream,
     time::Duration,
 };
 
 use crate::{helpers::*, logcapture};
 
 /// A raw backend that answers health checks (`GET /`) with 200 and every other request with
-/// `script`, then closes the connection.
-pub struct ScriptBackend {
-    addr: SocketAddr,
-    received: Arc<AtomicUsize>,
-}
-
-impl ScriptBackend {
-    pub fn start(script: &'static [u8]) -> ScriptBackend {
-        Self::start_holding(script, Duration::ZERO)
-    }
-
-    /// Like [`ScriptBackend::start`], but keeps the connection open for `hold` after the script.
-    pub fn start_holding(script: &'static [u8], hold: Duration) -> ScriptBackend {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-        let addr = listener.local_addr().unwrap();
-        let received = Arc::new(AtomicUsize::new(0));
-        let count = received.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming() {
-                let Ok(mut stream) = stream else { return };
-                let count = count.clone();
-                std::thread::spawn(move || {
-                    let Some(head) = read_head(&mut stream) else {
-                        return;
-                    };
-                    if head.starts_with("GET / ") {
-                        let _ = stream
-                            .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\nconnection: close\r\n\r\n");
-                        return;
-                    }
-                    count.fetch_add(1, Ordering::SeqCst);
-                    let _ = stream.write_all(script);
-                    let _ = stream.flush();
-                    std::thread::sleep(hold);
-                    // Closed here: a clean FIN, which is what makes truncation look like an end.
-                });
-            }
-        });
-        ScriptBackend { addr, received }
-    }
-
-    pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
-    }
-
-    pub fn received(&self) -> usize {
-        self.received.load(Ordering::SeqCst)
-    }
-}
-
-fn read_head(stream: &mut TcpStream) -> Option<String> {
-    let mut buf = Vec::new();
-    let mut byte = [0u8; 1];
-    while !buf.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        buf.push(byte[0]);
-    }
-    Some(String::from_utf8_lossy(&buf).into_owned())
+/// `script`, then closes the connection cleanly (a FIN, which is what makes a truncated body
+/// look like an end).
+pub fn script_backend(script: &'static [u8]) -> RawBackend {
+    RawBackend::start(Script::new().write(script))
 }
 
 /// What a raw client got: the bytes, and whether the connection ended cleanly (EOF after a
@@ -102,7 +42,7 @@ fn text(b: &[u8]) -> String {
 #[actix_web::test]
 async fn truncated_chunked_response_aborts_the_client_connection() {
     logcapture::install();
-    let b = ScriptBackend::start(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
+    let b = script_backend(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
     let gw = spawn_gateway(&[b.url()], &[]).await;
     let out = text(&fetch_raw(gw.port, "/x", "trunc-chunked-1"));
     // The abort may come before the head was flushed; either way no clean end.
@@ -120,7 +60,7 @@ async fn truncated_chunked_response_aborts_the_client_connection() {
 #[actix_web::test]
 async fn short_content_length_body_is_logged_upstream_aborted() {
     logcapture::install();
-    let b = ScriptBackend::start(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
+    let b = script_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc");
     let gw = spawn_gateway(&[b.url()], &[]).await;
     let out = text(&fetch_raw(gw.port, "/x", "short-cl-1"));
     // Fewer bytes than the declared 10 (none at all if the abort came before the flush).
@@ -134,9 +74,8 @@ async fn short_content_length_body_is_logged_upstream_aborted() {
 #[actix_web::test]
 async fn close_delimited_body_is_relayed() {
     logcapture::install();
-    let b = ScriptBackend::start(
-        b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kind: eof\r\n\r\nbody that ends at close",
-    );
+    let b =
+        script_backend(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Kind: eof\r\n\r\nbody that ends at close");
     let gw = spawn_gateway(&[b.url()], &[]).await;
     let (status, body) = {
         let mut resp = gw
@@ -157,7 +96,7 @@ async fn close_delimited_body_is_relayed() {
 // Defect 3 (failed before the fix: the client got the 103 and then nothing).
 #[actix_web::test]
 async fn interim_responses_are_skipped() {
-    let b = ScriptBackend::start(
+    let b = script_backend(
         b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n\
           HTTP/1.1 100 Continue\r\n\r\n\
           HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-Final: yes\r\n\r\nok",
@@ -174,14 +113,14 @@ async fn interim_responses_are_skipped() {
 #[actix_web::test]
 async fn bodiless_answers_are_logged_complete() {
     logcapture::install();
-    let b = ScriptBackend::start(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n");
+    let b = script_backend(b"HTTP/1.1 204 No Content\r\nX-A: 1\r\n\r\n");
     let gw = spawn_gateway(&[b.url()], &[]).await;
     let out = text(&fetch_raw(gw.port, "/x", "no-content-1"));
     assert!(out.starts_with("HTTP/1.1 204"), "{out}");
     let line = logcapture::wait_access_line("no-content-1").await;
     assert!(!line.contains("aborted"), "{line}");
 
-    let head = ScriptBackend::start(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n");
+    let head = script_backend(b"HTTP/1.1 200 OK\r\nX-A: 1\r\n\r\n");
     let gw = spawn_gateway(&[head.url()], &[]).await;
     let mut s = TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
@@ -191,5 +130,19 @@ async fn bodiless_answers_are_logged_complete() {
     let _ = s.read_to_end(&mut out);
     assert!(text(&out).starts_with("HTTP/1.1 200"), "{}", text(&out));
     let line = logcapture::wait_access_line("head-1").await;
+    assert!(!line.contains("aborted"), "{line}");
+}
+
+// Review finding (failed before the fix: logged ` client-aborted`): an empty body declared by
+// `Content-Length: 0` is complete.
+#[actix_web::test]
+async fn an_empty_content_length_body_is_logged_complete() {
+    logcapture::install();
+    let b = script_backend(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nX-A: 1\r\n\r\n");
+    let gw = spawn_gateway(&[b.url()], &[]).await;
+    let out = text(&fetch_raw(gw.port, "/x", "empty-cl-1"));
+    assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+    assert!(out.contains("content-length: 0\r\n"), "{out}");
+    let line = logcapture::wait_access_line("empty-cl-1").await;
     assert!(!line.contains("aborted"), "{line}");
 }

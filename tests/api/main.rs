@@ -2,7 +2,9 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod batch;
 mod clients;
+mod cluster;
 mod cluster_sync;
 mod compose;
 mod ejection;
@@ -19,6 +21,7 @@ mod paths;
 mod process;
 mod proxy;
 mod ratelimit;
+mod sick_db;
 mod slow;
 mod start_errors;
 mod wire;

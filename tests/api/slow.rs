@@ -9,7 +9,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{helpers::*, hostile::ScriptBackend, logcapture};
+use crate::{helpers::*, logcapture};
 
 /// Sends a request head declaring `declared` bytes, then `steps` of (bytes, pause after), and
 /// reads the answer; returns it with the time it took from the first byte.
@@ -113,9 +113,10 @@ async fn buffered_bodies_arrive_whole() {
 #[actix_web::test]
 async fn a_backend_stalled_mid_body_is_cut_by_the_upstream_body_timeout() {
     logcapture::install();
-    let b = ScriptBackend::start_holding(
-        b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789",
-        Duration::from_secs(30),
+    let b = RawBackend::start(
+        Script::new()
+            .write("HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n0123456789")
+            .sleep(Duration::from_secs(30)),
     );
     let gw = spawn_gateway(&[b.url()], &["--upstream-body-timeout", "300ms"]).await;
     let started = Instant::now();
@@ -134,4 +135,49 @@ async fn a_backend_stalled_mid_body_is_cut_by_the_upstream_body_timeout() {
     assert!(!out.contains("0123456789") || !out.ends_with("\r\n\r\n"), "{out}");
     let line = logcapture::wait_access_line("stalled-body-1").await;
     assert!(line.ends_with(" upstream-aborted"), "{line}");
+}
+
+// Review finding (failed before the fix: held for the 24 h upload allowance): a backend that
+// stops reading a streamed upload is cut by the upstream timeout.
+#[actix_web::test]
+async fn a_backend_that_stops_reading_an_upload_gets_504() {
+    let b = RawBackend::start(Script::new().head_only().sleep(Duration::from_secs(60)));
+    let gw = spawn_gateway(
+        &[b.url()],
+        &["--upstream-timeout", "500ms", "--max-body-size", "256MiB"],
+    )
+    .await;
+    let port = gw.port;
+    let (resp, took) = actix_rt::task::spawn_blocking(move || {
+        let started = Instant::now();
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        let size = 128 << 20;
+        s.write_all(format!("POST /up HTTP/1.1\r\nHost: t\r\nContent-Length: {size}\r\n\r\n").as_bytes())
+            .unwrap();
+        let mut writer = s.try_clone().unwrap();
+        // The writer blocks once every buffer on the way is full; the answer comes meanwhile.
+        std::thread::spawn(move || {
+            let chunk = vec![b'x'; 1 << 20];
+            for _ in 0..128 {
+                if writer.write_all(&chunk).is_err() {
+                    return;
+                }
+            }
+        });
+        let mut out = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !out.windows(4).any(|w| w == b"\r\n\r\n") {
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.extend_from_slice(&buf[..n]),
+            }
+        }
+        (String::from_utf8_lossy(&out).into_owned(), started.elapsed())
+    })
+    .await
+    .unwrap();
+    assert!(resp.starts_with("HTTP/1.1 504"), "{resp}");
+    assert!(took < Duration::from_secs(10), "504 came after {took:?}");
+    assert_eq!(b.received(), 1);
 }

@@ -125,3 +125,28 @@ async fn malformed_requests_and_error_floods_do_not_flood_the_log() {
     )
     .await;
 }
+
+// Review finding (failed before the fix): a relayed body that starts a write with what looks
+// like actix-http's bare 400 was rewritten, breaking the client's framing.
+#[actix_web::test]
+async fn a_relayed_body_that_looks_like_a_bare_error_passes_untouched() {
+    const BODY: &str = "HTTP/1.1 400 Bad Request\r\ncontent-length: 0\r\nx-evil: 1\r\n\r\n";
+    let b = RawBackend::start(
+        Script::new()
+            .write(format!(
+                "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n",
+                BODY.len()
+            ))
+            .sleep(Duration::from_millis(200))
+            .write(BODY)
+            .close(),
+    );
+    let gw = spawn_gateway(&[b.url()], &[]).await;
+    let answer = raw(
+        gw.port,
+        "GET /x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n".into(),
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert_eq!(raw_body(&answer), BODY, "{answer:?}");
+}

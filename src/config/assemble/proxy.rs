@@ -5,7 +5,7 @@ use actix_web::http::header::HeaderName;
 use crate::{
     config::{
         cli::Cli,
-        parse::{parse_int, parse_size},
+        parse::{parse_int, parse_size, parse_size_or_zero},
         problems::Problems,
     },
     http::proxy::{ProxySettings, UploadPolicy},
@@ -49,7 +49,7 @@ pub(in crate::config) fn proxy(
         "TOLLGATE_CLIENT_BODY_MIN_RATE",
         "client-body-min-rate",
         &cli.client_body_min_rate,
-        parse_size(&cli.client_body_min_rate),
+        parse_size_or_zero(&cli.client_body_min_rate),
     );
     let client_body_grace = p.duration(
         "TOLLGATE_CLIENT_BODY_GRACE",

@@ -1,12 +1,13 @@
 //! `/clients`: CRUD of registered clients and their limits.
 
-use std::collections::HashMap;
-
 use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse,
 };
-use serde::{de::DeserializeOwned, Deserialize, Deserializer, Serialize};
+use serde::{
+    de::{DeserializeOwned, MapAccess, SeqAccess, Visitor},
+    Deserialize, Deserializer, Serialize,
+};
 
 use super::{error::AdminError, AdminState};
 use crate::{
@@ -22,7 +23,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::resource("/clients")
             .route(web::post().to(create))
-            .route(web::get().to(list)),
+            .route(web::get().to(super::paging::list)),
     )
     .service(
         web::resource("/clients/{client_id}")
@@ -37,7 +38,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClientRequest {
-    client_id: Option<String>,
+    pub(super) client_id: Option<String>,
     capacity: u64,
     rate_per_sec: f64,
     api_key: Option<String>,
@@ -73,22 +74,43 @@ pub struct CreatedResponse {
     api_key: Option<String>,
 }
 
-/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
-/// for a missing, unknown or mistyped one.
-fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+/// Fields whose `null` means something (`"name": null` clears the name); a `null` for any
+/// other field is refused rather than read as "absent".
+const NULLABLE: &[&str] = &["name"];
+
+/// 415 unless the body is declared as JSON.
+pub(super) fn require_json(req: &HttpRequest) -> Result<(), AdminError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("");
     let mime = content_type.split(';').next().unwrap_or("").trim();
-    if !mime.eq_ignore_ascii_case("application/json") {
-        return Err(AdminError::UnsupportedMediaType);
+    if mime.eq_ignore_ascii_case("application/json") {
+        Ok(())
+    } else {
+        Err(AdminError::UnsupportedMediaType)
     }
-    let value: serde_json::Value =
-        serde_json::from_slice(body).map_err(|e| AdminError::MalformedJson(e.to_string()))?;
-    if !value.is_object() {
+}
+
+/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
+/// for a missing, unknown, mistyped, repeated or wrongly `null` one.
+pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
+    require_json(req)?;
+    let value = serde_json::from_slice::<StrictJson>(body)
+        .map_err(|e| match duplicate_in_message(&e.to_string()) {
+            Some(key) if e.is_data() => AdminError::invalid(&key, "given more than once"),
+            _ => AdminError::MalformedJson(e.to_string()),
+        })?
+        .0;
+    let Some(object) = value.as_object() else {
         return Err(AdminError::invalid("body", "expected a JSON object"));
+    };
+    if let Some((key, _)) = object
+        .iter()
+        .find(|(k, v)| v.is_null() && !NULLABLE.contains(&k.as_str()))
+    {
+        return Err(AdminError::invalid(key, "must not be null"));
     }
     serde_path_to_error::deserialize(value).map_err(|e| {
         let path = e.path().to_string();
@@ -100,6 +122,80 @@ fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, 
             message: inner,
         }
     })
+}
+
+/// A JSON value whose objects hold each key once: serde_json would keep the last of two
+/// silently, and an operator who wrote a field twice meant one of them.
+struct StrictJson(serde_json::Value);
+
+const DUPLICATE: &str = "duplicate key `";
+
+fn duplicate_in_message(message: &str) -> Option<String> {
+    Some(message.strip_prefix(DUPLICATE)?.split('`').next()?.to_string())
+}
+
+impl<'de> Deserialize<'de> for StrictJson {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictJson)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(StrictJson(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(items.into())
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!("{DUPLICATE}{key}`")));
+            }
+            let StrictJson(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(object.into())
+    }
 }
 
 fn field_in_message(message: &str) -> Option<String> {
@@ -171,7 +267,7 @@ fn valid_quota(capacity: u64, rate: f64) -> Result<Quota, AdminError> {
     })
 }
 
-fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError> {
+pub(super) fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError> {
     valid_id(&client_id)?;
     Ok(ClientInput {
         client_id,
@@ -183,7 +279,9 @@ fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError>
     })
 }
 
-/// Sends a change to the registry and maps both failure layers (mailbox, refusal).
+/// Sends a change to the registry and maps both failure layers (mailbox, refusal). The wait
+/// is bounded: a change still queued when the bound passes is answered 503 and dropped
+/// unhandled (actix skips a message whose sender is gone), so it never lands later.
 async fn ask<M, R>(state: &AdminState, msg: M, id: &str) -> Result<R, AdminError>
 where
     M: actix::Message<Result = Result<R, RegistryError>> + Send + 'static,
@@ -191,17 +289,26 @@ where
     ClientRegistry: actix::Handler<M>,
     <ClientRegistry as actix::Actor>::Context: actix::dev::ToEnvelope<ClientRegistry, M>,
 {
-    state
-        .registry
-        .addr()
-        .send(msg)
+    let sent = state.registry.addr().send(msg);
+    let bound = state.db_timeout + super::WRITE_MARGIN;
+    actix_rt::time::timeout(bound, sent)
         .await
+        .map_err(|_| AdminError::Unavailable(format!("no answer within {bound:?}")))?
         .map_err(|e| AdminError::Unavailable(e.to_string()))?
         .map_err(|e| AdminError::from_registry(e, id))
 }
 
 fn location(id: &str) -> String {
     format!("/clients/{id}")
+}
+
+impl From<Created> for CreatedResponse {
+    fn from(c: Created) -> CreatedResponse {
+        CreatedResponse {
+            client: c.view,
+            api_key: c.api_key,
+        }
+    }
 }
 
 fn created_response(c: Created) -> HttpResponse {
@@ -231,7 +338,7 @@ async fn create(
         .clone()
         .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
     let input = input(id.clone(), r)?;
-    let created = ask(&state, CreateClient(input), &id).await?;
+    let created = ask(&state, CreateClient(input, state.write_deadline()), &id).await?;
     Ok(created_response(created))
 }
 
@@ -250,7 +357,7 @@ async fn put(
         ));
     }
     let input = input(id.clone(), r)?;
-    let done = ask(&state, PutClient(input), &id).await?;
+    let done = ask(&state, PutClient(input, state.write_deadline()), &id).await?;
     Ok(created_response(done))
 }
 
@@ -278,6 +385,7 @@ async fn patch(
         PatchClient {
             client_id: id.clone(),
             patch,
+            deadline: state.write_deadline(),
         },
         &id,
     )
@@ -287,7 +395,7 @@ async fn patch(
 
 async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
-    ask(&state, RemoveClient(id.clone()), &id).await?;
+    ask(&state, RemoveClient(id.clone(), state.write_deadline()), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
@@ -296,38 +404,4 @@ async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<Ht
     let table = state.registry.table();
     let entry = table.get(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;
     Ok(HttpResponse::Ok().json(ClientView::of(&entry, state.registry.now())))
-}
-
-/// `GET /clients?limit=&offset=`: default 50, at most 500, ordered by id, with the total.
-async fn list(
-    query: web::Query<HashMap<String, String>>,
-    state: web::Data<AdminState>,
-) -> Result<HttpResponse, AdminError> {
-    let number = |name: &str, default: usize, max: usize| -> Result<usize, AdminError> {
-        match query.get(name) {
-            None => Ok(default),
-            Some(v) => match v.parse::<usize>() {
-                Ok(n) if n <= max => Ok(n),
-                _ => Err(AdminError::invalid(
-                    name,
-                    format!("a whole number from 0 to {max}"),
-                )),
-            },
-        }
-    };
-    let limit = number("limit", 50, 500)?;
-    let offset = number("offset", 0, usize::MAX)?;
-    let table = state.registry.table();
-    let now = state.registry.now();
-    let clients: Vec<ClientView> = table
-        .page(offset, limit)
-        .iter()
-        .map(|e| ClientView::of(e, now))
-        .collect();
-    Ok(HttpResponse::Ok().json(serde_json::json!({
-        "clients": clients,
-        "total": table.len(),
-        "limit": limit,
-        "offset": offset,
-    })))
 }

@@ -30,7 +30,11 @@ fn describe(status: StatusCode) -> (String, String) {
         ),
         StatusCode::PAYLOAD_TOO_LARGE => (
             "body_too_large".to_string(),
-            format!("Request body too large: at most {} KiB", ADMIN_BODY_LIMIT / 1024),
+            format!(
+                "Request body too large: at most {} KiB ({} MiB for POST /clients/batch)",
+                ADMIN_BODY_LIMIT / 1024,
+                super::BATCH_BODY_LIMIT / (1024 * 1024)
+            ),
         ),
         StatusCode::BAD_REQUEST => (
             "bad_request".to_string(),

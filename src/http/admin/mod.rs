@@ -2,11 +2,15 @@
 //! token.
 
 mod auth;
+mod batch;
 mod clients;
+mod cluster;
 mod error;
 mod framework_errors;
+mod paging;
 
 pub use auth::AdminToken;
+pub use batch::{BATCH_BODY_LIMIT, MAX_BATCH};
 pub use error::AdminError;
 pub use framework_errors::ADMIN_BODY_LIMIT;
 
@@ -18,7 +22,10 @@ use std::sync::{
 use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
 use serde_json::json;
 
-use crate::{error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id};
+use crate::{
+    cluster::ClusterHandle, error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id,
+    store::StoreHealth,
+};
 
 /// The admin listener and its credentials.
 #[derive(Debug, Clone)]
@@ -39,7 +46,24 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
+    /// This instance's view of the cluster.
+    pub cluster: ClusterHandle,
+    /// `TOLLGATE_DB_TIMEOUT`: the database part of an admin write must be committed within it.
+    pub db_timeout: std::time::Duration,
+    /// The store's health: `/readyz` answers 503 while the SQLite file is lost.
+    pub store: StoreHealth,
 }
+
+impl AdminState {
+    /// The commit deadline of an admin write starting now.
+    pub fn write_deadline(&self) -> std::time::Instant {
+        std::time::Instant::now() + self.db_timeout
+    }
+}
+
+/// What an admin write may take beyond `TOLLGATE_DB_TIMEOUT`: the database executor gives up
+/// a little after the timeout; this covers that and the hops between the actors.
+pub const WRITE_MARGIN: std::time::Duration = std::time::Duration::from_millis(400);
 
 /// Registers the admin routes. Each path is a resource, so that a wrong method gets `405`
 /// with `Allow` rather than falling through to `404`; every error answer is JSON.
@@ -53,7 +77,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
                     .service(web::resource("/backends").route(web::get().to(backends)))
+                    // Before the clients: `/clients/{client_id}` would match it too.
+                    .configure(batch::configure)
                     .configure(clients::configure)
+                    .configure(cluster::configure)
                     .default_service(web::to(not_found)),
             ),
     );
@@ -73,6 +100,13 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
             StatusCode::SERVICE_UNAVAILABLE,
             "draining",
             "Shutting down",
+            &rid(&req),
+        )
+    } else if let Some(problem) = state.store.problem() {
+        error_body::respond(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "database_unavailable",
+            problem,
             &rid(&req),
         )
     } else if !state.pool.is_ready() {

@@ -59,6 +59,10 @@ pub struct BodySource {
     /// Set when the whole body has been read; wakes the response-head deadline.
     finished: Cell<bool>,
     finish_waker: RefCell<Option<std::task::Waker>>,
+    /// When awc last asked for body bytes: a backend that stops reading stops these asks.
+    last_asked: Cell<Option<Instant>>,
+    /// The last ask is waiting on the client, not on the backend.
+    waiting_on_client: Cell<bool>,
 }
 
 impl BodySource {
@@ -75,7 +79,25 @@ impl BodySource {
             client_error: RefCell::new(None),
             finished: Cell::new(false),
             finish_waker: RefCell::new(None),
+            last_asked: Cell::new(None),
+            waiting_on_client: Cell::new(false),
         })
+    }
+
+    /// Whether the whole body has been read from the client.
+    pub fn is_finished(&self) -> bool {
+        self.finished.get()
+    }
+
+    /// When an attempt last asked for body bytes (`None`: not yet).
+    pub fn last_asked(&self) -> Option<Instant> {
+        self.last_asked.get()
+    }
+
+    /// Whether the last ask is waiting for the client's bytes (then a quiet spell is the
+    /// client's, which the upload policy judges, not the backend's).
+    pub fn waiting_on_client(&self) -> bool {
+        self.waiting_on_client.get()
     }
 
     /// Resolves once the whole body has been read from the client (and handed to awc).
@@ -130,6 +152,7 @@ impl MessageBody for UpstreamRequestBody {
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Bytes, PayloadError>>> {
         let src = &self.src;
         src.touched.set(true);
+        src.last_asked.set(Some(Instant::now()));
         if let Some(prefix) = src.prefix.borrow_mut().take() {
             return Poll::Ready(Some(Ok(prefix)));
         }
@@ -137,7 +160,9 @@ impl MessageBody for UpstreamRequestBody {
         let Some(payload) = slot.as_mut() else {
             return Poll::Ready(None);
         };
-        match ready!(Pin::new(payload).poll_next(cx)) {
+        let polled = Pin::new(payload).poll_next(cx);
+        src.waiting_on_client.set(polled.is_pending());
+        match ready!(polled) {
             Some(Ok(chunk)) => {
                 let total = src.received.get() + chunk.len() as u64;
                 src.received.set(total);
@@ -252,10 +277,13 @@ impl<S> DownstreamBody<S> {
         self.failed = true;
         if let Some(lease) = &self.lease {
             lease.count_failure();
-            log::warn!(
-                "backend {} failed mid-response: {cause}; aborting the client connection",
-                lease.backend().base
-            );
+            if let Some(left_out) = crate::logthrottle::admit("upstream_aborted") {
+                log::warn!(
+                    "backend {} failed mid-response: {cause}; aborting the client connection{}",
+                    lease.backend().base,
+                    crate::logthrottle::left_out_note(left_out)
+                );
+            }
         }
     }
 }

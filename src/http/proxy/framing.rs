@@ -34,6 +34,9 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 /// Largest response head the guard buffers; a longer one is passed on for actix-http to refuse.
 const MAX_HEAD: usize = 64 * 1024;
 
+/// Bytes read at a time while collecting a response head.
+const READ_SIZE: usize = 8 * 1024;
+
 /// Most header fields in a response head the guard parses (more: passed on unparsed).
 const MAX_HEADERS: usize = 128;
 
@@ -77,7 +80,10 @@ pub enum HeadScan {
 pub fn scan_head(buf: &[u8], head_request: bool) -> HeadScan {
     let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
     let mut resp = httparse::Response::new(&mut headers);
-    let len = match resp.parse(buf) {
+    // The parser settings actix-http's client uses, so that both read a head alike.
+    let mut config = httparse::ParserConfig::default();
+    config.allow_spaces_after_header_name_in_responses(true);
+    let len = match config.parse_response(&mut resp, buf) {
         Ok(httparse::Status::Complete(len)) => len,
         Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return HeadScan::Partial,
         _ => return HeadScan::Unparsable,
@@ -87,8 +93,18 @@ pub fn scan_head(buf: &[u8], head_request: bool) -> HeadScan {
         return HeadScan::Interim(len);
     }
     let has = |name: &str| resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
+    // actix-http honours chunked coding on HTTP/1.1 only, as the final coding.
+    let chunked = resp.version == Some(1)
+        && resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    v.rsplit(',')
+                        .next()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+                })
+        });
     let bodiless = head_request || code == 204 || code == 304 || code == 101;
-    let end = if bodiless || has("transfer-encoding") || has("content-length") {
+    let end = if bodiless || chunked || has("content-length") {
         BodyEnd::Delimited
     } else {
         BodyEnd::AtClose
@@ -151,12 +167,18 @@ impl<IO> FramingGuard<IO> {
                 }
                 HeadScan::Final { end, downgrade } => {
                     if downgrade {
-                        // "HTTP/1.1" → "HTTP/1.0": same length, so nothing else moves.
-                        self.head[7] = b'0';
+                        // "HTTP/1.1" → "HTTP/1.0": same length, so nothing else moves. The
+                        // parser skips empty lines before the status line; so does this.
+                        let start = self.head.iter().position(|b| !matches!(b, b'\r' | b'\n'));
+                        if let Some(minor) = start.map(|i| i + 7).filter(|i| *i < self.head.len()) {
+                            self.head[minor] = b'0';
+                        }
                     }
                     self.phase = Phase::Body(end);
                     self.request_next = true;
-                    self.ready = self.head.split();
+                    // `ready` is empty here: swapping keeps both allocations for the next
+                    // response on this connection.
+                    std::mem::swap(&mut self.ready, &mut self.head);
                     return;
                 }
                 HeadScan::Unparsable => {
@@ -201,10 +223,15 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 }
                 Phase::Passthrough => return Pin::new(&mut this.io).poll_read(cx, buf),
                 Phase::Head => {
-                    let mut chunk = [0u8; 8192];
-                    let mut rb = ReadBuf::new(&mut chunk);
-                    std::task::ready!(Pin::new(&mut this.io).poll_read(cx, &mut rb))?;
-                    if rb.filled().is_empty() {
+                    // Straight into the head buffer (no zeroed scratch buffer, no extra copy);
+                    // its allocation is reused response after response (see `scan`).
+                    this.head.reserve(READ_SIZE);
+                    let n = std::task::ready!(tokio_util::io::poll_read_buf(
+                        Pin::new(&mut this.io),
+                        cx,
+                        &mut this.head
+                    ))?;
+                    if n == 0 {
                         // Closed while waiting for a head: hand over what there is, then EOF,
                         // and let awc name the failure.
                         this.phase = Phase::Passthrough;
@@ -214,7 +241,6 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                         }
                         continue;
                     }
-                    this.head.extend_from_slice(rb.filled());
                     this.scan();
                 }
             }
@@ -367,6 +393,56 @@ mod tests {
         let mut g = guard(b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nX: y\r\n\r\nbody");
         let out = read_all(&mut g).await.unwrap();
         assert_eq!(out, b"HTTP/1.0 200 OK\r\nX: y\r\n\r\nbody");
+    }
+
+    #[test]
+    fn transfer_codings_and_spacing_are_read_as_actix_http_reads_them() {
+        use BodyEnd::*;
+        let cases: &[(&[u8], HeadScan)] = &[
+            (
+                b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                HeadScan::Final {
+                    end: AtClose,
+                    downgrade: false,
+                },
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\n",
+                HeadScan::Final {
+                    end: AtClose,
+                    downgrade: true,
+                },
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n",
+                HeadScan::Final {
+                    end: Delimited,
+                    downgrade: false,
+                },
+            ),
+            (
+                b"HTTP/1.1 200 OK\r\nContent-Length : 5\r\n\r\n",
+                HeadScan::Final {
+                    end: Delimited,
+                    downgrade: false,
+                },
+            ),
+        ];
+        for (bytes, want) in cases {
+            assert_eq!(
+                &scan_head(bytes, false),
+                want,
+                "{}",
+                String::from_utf8_lossy(bytes)
+            );
+        }
+    }
+
+    #[actix_rt::test]
+    async fn the_downgrade_finds_the_status_line_after_empty_lines() {
+        let mut g = guard(b"\r\nHTTP/1.1 200 OK\r\n\r\nbody");
+        let out = read_all(&mut g).await.unwrap();
+        assert_eq!(out, b"\r\nHTTP/1.0 200 OK\r\n\r\nbody");
     }
 
     #[actix_rt::test]

@@ -4,16 +4,19 @@
 //! A backend `http://h/v2` must never see `/v2/../admin`: the segments `.` and `..` (also
 //! written `%2e`, which many servers decode) are resolved here, the way nginx normalises a path
 //! before `proxy_pass` with a URI. A segment that would turn into a dot segment only once the
-//! backend decodes an encoded slash or backslash (`..%2fadmin`, `%2e%2e%5cadmin`) cannot be
-//! resolved safely here and is refused. Everything else, the query included, passes as sent.
+//! backend decodes an encoded slash or backslash (`..%2fadmin`, `%2e%2e%5cadmin`), strips a
+//! path parameter (`..;/admin`, which Tomcat, Jetty and Spring resolve), or decodes twice
+//! (`%252e%252e`), and one that carries a NUL byte, cannot be resolved safely here and is
+//! refused. Everything else, the query included, passes as sent.
 
 use std::borrow::Cow;
 
 /// Why a request target is refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TargetError {
-    /// A segment hides a dot segment behind an encoded or raw slash or backslash.
-    #[error("path segment {0:?} hides a dot segment")]
+    /// A segment hides a dot segment behind an encoded or raw slash or backslash, a path
+    /// parameter, a second encoding, or carries a NUL byte.
+    #[error("path segment {0:?} hides a dot segment or a NUL byte")]
     HiddenDotSegment(String),
 }
 
@@ -57,16 +60,24 @@ fn percent_decode(seg: &str) -> Vec<u8> {
     out
 }
 
-/// Refuses a plain segment that becomes a dot segment once a backend decodes it and splits it
-/// at slashes or backslashes.
+/// Refuses a plain segment that becomes a dot segment once a backend decodes it, splits it at
+/// slashes or backslashes, or drops its `;` parameters; or that is encoded twice over a dot,
+/// slash or backslash; or that carries a NUL byte.
 fn check_hidden(seg: &str) -> Result<(), TargetError> {
-    if !seg.contains(['%', '\\']) {
+    if !seg.contains(['%', '\\', ';']) {
         return Ok(());
     }
     let decoded = percent_decode(seg);
-    let hides = decoded
-        .split(|c| *c == b'/' || *c == b'\\')
-        .any(|piece| piece == b"." || piece == b"..");
+    let lower = decoded.to_ascii_lowercase();
+    let twice = [&b"%2e"[..], b"%2f", b"%5c"]
+        .iter()
+        .any(|esc| lower.windows(3).any(|w| w == *esc));
+    let hides = twice
+        || decoded.contains(&0)
+        || decoded.split(|c| *c == b'/' || *c == b'\\').any(|piece| {
+            let name = piece.split(|c| *c == b';').next().unwrap_or(piece);
+            name == b"." || name == b".."
+        });
     if hides {
         return Err(TargetError::HiddenDotSegment(seg.to_string()));
     }
@@ -144,6 +155,14 @@ mod tests {
             refused("/x%2f..%2fadmin"),
             refused("/..%5cadmin"),
             refused("/..\\admin"),
+            refused("/..;/admin"),
+            refused("/.;x/admin"),
+            refused("/%2e%2e;x/admin"),
+            refused("/%252e%252e/admin"),
+            refused("/..%252fadmin"),
+            refused("/a%00b"),
+            ok("/file.txt;v=1", "/file.txt;v=1"),
+            ok("/a;b/c", "/a;b/c"),
         ];
         for (input, want) in cases {
             let got = resolve(&input).map(|c| c.into_owned()).map_err(|_| ());

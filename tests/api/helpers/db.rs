@@ -10,7 +10,35 @@ pub enum TestDb {
 }
 
 const PG_ADMIN_URL: &str = "postgres://postgres@127.0.0.1:5432/postgres";
-const PG_TEMPLATE: &str = "tollgate_test_template";
+const PG_TEMPLATE_PREFIX: &str = "tollgate_test_template_";
+
+/// The migrated template of this test process. One per process (by pid): another test run on
+/// the same server (a second checkout, CI) must not drop or copy the template this one uses.
+fn pg_template() -> String {
+    format!("{PG_TEMPLATE_PREFIX}{}", std::process::id())
+}
+
+/// Drops the templates of test processes that are gone.
+fn drop_stale_templates(admin: &mut diesel::PgConnection) {
+    use diesel::{sql_types::Text, QueryableByName, RunQueryDsl};
+    #[derive(QueryableByName)]
+    struct Name {
+        #[diesel(sql_type = Text)]
+        datname: String,
+    }
+    let names: Vec<Name> = diesel::sql_query(format!(
+        "SELECT datname FROM pg_database WHERE datname LIKE '{PG_TEMPLATE_PREFIX}%'"
+    ))
+    .load(admin)
+    .unwrap_or_default();
+    for Name { datname } in names {
+        let pid = datname.trim_start_matches(PG_TEMPLATE_PREFIX);
+        if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ =
+                diesel::sql_query(format!("DROP DATABASE IF EXISTS {datname} WITH (FORCE)")).execute(admin);
+        }
+    }
+}
 
 fn pg_admin() -> diesel::PgConnection {
     use diesel::Connection;
@@ -25,14 +53,16 @@ fn pg_template_lock() -> std::sync::MutexGuard<'static, ()> {
     static TEMPLATE: std::sync::OnceLock<Mutex<()>> = std::sync::OnceLock::new();
     let lock = TEMPLATE.get_or_init(|| {
         let mut admin = pg_admin();
-        diesel::sql_query(format!("DROP DATABASE IF EXISTS {PG_TEMPLATE} WITH (FORCE)"))
+        drop_stale_templates(&mut admin);
+        let template = pg_template();
+        diesel::sql_query(format!("DROP DATABASE IF EXISTS {template} WITH (FORCE)"))
             .execute(&mut admin)
             .unwrap();
-        diesel::sql_query(format!("CREATE DATABASE {PG_TEMPLATE}"))
+        diesel::sql_query(format!("CREATE DATABASE {template}"))
             .execute(&mut admin)
             .unwrap();
         let url = tollgate::store::DatabaseUrl::Postgres(
-            format!("postgres://postgres@127.0.0.1:5432/{PG_TEMPLATE}").into(),
+            format!("postgres://postgres@127.0.0.1:5432/{template}").into(),
         );
         // Runs the migrations; the pool is dropped so that no session holds the template.
         drop(
@@ -55,7 +85,7 @@ impl TestDb {
         use diesel::RunQueryDsl;
         let name = format!("tollgate_test_{}", uuid::Uuid::new_v4().simple());
         let _guard = pg_template_lock();
-        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {PG_TEMPLATE}"))
+        diesel::sql_query(format!("CREATE DATABASE {name} TEMPLATE {}", pg_template()))
             .execute(&mut pg_admin())
             .unwrap();
         TestDb::Postgres(name)

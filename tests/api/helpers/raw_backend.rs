@@ -29,6 +29,9 @@ pub struct Script {
     /// Whether health checks (`GET /`) are answered `200` at once (so that the backend stays
     /// in the pool) rather than played the script like any request.
     answer_health_checks: bool,
+    /// Whether the declared request body is read before the script plays (else only the head:
+    /// a backend that never reads an upload).
+    read_body: bool,
 }
 
 impl Script {
@@ -37,6 +40,7 @@ impl Script {
         Script {
             steps: Vec::new(),
             answer_health_checks: true,
+            read_body: true,
         }
     }
 
@@ -61,6 +65,12 @@ impl Script {
     /// Appends a reset.
     pub fn reset(mut self) -> Script {
         self.steps.push(Step::Reset);
+        self
+    }
+
+    /// Plays the script after the request head only, leaving any body unread.
+    pub fn head_only(mut self) -> Script {
+        self.read_body = false;
         self
     }
 
@@ -152,7 +162,7 @@ impl RawBackend {
                 let Ok(mut stream) = stream else { return };
                 let (log, script) = (log.clone(), script.clone());
                 std::thread::spawn(move || {
-                    let Some(request) = read_request(&mut stream) else {
+                    let Some(request) = read_request(&mut stream, script.read_body) else {
                         return;
                     };
                     if script.answer_health_checks && request.head.starts_with("GET / ") {
@@ -204,8 +214,8 @@ fn play(steps: &[Step], mut stream: TcpStream) {
     }
 }
 
-/// Reads one request head and its `Content-Length` body.
-fn read_request(stream: &mut TcpStream) -> Option<RawRequest> {
+/// Reads one request head and, when `with_body`, its `Content-Length` body.
+fn read_request(stream: &mut TcpStream, with_body: bool) -> Option<RawRequest> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
@@ -224,7 +234,7 @@ fn read_request(stream: &mut TcpStream) -> Option<RawRequest> {
         })
         .and_then(|v| v.parse::<usize>().ok())
         .unwrap_or(0);
-    let mut body = vec![0u8; len];
+    let mut body = vec![0u8; if with_body { len } else { 0 }];
     stream.read_exact(&mut body).ok()?;
     Some(RawRequest { head, body })
 }

@@ -1,25 +1,52 @@
-//! A TCP relay to PostgreSQL that a test can cut, to simulate a database outage.
+//! A TCP relay to PostgreSQL that a test can cut or stall, to simulate a database outage or a
+//! silent network.
 
 use std::{
+    io::{Read, Write},
     net::{TcpListener, TcpStream},
-    sync::{atomic::Ordering, Arc, Mutex},
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc, Mutex,
+    },
+    time::Duration,
 };
 
 /// A TCP relay to PostgreSQL that a test can cut (every connection closed, new ones closed at
-/// once) and restore, to simulate a database outage without touching the shared server.
+/// once), stall (connections stay open, new ones are accepted, but no byte passes) and
+/// restore, without touching the shared server.
 pub struct Relay {
     pub port: u16,
-    up: Arc<std::sync::atomic::AtomicBool>,
+    up: Arc<AtomicBool>,
+    stalled: Arc<AtomicBool>,
     open: Arc<Mutex<Vec<TcpStream>>>,
+}
+
+/// Copies `from` to `to`, holding every chunk back while `stalled` is set.
+fn pump(mut from: TcpStream, mut to: TcpStream, stalled: Arc<AtomicBool>) {
+    let mut buf = [0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        while stalled.load(Ordering::SeqCst) {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        if to.write_all(&buf[..n]).is_err() {
+            break;
+        }
+    }
+    let _ = to.shutdown(std::net::Shutdown::Both);
 }
 
 impl Relay {
     pub fn to_postgres() -> Relay {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
-        let up = Arc::new(std::sync::atomic::AtomicBool::new(true));
+        let up = Arc::new(AtomicBool::new(true));
+        let stalled = Arc::new(AtomicBool::new(false));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, open2) = (up.clone(), open.clone());
+        let (up2, stalled2, open2) = (up.clone(), stalled.clone(), open.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -35,18 +62,21 @@ impl Relay {
                     o.push(client.try_clone().unwrap());
                     o.push(server.try_clone().unwrap());
                 }
-                for (mut from, mut to) in [
+                for (from, to) in [
                     (client.try_clone().unwrap(), server.try_clone().unwrap()),
                     (server, client),
                 ] {
-                    std::thread::spawn(move || {
-                        let _ = std::io::copy(&mut from, &mut to);
-                        let _ = to.shutdown(std::net::Shutdown::Both);
-                    });
+                    let stalled = stalled2.clone();
+                    std::thread::spawn(move || pump(from, to, stalled));
                 }
             }
         });
-        Relay { port, up, open }
+        Relay {
+            port,
+            up,
+            stalled,
+            open,
+        }
     }
 
     /// Closes every relayed connection and refuses new ones.
@@ -55,10 +85,18 @@ impl Relay {
         for s in self.open.lock().unwrap().drain(..) {
             let _ = s.shutdown(std::net::Shutdown::Both);
         }
+        // Bytes held back by a stall are dropped, not delivered: the sockets are closed first.
+        self.stalled.store(false, Ordering::SeqCst);
+    }
+
+    /// Keeps every connection open (and accepts new ones) but passes no byte either way.
+    pub fn stall(&self) {
+        self.stalled.store(true, Ordering::SeqCst);
     }
 
     /// Relays new connections again.
     pub fn restore(&self) {
+        self.stalled.store(false, Ordering::SeqCst);
         self.up.store(true, Ordering::SeqCst);
     }
 }

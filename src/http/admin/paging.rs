@@ -1,0 +1,99 @@
+//! `GET /clients`: a page of clients ordered by id, by offset or by keyset.
+//!
+//! `?after=ID` starts after that id (keyset pagination): a walk that follows `next_after`
+//! sees every client that exists throughout the walk exactly once, in id order, whatever is
+//! created or deleted meanwhile; clients created or deleted during the walk appear if their
+//! id is ahead of the cursor. `?offset=N` counts from the start of the current table and may
+//! skip or repeat clients when others are created or deleted between two pages.
+
+use std::collections::HashMap;
+
+use actix_web::{web, HttpResponse};
+use serde::Serialize;
+
+use super::{error::AdminError, AdminState};
+use crate::registry::ClientView;
+
+/// Clients per page unless `limit` says otherwise.
+const DEFAULT_LIMIT: usize = 50;
+/// Most clients per page.
+const MAX_LIMIT: usize = 500;
+
+/// A page of clients.
+#[derive(Debug, Serialize)]
+struct Page {
+    clients: Vec<ClientView>,
+    /// All registered clients now.
+    total: usize,
+    limit: usize,
+    /// The offset asked for (absent with `after`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    offset: Option<usize>,
+    /// The cursor asked for (absent without it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    after: Option<String>,
+    /// The `after` of the next page; `null` on the last page.
+    next_after: Option<String>,
+}
+
+fn valid_cursor(id: &str) -> Result<(), AdminError> {
+    let ok = (1..=64).contains(&id.len())
+        && id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'));
+    if ok {
+        Ok(())
+    } else {
+        Err(AdminError::invalid(
+            "after",
+            "a client id: 1 to 64 characters of A-Z a-z 0-9 . _ - ~",
+        ))
+    }
+}
+
+/// `GET /clients?limit=&offset=` or `?limit=&after=`: default 50, at most 500, with the total
+/// and the cursor of the next page.
+pub(super) async fn list(
+    query: web::Query<HashMap<String, String>>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
+    let number = |name: &str, default: usize, max: usize| -> Result<usize, AdminError> {
+        match query.get(name) {
+            None => Ok(default),
+            Some(v) => match v.parse::<usize>() {
+                Ok(n) if n <= max => Ok(n),
+                _ => Err(AdminError::invalid(
+                    name,
+                    format!("a whole number from 0 to {max}"),
+                )),
+            },
+        }
+    };
+    let limit = number("limit", DEFAULT_LIMIT, MAX_LIMIT)?;
+    let after = query.get("after").cloned();
+    if let Some(a) = &after {
+        valid_cursor(a)?;
+        if query.contains_key("offset") {
+            return Err(AdminError::invalid("offset", "cannot be combined with after"));
+        }
+    }
+    let offset = number("offset", 0, usize::MAX)?;
+    let table = state.registry.table();
+    let now = state.registry.now();
+    // One more than the page tells whether a next page exists.
+    let window = match &after {
+        Some(a) => table.page_after(Some(a), limit + 1),
+        None => table.page(offset, limit + 1),
+    };
+    let more = window.len() > limit;
+    let page = &window[..window.len().min(limit)];
+    let next_after = page.last().filter(|_| more).map(|e| e.id.clone());
+    Ok(HttpResponse::Ok().json(Page {
+        clients: page.iter().map(|e| ClientView::of(e, now)).collect(),
+        total: table.len(),
+        limit,
+        offset: after.is_none().then_some(offset),
+        after,
+        next_after,
+    }))
+}

@@ -1,0 +1,367 @@
+//! Forwarding one request: its target, its body, the attempts on backends, the response.
+
+use std::{borrow::Cow, rc::Rc, time::Instant};
+
+use actix_web::{
+    body::{BodySize, BodyStream, SizedStream},
+    http::{
+        header::{self, HeaderName},
+        uri::PathAndQuery,
+        Method, StatusCode,
+    },
+    web::{self, Bytes, BytesMut},
+    HttpMessage, HttpRequest, HttpResponse,
+};
+use awc::error::SendRequestError;
+use futures_util::{
+    future::{select, Either},
+    StreamExt,
+};
+
+use super::{
+    body::{AccessRecord, BodySource, ClientBodyFailure, DownstreamBody, UpstreamRequestBody},
+    copy_end_to_end, rate_limit_headers,
+    retry::{self, BodyKind, Failure},
+    target,
+    upload::PacedPayload,
+    upstream_request_headers, ProxyError, ProxyHandler, ALLOWED_METHODS, MAX_TARGET_LEN, UPLOAD_ALLOWANCE,
+};
+use crate::{
+    logfmt::Escaped,
+    ratelimit::{Decision, Quota},
+};
+
+/// The request body as far as sending it is concerned.
+enum RequestBody {
+    /// No body at all.
+    Empty,
+    /// Read whole before the first attempt: may be sent again.
+    Buffered(Bytes),
+    /// Streamed: can go to another backend only if the first attempt never touched it.
+    Streamed(Rc<BodySource>, BodySize),
+}
+
+impl RequestBody {
+    fn kind(&self) -> BodyKind {
+        match self {
+            RequestBody::Empty | RequestBody::Buffered(_) => BodyKind::Replayable,
+            RequestBody::Streamed(src, _) => BodyKind::Streamed {
+                touched: src.touched(),
+            },
+        }
+    }
+}
+
+impl ProxyHandler {
+    /// The path and query to send: dot segments resolved so no request leaves a backend's
+    /// prefix; `None` for the asterisk form of `OPTIONS *`, which the gateway answers itself.
+    fn target(req: &HttpRequest) -> Result<Option<PathAndQuery>, ProxyError> {
+        if *req.method() == Method::CONNECT {
+            return Err(ProxyError::MethodNotAllowed);
+        }
+        let raw = req.uri().path_and_query().map_or("/", PathAndQuery::as_str);
+        if raw.len() > MAX_TARGET_LEN {
+            return Err(ProxyError::UriTooLong { len: raw.len() });
+        }
+        if raw == "*" {
+            return match *req.method() {
+                Method::OPTIONS => Ok(None),
+                _ => Err(ProxyError::BadTarget(
+                    "the asterisk form is only for OPTIONS".into(),
+                )),
+            };
+        }
+        match target::resolve(raw).map_err(|e| ProxyError::BadTarget(e.to_string()))? {
+            Cow::Borrowed(_) => Ok(Some(
+                req.uri()
+                    .path_and_query()
+                    .cloned()
+                    .unwrap_or_else(|| PathAndQuery::from_static("/")),
+            )),
+            Cow::Owned(resolved) => PathAndQuery::try_from(resolved)
+                .map(Some)
+                .map_err(|e| ProxyError::BadTarget(e.to_string())),
+        }
+    }
+
+    /// Reads the client's body as far as the request buffer before any backend is contacted,
+    /// so that a slow small upload never holds a backend connection.
+    async fn read_body(
+        &self,
+        req: &HttpRequest,
+        payload: web::Payload,
+        started: Instant,
+    ) -> Result<RequestBody, ProxyError> {
+        let limit = self.settings.max_body_size;
+        let declared = declared_length(req);
+        if declared.is_some_and(|n| n > limit) {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        let chunked = req.headers().contains_key(header::TRANSFER_ENCODING);
+        let size = match declared {
+            // Declared empty: sent as `Content-Length: 0`, which some servers require on POST.
+            Some(0) => return Ok(RequestBody::Buffered(Bytes::new())),
+            None if !chunked => return Ok(RequestBody::Empty),
+            Some(n) => BodySize::Sized(n),
+            None => BodySize::Stream,
+        };
+        let mut paced = PacedPayload::new(payload, self.settings.upload, started);
+        let buffer = self.settings.request_buffer.min(limit);
+        let cap = match size {
+            BodySize::Sized(n) => n.min(buffer),
+            _ => buffer,
+        };
+        let mut buf = BytesMut::with_capacity(usize::try_from(cap).unwrap_or(0));
+        while (buf.len() as u64) < buffer {
+            match paced.next().await {
+                Some(Ok(chunk)) => buf.extend_from_slice(&chunk),
+                Some(Err(e)) => return Err(client_body_error(e.into())),
+                None => {
+                    if buf.len() as u64 > limit {
+                        return Err(ProxyError::BodyTooLarge { limit });
+                    }
+                    return Ok(RequestBody::Buffered(buf.freeze()));
+                }
+            }
+        }
+        if buf.len() as u64 > limit {
+            return Err(ProxyError::BodyTooLarge { limit });
+        }
+        Ok(RequestBody::Streamed(
+            BodySource::new(buf.freeze(), paced, limit),
+            size,
+        ))
+    }
+
+    pub(super) async fn forward(
+        &self,
+        req: &HttpRequest,
+        payload: web::Payload,
+        request_id: &str,
+        started: Instant,
+    ) -> Result<HttpResponse, ProxyError> {
+        let Some(target) = Self::target(req)? else {
+            return Ok(HttpResponse::NoContent()
+                .insert_header((header::ALLOW, ALLOWED_METHODS))
+                .finish());
+        };
+        let limit_state = self.admit(req)?;
+        let body = self.read_body(req, payload, started).await?;
+        if self.pool.is_empty() {
+            return Err(ProxyError::NoHealthyBackend);
+        }
+        let idempotent = matches!(
+            *req.method(),
+            Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
+        );
+        let peer = req.peer_addr().map(|a| a.ip());
+        let mut tried: Vec<usize> = Vec::with_capacity(1);
+        let mut previous: Option<ProxyError> = None;
+        loop {
+            let Some(lease) = self.pool.pick(&tried) else {
+                return Err(previous.unwrap_or(ProxyError::NoHealthyBackend));
+            };
+            if let Some(err) = previous.take() {
+                // One line per second at most: with every backend refusing, each request retries.
+                if let Some(left_out) = crate::logthrottle::admit("retry") {
+                    log::warn!(
+                        "[{}] {err}, retrying on {}{}",
+                        Escaped(request_id),
+                        lease.backend().base,
+                        crate::logthrottle::left_out_note(left_out)
+                    );
+                }
+            }
+            tried.push(lease.index());
+            // no_decompress: the client's own Accept-Encoding goes through, untouched.
+            let mut upstream = self
+                .client
+                .request(
+                    req.method().clone(),
+                    lease.backend().url(&target).map_err(bad_target)?,
+                )
+                .no_decompress();
+            // Built per attempt rather than cloned: retries are rare.
+            let headers = upstream.headers_mut();
+            *headers = upstream_request_headers(req.headers(), peer, request_id);
+            if let Some(authority) = req.uri().authority() {
+                // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2),
+                // without any user info.
+                let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+                if let Ok(host) = header::HeaderValue::from_str(host_port) {
+                    headers.insert(header::HOST, host.clone());
+                    headers.insert(HeaderName::from_static("x-forwarded-host"), host);
+                }
+            }
+            if let Some(name) = &self.settings.strip_header {
+                // The client's credential for the gateway is not the backend's business.
+                headers.remove(name);
+            }
+            let sent = match &body {
+                RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
+                RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
+                RequestBody::Streamed(src, size) => {
+                    // awc's deadline would cover the upload too: a large body from a slow
+                    // client must not time out. While the body is sent, a backend that stops
+                    // reading it (awc stops asking for bytes, and not because the client is
+                    // slow) for the upstream timeout is stalled; the deadline for the response
+                    // head starts once the whole body is sent.
+                    let send = upstream
+                        .timeout(UPLOAD_ALLOWANCE)
+                        .send_body(UpstreamRequestBody::new(src.clone(), *size));
+                    let head_deadline = {
+                        let (src, after) = (src.clone(), self.settings.upstream_timeout);
+                        async move {
+                            let mut since = Instant::now();
+                            while !src.is_finished() {
+                                since = src.last_asked().map_or(since, |asked| asked.max(since));
+                                let quiet = actix_rt::time::sleep_until((since + after).into());
+                                if let Either::Right(_) =
+                                    select(Box::pin(src.finished()), Box::pin(quiet)).await
+                                {
+                                    let asked = src.last_asked().unwrap_or(since);
+                                    if asked <= since && !src.waiting_on_client() && !src.is_finished() {
+                                        return;
+                                    }
+                                    if src.waiting_on_client() {
+                                        since = Instant::now();
+                                    }
+                                }
+                            }
+                            actix_rt::time::sleep(after).await;
+                        }
+                    };
+                    match select(Box::pin(send), Box::pin(head_deadline)).await {
+                        Either::Left((sent, _)) => sent,
+                        Either::Right(_) => Err(SendRequestError::Timeout),
+                    }
+                }
+            };
+            let e = match sent {
+                Ok(resp) => return Ok(self.respond(req, resp, lease, request_id, started, limit_state)),
+                Err(e) => e,
+            };
+            if let RequestBody::Streamed(src, _) = &body {
+                if src.too_large() {
+                    return Err(ProxyError::BodyTooLarge {
+                        limit: self.settings.max_body_size,
+                    });
+                }
+                if let Some(failure) = src.client_error() {
+                    // The client's fault, not the backend's: no failure counted against it.
+                    return Err(client_body_error(failure));
+                }
+            }
+            lease.count_failure();
+            let base = lease.backend().base.clone();
+            let failure = retry::classify(&e);
+            let cause = e.to_string();
+            if let Failure::Connect { .. } = failure {
+                self.pool.report_connect_failure(lease.index(), cause.clone());
+            }
+            let err = if failure.is_timeout() {
+                ProxyError::UpstreamTimeout { backend: base, cause }
+            } else {
+                ProxyError::UpstreamFailed { backend: base, cause }
+            };
+            if !retry::may_retry(
+                failure,
+                idempotent,
+                body.kind(),
+                tried.len(),
+                self.settings.retries,
+            ) {
+                return Err(err);
+            }
+            previous = Some(err);
+        }
+    }
+
+    fn respond<S>(
+        &self,
+        req: &HttpRequest,
+        mut resp: awc::ClientResponse<S>,
+        lease: crate::pool::Lease,
+        request_id: &str,
+        started: Instant,
+        limit_state: Option<(Decision, Quota)>,
+    ) -> HttpResponse
+    where
+        S: futures_util::Stream<Item = Result<Bytes, actix_web::error::PayloadError>> + Unpin + 'static,
+    {
+        let status = resp.status();
+        lease.record_response(status.as_u16());
+        let mut out = HttpResponse::build(status);
+
+        let length = resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let no_body = *req.method() == Method::HEAD
+            || status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let record = self
+            .access_log
+            .then(|| AccessRecord::new(req, request_id, status.as_u16(), &lease.backend().base, started));
+        let stream = DownstreamBody::new(
+            resp.take_payload(),
+            lease,
+            record,
+            self.settings.upstream_body_timeout,
+        );
+        let head = *req.method() == Method::HEAD;
+        let mut response = match (length, no_body) {
+            // An empty body is never polled by actix-http: complete now, `Content-Length: 0` kept.
+            (Some(0), _) if head || !no_body => {
+                stream.end_without_body();
+                out.body(())
+            }
+            // HEAD keeps the length of the body it would have had; the encoder sends none.
+            (Some(n), _) if head || !no_body => out.body(SizedStream::new(n, stream)),
+            (_, true) => {
+                // 1xx, 204 and 304 have no body whatever Content-Length says: end here, so the
+                // lease and the log line end now and the client connection stays usable.
+                stream.end_without_body();
+                out.body(actix_web::body::None::new())
+            }
+            (_, false) => out.body(BodyStream::new(stream)),
+        };
+        let headers = response.headers_mut();
+        copy_end_to_end(resp.headers(), headers);
+        // The gateway's own values replace any the backend sent.
+        if let Ok(v) = header::HeaderValue::from_str(request_id) {
+            headers.insert(HeaderName::from_static(crate::error_body::REQUEST_ID), v);
+        }
+        if let Some((d, q)) = &limit_state {
+            for (name, value) in rate_limit_headers(d, q) {
+                if let Ok(v) = header::HeaderValue::try_from(value) {
+                    headers.insert(name, v);
+                }
+            }
+        }
+        response
+    }
+}
+
+fn client_body_error(failure: ClientBodyFailure) -> ProxyError {
+    match failure {
+        ClientBodyFailure::Broken(cause) => ProxyError::ClientBody(cause),
+        ClientBodyFailure::Slow(slow) => ProxyError::ClientTooSlow(slow),
+    }
+}
+
+fn bad_target(cause: String) -> ProxyError {
+    ProxyError::UpstreamFailed {
+        backend: "-".into(),
+        cause: format!("cannot build the backend URL: {cause}"),
+    }
+}
+
+fn declared_length(req: &HttpRequest) -> Option<u64> {
+    req.headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok())
+}

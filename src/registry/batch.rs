@@ -1,0 +1,225 @@
+//! Bulk creation of clients: one database transaction for the whole batch (all or nothing,
+//! with one change row per client), queued with the other admin writes, then one
+//! republication of the address index, so that 10,000 clients cost one rebuild, not 10,000.
+
+use std::{fmt, sync::Arc};
+
+use actix::{fut, ActorFutureExt, Context, Handler, Message, ResponseActFuture, ResponseFuture, WrapFuture};
+use ipnet::IpNet;
+
+use super::{
+    hash_key,
+    messages::{ClientInput, ClientView, Created},
+    rows::{row_of, unix_ms},
+    writes::{generate_key, key_prefix},
+    BucketCell, ClientEntry, ClientRegistry, ClientTable,
+};
+use crate::{
+    ratelimit::Bucket,
+    store::{InsertClients, StoreError},
+};
+
+/// Create every client of the batch, or none. The inputs are validated, with no id, key or
+/// address repeated within the batch (the admin API checks that).
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<Created>, BatchError>")]
+pub struct CreateClients(pub Vec<ClientInput>, pub std::time::Instant);
+
+/// One item of a batch that collides with a registered client.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ItemProblem {
+    /// Position in the batch, from 0.
+    pub index: usize,
+    /// The field that collides.
+    pub field: &'static str,
+    /// With what.
+    pub message: String,
+}
+
+impl fmt::Display for ItemProblem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "items[{}].{}: {}", self.index, self.field, self.message)
+    }
+}
+
+/// Why a batch was refused; nothing was created.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum BatchError {
+    /// Ids, API keys or addresses of the batch belong to registered clients.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Taken(Vec<ItemProblem>),
+    /// The database refused a unique value another writer stored meanwhile.
+    #[error("an id or API key of the batch was taken meanwhile: {0}")]
+    Raced(String),
+    /// The database did not take the write.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// The items of `batch` (id, key hash, addresses) that collide with clients of `table`.
+pub fn taken<'a>(
+    table: &ClientTable,
+    batch: impl IntoIterator<Item = (&'a str, &'a [u8; 32], &'a [IpNet])>,
+) -> Vec<ItemProblem> {
+    let mut problems = Vec::new();
+    for (index, (id, key_hash, ips)) in batch.into_iter().enumerate() {
+        if table.get(id).is_some() {
+            problems.push(ItemProblem {
+                index,
+                field: "client_id",
+                message: format!("client {id} already exists"),
+            });
+        }
+        if table.by_key(key_hash).is_some() {
+            problems.push(ItemProblem {
+                index,
+                field: "api_key",
+                message: "this API key belongs to another client".into(),
+            });
+        }
+        if let Some((net, owner)) = ips.iter().find_map(|n| table.by_net(n).map(|o| (n, o))) {
+            problems.push(ItemProblem {
+                index,
+                field: "ips",
+                message: format!("{net} is already registered for client {}", owner.id),
+            });
+        }
+    }
+    problems
+}
+
+type Batch = ResponseActFuture<ClientRegistry, Result<Vec<Created>, BatchError>>;
+
+impl ClientRegistry {
+    /// Checks the batch against the table as the writes before it left it, then writes it.
+    fn create_batch(&mut self, inputs: Vec<ClientInput>, deadline: std::time::Instant) -> Batch {
+        let (now, now_ms) = (self.now(), unix_ms());
+        let prepared: Vec<(ClientInput, String, [u8; 32])> = inputs
+            .into_iter()
+            .map(|input| {
+                let key = input.api_key.clone().unwrap_or_else(generate_key);
+                let hash = hash_key(key.as_bytes());
+                (input, key, hash)
+            })
+            .collect();
+        let problems = taken(
+            self.table(),
+            prepared
+                .iter()
+                .map(|(i, _, h)| (i.client_id.as_str(), h, i.ips.as_slice())),
+        );
+        if !problems.is_empty() {
+            return Box::pin(fut::ready(Err(BatchError::Taken(problems))));
+        }
+        let mut rows = Vec::with_capacity(prepared.len());
+        let mut created = Vec::with_capacity(prepared.len());
+        for (input, key, key_hash) in prepared {
+            let entry = Arc::new(ClientEntry {
+                id: input.client_id,
+                name: input.name,
+                key_hash,
+                key_prefix: key_prefix(&key),
+                ips: input.ips,
+                enabled: input.enabled,
+                created_at: now_ms,
+                updated_at: now_ms,
+                cell: Arc::new(BucketCell::new(Bucket::full(input.quota, now), 0, 0)),
+            });
+            rows.push(row_of(&entry, input.quota));
+            created.push((entry, key));
+        }
+        Box::pin(
+            self.db
+                .send(InsertClients(rows, deadline))
+                .into_actor(self)
+                .map(move |res, act, _| {
+                    let version = match res {
+                        Ok(Ok(v)) => v,
+                        Ok(Err(StoreError::Conflict { message, .. })) => {
+                            return Err(BatchError::Raced(message))
+                        }
+                        Ok(Err(e)) => return Err(BatchError::Unavailable(e.to_string())),
+                        Err(e) => return Err(BatchError::Unavailable(e.to_string())),
+                    };
+                    let entries: Vec<Arc<ClientEntry>> = created.iter().map(|(e, _)| e.clone()).collect();
+                    act.table().insert_many(&entries);
+                    for e in &entries {
+                        act.sync.applied(&e.id, Some(version));
+                    }
+                    log::info!(
+                        "{} client(s) created in one batch (changes up to {version})",
+                        created.len()
+                    );
+                    let now = act.now();
+                    Ok(created
+                        .into_iter()
+                        .map(|(e, key)| Created {
+                            view: ClientView::of(&e, now),
+                            api_key: Some(key),
+                            created: true,
+                        })
+                        .collect())
+                }),
+        )
+    }
+}
+
+impl Handler<CreateClients> for ClientRegistry {
+    type Result = ResponseFuture<Result<Vec<Created>, BatchError>>;
+
+    fn handle(&mut self, msg: CreateClients, ctx: &mut Context<Self>) -> Self::Result {
+        let (inputs, deadline) = (msg.0, msg.1);
+        self.enqueue_with(
+            ctx,
+            move |act| act.create_batch(inputs, deadline),
+            || Err(BatchError::Unavailable("the client registry stopped".into())),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ratelimit::Quota;
+
+    fn entry(id: &str, key: &str, ips: &[&str]) -> Arc<ClientEntry> {
+        let quota = Quota::new(10, 1.0).unwrap();
+        Arc::new(ClientEntry {
+            id: id.into(),
+            name: None,
+            key_hash: hash_key(key.as_bytes()),
+            key_prefix: String::new(),
+            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+            cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+        })
+    }
+
+    #[test]
+    fn each_colliding_item_is_named_by_index_and_field() {
+        let table = ClientTable::build([entry("a", "key-a", &["10.0.0.0/8"]), entry("b", "key-b", &[])]);
+        let net = |s: &str| -> Vec<IpNet> { vec![s.parse().unwrap()] };
+        let batch: Vec<(String, [u8; 32], Vec<IpNet>)> = vec![
+            ("new1".into(), hash_key(b"k1"), vec![]),
+            ("a".into(), hash_key(b"k2"), vec![]),
+            ("new2".into(), hash_key(b"key-b"), vec![]),
+            ("new3".into(), hash_key(b"k3"), net("10.0.0.0/8")),
+            ("new4".into(), hash_key(b"k4"), net("10.0.0.0/16")),
+        ];
+        let problems = taken(
+            &table,
+            batch.iter().map(|(i, h, n)| (i.as_str(), h, n.as_slice())),
+        );
+        let shown: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        assert_eq!(
+            shown,
+            [
+                "items[1].client_id: client a already exists",
+                "items[2].api_key: this API key belongs to another client",
+                "items[3].ips: 10.0.0.0/8 is already registered for client a",
+            ]
+        );
+    }
+}
