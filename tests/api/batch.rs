@@ -48,17 +48,29 @@ async fn batch(gw: &TestGateway, items: &Value) -> (u16, Value) {
     (status, body)
 }
 
-fn stored_clients(db: &TestDb) -> i64 {
+fn count(db: &TestDb, query: &str) -> i64 {
     use diesel::{prelude::*, sql_types::BigInt};
     #[derive(QueryableByName)]
     struct Count {
         #[diesel(sql_type = BigInt)]
         n: i64,
     }
-    diesel::sql_query("SELECT COUNT(*) AS n FROM clients")
+    diesel::sql_query(query)
         .get_result::<Count>(&mut db.connect())
         .unwrap()
         .n
+}
+
+fn stored_clients(db: &TestDb) -> i64 {
+    count(db, "SELECT COUNT(*) AS n FROM clients")
+}
+
+/// Change-log rows, one per client written (other instances learn the batch from them).
+fn stored_changes(db: &TestDb) -> i64 {
+    count(
+        db,
+        "SELECT COUNT(DISTINCT entity_id) AS n FROM changes WHERE entity = 'client' AND op = 'upsert'",
+    )
 }
 
 fn item(id: &str) -> Value {
@@ -85,6 +97,7 @@ async fn ten_thousand_clients_in_one_request(db: TestDb) {
     assert_eq!(created[7]["api_key"], "given-key-0123456789abcdef");
     assert_eq!(created[7]["ips"], json!(["10.7.0.0/16"]));
     assert_eq!(stored_clients(&db), 10_000);
+    assert_eq!(stored_changes(&db), 10_000);
     assert_eq!(db.client_row("bulk00007").unwrap().capacity, 9);
     assert_eq!(
         admin(&gw, "GET", "/clients?limit=1", None).await.1["total"],
@@ -121,6 +134,7 @@ async fn ten_thousand_clients_in_one_request(db: TestDb) {
         10_000,
         "nothing of the refused batch was stored"
     );
+    assert_eq!(stored_changes(&db), 10_000, "nor any change row");
 }
 both_databases!(ten_thousand_clients_in_one_request);
 

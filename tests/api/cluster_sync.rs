@@ -329,3 +329,72 @@ async fn two_processes_on_one_sqlite_file_share_changes_within_the_poll_period()
     })
     .await;
 }
+
+/// The change log of a database: the ids of the clients changed, oldest first, and the
+/// newest version.
+fn stored_changes(db: &TestDb) -> (Vec<String>, i64) {
+    use diesel::{
+        prelude::*,
+        sql_types::{BigInt, Text},
+    };
+    #[derive(QueryableByName)]
+    struct Change {
+        #[diesel(sql_type = Text)]
+        entity_id: String,
+        #[diesel(sql_type = BigInt)]
+        version: i64,
+    }
+    let rows = diesel::sql_query("SELECT entity_id, version FROM changes ORDER BY version")
+        .load::<Change>(&mut db.connect())
+        .unwrap();
+    let newest = rows.last().map_or(0, |c| c.version);
+    (rows.into_iter().map(|c| c.entity_id).collect(), newest)
+}
+
+/// The `applied_version` `/cluster` on `on` shows for the instance `of`.
+async fn applied_version(on: &GatewayProcess, of: &GatewayProcess) -> Option<i64> {
+    let (status, view) = admin(on, "GET", "/cluster", None).await;
+    assert_eq!(status, 200, "{view}");
+    view["instances"]
+        .as_array()?
+        .iter()
+        .find(|i| i["admin_addr"] == format!("127.0.0.1:{}", of.admin_port))?["applied_version"]
+        .as_i64()
+}
+
+#[actix_web::test]
+async fn a_batch_on_one_instance_reaches_the_other_and_cluster_shows_the_applied_version() {
+    let db = TestDb::postgres();
+    let backend = TestBackend::start("sync");
+    let a = instance(&db.url(), &backend, &[]);
+    let b = instance(&db.url(), &backend, &[]);
+    a.wait_ready().await;
+    b.wait_ready().await;
+
+    let items: Vec<Value> = (20..23)
+        .map(|i| json!({"client_id": format!("batch-{i}"), "capacity": 10, "rate_per_sec": 1, "api_key": key(i)}))
+        .collect();
+    assert_eq!(
+        admin(&a, "POST", "/clients/batch", Some(Value::Array(items)))
+            .await
+            .0,
+        201
+    );
+    let since = Instant::now();
+    // One change row per client, written with the clients.
+    let (changed, newest) = stored_changes(&db);
+    assert_eq!(changed, ["batch-20", "batch-21", "batch-22"]);
+    for i in 20..23 {
+        reaches_all(&[&b], &key(i), 200, since, "batch-created on A, admitted on B").await;
+    }
+
+    // Both instances report the newest version in /cluster (heartbeat every second).
+    eventually(
+        "the newest version applied on both",
+        Duration::from_secs(5),
+        || async {
+            applied_version(&a, &a).await == Some(newest) && applied_version(&a, &b).await == Some(newest)
+        },
+    )
+    .await;
+}
