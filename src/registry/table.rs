@@ -360,4 +360,24 @@ mod tests {
         );
         assert_eq!(t.len(), 2);
     }
+
+    #[test]
+    fn a_batch_is_indexed_by_id_key_and_address_beside_the_clients_there() {
+        let t = ClientTable::build([entry("m", &["10.0.0.0/8"])]);
+        t.insert_many(&[entry("a", &[]), entry("z", &["10.1.0.0/16"]), entry("b", &[])]);
+        let ids = |page: Vec<Arc<ClientEntry>>| page.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        assert_eq!(ids(t.page(0, 10)), ["a", "b", "m", "z"]);
+        assert_eq!(ids(t.page_after(Some("b"), 2)), ["m", "z"]);
+        assert_eq!(
+            t.by_key(&hash_key(b"z")).map(|e| e.id.clone()).as_deref(),
+            Some("z")
+        );
+        let by_ip = |ip: &str| t.by_ip(ip.parse().unwrap()).map(|e| e.id.clone());
+        assert_eq!(by_ip("10.1.2.3").as_deref(), Some("z"));
+        assert_eq!(
+            by_ip("10.2.0.1").as_deref(),
+            Some("m"),
+            "the address index kept the old ones"
+        );
+    }
 }

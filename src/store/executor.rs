@@ -70,7 +70,7 @@ impl DbExecutor {
                             if let Ok(Ok(_)) = task.await {
                                 log::error!(
                                     "a database write answered 503 after {timeout:?} was committed \
-                                     late; memory learns it at the next start"
+                                     late; memory learns it from the change log at the next catch-up"
                                 );
                             }
                         });
