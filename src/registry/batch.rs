@@ -11,13 +11,10 @@ use super::{
     hash_key,
     messages::{ClientInput, ClientView, Created},
     rows::{row_of, unix_ms},
-    writes::{generate_key, key_prefix},
-    BucketCell, ClientEntry, ClientRegistry, ClientTable,
+    writes::generate_key,
+    ClientEntry, ClientRegistry, ClientTable,
 };
-use crate::{
-    ratelimit::Bucket,
-    store::{InsertClients, StoreError},
-};
+use crate::store::{InsertClients, StoreError};
 
 /// Create every client of the batch, or none. The inputs are validated, with no id, key or
 /// address repeated within the batch (the admin API checks that).
@@ -114,18 +111,9 @@ impl ClientRegistry {
         let mut rows = Vec::with_capacity(prepared.len());
         let mut created = Vec::with_capacity(prepared.len());
         for (input, key, key_hash) in prepared {
-            let entry = Arc::new(ClientEntry {
-                id: input.client_id,
-                name: input.name,
-                key_hash,
-                key_prefix: key_prefix(&key),
-                ips: input.ips,
-                enabled: input.enabled,
-                created_at: now_ms,
-                updated_at: now_ms,
-                cell: Arc::new(BucketCell::new(Bucket::full(input.quota, now), 0, 0)),
-            });
-            rows.push(row_of(&entry, input.quota));
+            let quota = input.quota;
+            let entry = Arc::new(ClientEntry::created(input, &key, key_hash, now, now_ms));
+            rows.push(row_of(&entry, quota));
             created.push((entry, key));
         }
         Box::pin(
@@ -180,7 +168,10 @@ impl Handler<CreateClients> for ClientRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::ratelimit::Quota;
+    use crate::{
+        ratelimit::{Bucket, Quota},
+        registry::BucketCell,
+    };
 
     fn entry(id: &str, key: &str, ips: &[&str]) -> Arc<ClientEntry> {
         let quota = Quota::new(10, 1.0).unwrap();

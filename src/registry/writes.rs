@@ -23,10 +23,10 @@ use super::{
         ClientInput, ClientView, CreateClient, Created, PatchClient, PutClient, RegistryError, RemoveClient,
     },
     rows::{row_of, unix_ms},
-    BucketCell, ClientEntry, ClientRegistry,
+    ClientEntry, ClientRegistry,
 };
 use crate::{
-    ratelimit::{Bucket, Quota},
+    ratelimit::Quota,
     store::{ClientWrite, WriteClient},
 };
 
@@ -114,23 +114,13 @@ impl ClientRegistry {
     }
 
     /// Builds a new entry from `input` (fresh, full bucket), checking uniqueness.
-    fn new_entry(&self, input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
-        let key = input.api_key.unwrap_or_else(generate_key);
+    fn new_entry(&self, mut input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
+        let key = input.api_key.take().unwrap_or_else(generate_key);
         let key_hash = hash_key(key.as_bytes());
         self.check_unique(&input.client_id, &key_hash, &input.ips)?;
-        let now_ms = unix_ms();
-        let entry = ClientEntry {
-            id: input.client_id,
-            name: input.name,
-            key_hash,
-            key_prefix: key_prefix(&key),
-            ips: input.ips,
-            enabled: input.enabled,
-            created_at: now_ms,
-            updated_at: now_ms,
-            cell: Arc::new(BucketCell::new(Bucket::full(input.quota, self.now()), 0, 0)),
-        };
-        Ok((Arc::new(entry), input.quota, key))
+        let quota = input.quota;
+        let entry = ClientEntry::created(input, &key, key_hash, self.now(), unix_ms());
+        Ok((Arc::new(entry), quota, key))
     }
 
     fn insert(

@@ -3,6 +3,7 @@
 
 mod admin;
 mod batch;
+mod client_limits;
 mod clients;
 mod cluster;
 mod cluster_sync;

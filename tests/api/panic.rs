@@ -5,12 +5,12 @@ use std::{
     net::SocketAddr,
     sync::{
         atomic::{AtomicU16, AtomicU64, AtomicUsize, Ordering},
-        mpsc, Arc,
+        Arc,
     },
     time::Duration,
 };
 
-use actix_web::{dev::ServerHandle, web, App, HttpRequest, HttpResponse, HttpServer};
+use actix_web::{dev::ServerHandle, web, HttpRequest, HttpResponse};
 use serde_json::{json, Value};
 
 use crate::helpers::*;
@@ -38,29 +38,7 @@ impl CheckedBackend {
         let addr = listener.local_addr().unwrap();
         let state = Arc::new(CheckState::default());
         state.status.store(200, Ordering::SeqCst);
-        let (tx, rx) = mpsc::channel();
-        let (st, name) = (state.clone(), name.to_string());
-        std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let data = web::Data::from(st);
-                let name = web::Data::new(name);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(name.clone())
-                        .default_service(web::to(checked_handler))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0)
-                .listen(listener)
-                .unwrap()
-                .run();
-                tx.send(server.handle()).unwrap();
-                let _ = server.await;
-            })
-        });
-        let handle = rx.recv().unwrap();
+        let (handle, _thread) = serve_on_own_thread(listener, state.clone(), name, checked_handler);
         CheckedBackend { addr, state, handle }
     }
 

@@ -205,12 +205,16 @@ fn field_in_message(message: &str) -> Option<String> {
     Some(rest.split('`').next()?.to_string())
 }
 
-fn valid_id(id: &str) -> Result<(), AdminError> {
-    let ok = (1..=64).contains(&id.len())
+/// Whether `id` has the form of a client id: 1 to 64 characters of `A-Z a-z 0-9 . _ - ~`.
+pub(super) fn is_client_id(id: &str) -> bool {
+    (1..=64).contains(&id.len())
         && id
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'));
-    if ok {
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'))
+}
+
+fn valid_id(id: &str) -> Result<(), AdminError> {
+    if is_client_id(id) {
         Ok(())
     } else {
         Err(AdminError::invalid(

@@ -37,11 +37,7 @@ struct Page {
 }
 
 fn valid_cursor(id: &str) -> Result<(), AdminError> {
-    let ok = (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'));
-    if ok {
+    if super::clients::is_client_id(id) {
         Ok(())
     } else {
         Err(AdminError::invalid(

@@ -16,6 +16,46 @@ use serde_json::json;
 
 use super::RefusingPort;
 
+/// Serves `handler` (with `web::Data<S>` of `state` and `web::Data<String>` of `name` as app
+/// data) on `listener`, one worker, on a thread and System of its own, so that a test can stop
+/// it; returns its handle and thread.
+pub fn serve_on_own_thread<S, H, Args>(
+    listener: std::net::TcpListener,
+    state: Arc<S>,
+    name: &str,
+    handler: H,
+) -> (ServerHandle, std::thread::JoinHandle<()>)
+where
+    S: Send + Sync + 'static,
+    H: actix_web::Handler<Args> + Clone + Send + 'static,
+    Args: actix_web::FromRequest + 'static,
+    H::Output: actix_web::Responder + 'static,
+{
+    let (tx, rx) = mpsc::channel();
+    let name = name.to_string();
+    let thread = std::thread::spawn(move || {
+        actix_rt::System::new().block_on(async move {
+            let data = web::Data::from(state);
+            let name = web::Data::new(name);
+            let server = HttpServer::new(move || {
+                App::new()
+                    .app_data(data.clone())
+                    .app_data(name.clone())
+                    .default_service(web::to(handler.clone()))
+            })
+            .workers(1)
+            .disable_signals()
+            .shutdown_timeout(0)
+            .listen(listener)
+            .unwrap()
+            .run();
+            tx.send(server.handle()).unwrap();
+            let _ = server.await;
+        })
+    });
+    (rx.recv().unwrap(), thread)
+}
+
 /// What a test backend saw of one request.
 #[derive(Debug, Clone)]
 pub struct Seen {
@@ -58,29 +98,7 @@ impl TestBackend {
         let listener = port.listener();
         let addr = port.addr();
         let state = Arc::new(BackendState::default());
-        let (tx, rx) = mpsc::channel();
-        let (st, nm) = (state.clone(), name.to_string());
-        let thread = std::thread::spawn(move || {
-            actix_rt::System::new().block_on(async move {
-                let data = web::Data::from(st);
-                let name = web::Data::new(nm);
-                let server = HttpServer::new(move || {
-                    App::new()
-                        .app_data(data.clone())
-                        .app_data(name.clone())
-                        .default_service(web::to(backend_handler))
-                })
-                .workers(1)
-                .disable_signals()
-                .shutdown_timeout(0)
-                .listen(listener)
-                .unwrap()
-                .run();
-                tx.send(server.handle()).unwrap();
-                let _ = server.await;
-            })
-        });
-        let handle = rx.recv().unwrap();
+        let (handle, thread) = serve_on_own_thread(listener, state.clone(), name, backend_handler);
         TestBackend {
             name: name.to_string(),
             addr,
