@@ -18,7 +18,7 @@ use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 use criterion::{criterion_group, Criterion};
 use tollgate::{
     ratelimit::{Bucket, MonotonicClock, Quota},
-    registry::{hash_key, BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter},
+    registry::{hash_key, key_id, BucketCell, ClientEntry, ClientTable, KeyPrefix, LimitSettings, Limiter},
 };
 
 const KEY: &str = "bench-api-key-0123456789abcdef";
@@ -28,10 +28,9 @@ fn registry() -> Arc<Limiter> {
     let quota = Quota::new(1_000_000, 1_000_000.0).unwrap();
     let entry = ClientEntry {
         id: "bench".into(),
-        name: None,
-        key_hash: hash_key(KEY.as_bytes()),
-        key_prefix: KEY[..8].into(),
-        ips: vec![],
+        key_id: key_id(&hash_key(KEY.as_bytes())),
+        key_prefix: KeyPrefix::of_key(KEY),
+        extra: None,
         enabled: true,
         created_at: 0,
         updated_at: 0,
@@ -126,11 +125,10 @@ fn memory_per_anonymous_key() {
 
 fn entry(id: String, key: &str, quota: Quota) -> Arc<ClientEntry> {
     Arc::new(ClientEntry {
-        key_hash: hash_key(key.as_bytes()),
-        key_prefix: key[..8].into(),
-        id,
-        name: None,
-        ips: vec![],
+        key_id: key_id(&hash_key(key.as_bytes())),
+        key_prefix: KeyPrefix::of_key(key),
+        id: id.into(),
+        extra: None,
         enabled: true,
         created_at: 0,
         updated_at: 0,

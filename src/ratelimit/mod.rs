@@ -36,9 +36,11 @@ pub enum QuotaError {
 /// Capacity and refill rate of a bucket, parsed and checked.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Quota {
-    capacity: u64,
+    // Both fit in 32 bits (capacity ≤ 10^6, rate ≤ 10^9 per 1000 s): a registered client's
+    // bucket is kept in memory for every client, so its size counts.
+    capacity: u32,
     /// Tokens per 1000 seconds = units per nanosecond.
-    rate_milli: u64,
+    rate_milli: u32,
 }
 
 impl Quota {
@@ -55,8 +57,8 @@ impl Quota {
             return Err(QuotaError::Rate);
         }
         Ok(Quota {
-            capacity,
-            rate_milli: milli as u64,
+            capacity: u32::try_from(capacity).map_err(|_| QuotaError::Capacity)?,
+            rate_milli: milli as u32,
         })
     }
 
@@ -67,17 +69,17 @@ impl Quota {
 
     /// Burst size.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        u64::from(self.capacity)
     }
 
     /// Tokens per 1000 seconds (the stored form of the rate).
     pub fn rate_milli(&self) -> u64 {
-        self.rate_milli
+        u64::from(self.rate_milli)
     }
 
     /// Tokens per second.
     pub fn rate_per_sec(&self) -> f64 {
-        self.rate_milli as f64 / 1000.0
+        f64::from(self.rate_milli) / 1000.0
     }
 
     fn full(&self) -> u128 {
@@ -111,8 +113,15 @@ pub struct Decision {
 #[derive(Debug, Clone)]
 pub struct Bucket {
     quota: Quota,
-    level: u128,
+    /// Units; a full bucket holds at most `MAX_CAPACITY * UNIT` = 10^18 < 2^64. Arithmetic
+    /// is done in `u128`, storage in `u64`: every registered client keeps one in memory.
+    level: u64,
     at: u64,
+}
+
+/// A level in units, at most the quota's full level (which fits in a `u64`).
+fn units(level: u128) -> u64 {
+    u64::try_from(level).unwrap_or(u64::MAX)
 }
 
 impl Bucket {
@@ -120,7 +129,7 @@ impl Bucket {
     pub fn full(quota: Quota, now: u64) -> Bucket {
         Bucket {
             quota,
-            level: quota.full(),
+            level: units(quota.full()),
             at: now,
         }
     }
@@ -129,7 +138,7 @@ impl Bucket {
     pub fn restored(quota: Quota, level_units: u128, elapsed_ns: u64, now: u64) -> Bucket {
         let mut b = Bucket {
             quota,
-            level: level_units.min(quota.full()),
+            level: units(level_units.min(quota.full())),
             at: now,
         };
         b.add(elapsed_ns);
@@ -143,7 +152,7 @@ impl Bucket {
 
     fn add(&mut self, elapsed_ns: u64) {
         let refill = u128::from(elapsed_ns) * u128::from(self.quota.rate_milli);
-        self.level = (self.level + refill).min(self.quota.full());
+        self.level = units((u128::from(self.level) + refill).min(self.quota.full()));
     }
 
     fn refill(&mut self, now: u64) {
@@ -157,7 +166,7 @@ impl Bucket {
     /// Level in units at `now`, after refill.
     pub fn level_at(&mut self, now: u64) -> u128 {
         self.refill(now);
-        self.level
+        u128::from(self.level)
     }
 
     /// Whole tokens at `now`.
@@ -173,20 +182,22 @@ impl Bucket {
     /// Takes one token if there is one at `now`.
     pub fn try_take(&mut self, now: u64) -> Decision {
         self.refill(now);
-        let allowed = self.level >= UNIT;
+        let mut level = u128::from(self.level);
+        let allowed = level >= UNIT;
         if allowed {
-            self.level -= UNIT;
+            level -= UNIT;
+            self.level = units(level);
         }
         let per_sec = u128::from(self.quota.rate_milli) * NANOS_PER_SEC;
         Decision {
             allowed,
-            remaining: u64::try_from(self.level / UNIT).unwrap_or(u64::MAX),
-            retry_after_secs: if self.level >= UNIT {
+            remaining: u64::try_from(level / UNIT).unwrap_or(u64::MAX),
+            retry_after_secs: if level >= UNIT {
                 0
             } else {
-                ceil_div(UNIT - self.level, per_sec)
+                ceil_div(UNIT - level, per_sec)
             },
-            reset_secs: ceil_div(self.quota.full() - self.level, per_sec),
+            reset_secs: ceil_div(self.quota.full() - level, per_sec),
         }
     }
 
@@ -195,7 +206,7 @@ impl Bucket {
     pub fn set_quota(&mut self, quota: Quota, now: u64) {
         self.refill(now);
         self.quota = quota;
-        self.level = self.level.min(quota.full());
+        self.level = units(u128::from(self.level).min(quota.full()));
     }
 }
 

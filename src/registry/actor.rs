@@ -181,7 +181,7 @@ fn dirty_buckets(shared: &Limiter) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
     loop {
         let page = shared.table.page_after(after.as_deref(), SCAN_PAGE);
         let Some(last) = page.last() else { break };
-        after = Some(last.id.clone());
+        after = Some(last.id.to_string());
         for e in &page {
             if !e.cell.is_dirty() {
                 continue;
@@ -189,7 +189,7 @@ fn dirty_buckets(shared: &Limiter) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
             let counts = (e.cell.admitted(), e.cell.refused());
             let level = e.cell.with_bucket(|b| b.level_at(now));
             let row = BucketRow {
-                client_id: e.id.clone(),
+                client_id: e.id.to_string(),
                 level: i64::try_from(level).unwrap_or(i64::MAX),
                 at: wall,
                 admitted: i64::try_from(counts.0).unwrap_or(i64::MAX),

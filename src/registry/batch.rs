@@ -67,7 +67,7 @@ pub fn taken<'a>(
                 message: format!("client {id} already exists"),
             });
         }
-        if table.by_key(key_hash).is_some() {
+        if table.with_key(key_hash, |_| ()).is_some() {
             problems.push(ItemProblem {
                 index,
                 field: "api_key",
@@ -113,7 +113,7 @@ impl ClientRegistry {
         for (input, key, key_hash) in prepared {
             let quota = input.quota;
             let entry = Arc::new(ClientEntry::created(input, &key, key_hash, now, now_ms));
-            rows.push(row_of(&entry, quota));
+            rows.push(row_of(&entry, quota, Some(&key_hash)));
             created.push((entry, key));
         }
         Box::pin(
@@ -170,17 +170,19 @@ mod tests {
     use super::*;
     use crate::{
         ratelimit::{Bucket, Quota},
-        registry::BucketCell,
+        registry::{key_id, BucketCell, ClientExtra},
     };
 
     fn entry(id: &str, key: &str, ips: &[&str]) -> Arc<ClientEntry> {
         let quota = Quota::new(10, 1.0).unwrap();
         Arc::new(ClientEntry {
             id: id.into(),
-            name: None,
-            key_hash: hash_key(key.as_bytes()),
-            key_prefix: String::new(),
-            ips: ips.iter().map(|s| s.parse().unwrap()).collect(),
+            extra: ClientExtra::boxed(
+                None::<String>,
+                ips.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>(),
+            ),
+            key_id: key_id(&hash_key(key.as_bytes())),
+            key_prefix: Default::default(),
             enabled: true,
             created_at: 0,
             updated_at: 0,

@@ -1,19 +1,27 @@
-//! A registered client's token bucket and its counters, shared by every version of the
-//! client's settings so that a settings change never resets or forks the bucket.
+//! A registered client's live state on the request path: whether it is enabled, its token
+//! bucket and its counters, shared by every version of the client's settings so that a
+//! settings change never resets or forks the bucket.
+//!
+//! The key index points at the cell, not at the settings: a decision touches the index slot
+//! and this cell only (one cache miss fewer among a million clients), and the cell is kept
+//! to 64 bytes because every registered client holds one.
 
 use std::sync::{
-    atomic::{AtomicU64, Ordering},
+    atomic::{AtomicBool, AtomicU64, Ordering},
     Mutex,
 };
 
 use super::lock;
 use crate::ratelimit::{Bucket, Decision, Quota};
 
-/// A client's bucket and counters; shared by every version of the client's settings so that
-/// a settings change never resets or forks the bucket.
+/// A client's bucket, counters and enabled flag; shared by every version of the client's
+/// settings so that a settings change never resets or forks the bucket.
 #[derive(Debug)]
 pub struct BucketCell {
     bucket: Mutex<Bucket>,
+    /// The published settings' `enabled`, copied here by the client table when it publishes a
+    /// version, so that the request path needs nothing else.
+    enabled: AtomicBool,
     admitted: AtomicU64,
     refused: AtomicU64,
     /// Requests counted (admitted + refused) when the bucket was last written behind: the
@@ -26,10 +34,21 @@ impl BucketCell {
     pub fn new(bucket: Bucket, admitted: u64, refused: u64) -> BucketCell {
         BucketCell {
             bucket: Mutex::new(bucket),
+            enabled: AtomicBool::new(true),
             admitted: AtomicU64::new(admitted),
             refused: AtomicU64::new(refused),
             flushed: AtomicU64::new(admitted.saturating_add(refused)),
         }
+    }
+
+    /// Whether the client's requests are accepted (as last published).
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the client's `enabled` setting to the request path.
+    pub(super) fn set_enabled(&self, enabled: bool) {
+        self.enabled.store(enabled, Ordering::Relaxed);
     }
 
     pub(super) fn take(&self, now: u64) -> (Decision, Quota) {
@@ -76,3 +95,7 @@ impl BucketCell {
         self.flushed.fetch_max(counted, Ordering::Relaxed);
     }
 }
+
+// Every registered client holds a cell: 64 bytes plus the reference count make it one
+// 80-byte allocation.
+const _: () = assert!(std::mem::size_of::<BucketCell>() <= 64);

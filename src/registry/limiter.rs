@@ -9,7 +9,7 @@ use std::{
 use actix_web::http::header::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-use super::{anonymous_key, client_ip, hash_key, AnonBuckets, ClientEntry, ClientTable, ForwardedHeader};
+use super::{anonymous_key, client_ip, hash_key, AnonBuckets, BucketCell, ClientTable, ForwardedHeader};
 use crate::ratelimit::{Clock, Decision, MonotonicClock, Quota};
 
 /// How requests are matched to clients and limited.
@@ -77,8 +77,11 @@ impl Limiter {
             })
         };
         if let Some(key) = headers.get(&s.settings.api_key_header) {
-            return match s.table.by_key(&hash_key(key.as_bytes())) {
-                Some(entry) => charge(&entry, s.clock.now()),
+            return match s
+                .table
+                .with_key(&hash_key(key.as_bytes()), |cell| charge(cell, s.clock.now()))
+            {
+                Some(verdict) => verdict,
                 // A wrong key costs the caller's address a token like an anonymous request,
                 // so that guessing keys is rate limited too.
                 None => match s.take_anonymous(ip()) {
@@ -90,7 +93,7 @@ impl Limiter {
         let ip = ip();
         if let Some(ip) = ip {
             if let Some(entry) = s.table.by_ip(ip) {
-                return charge(&entry, s.clock.now());
+                return charge(&entry.cell, s.clock.now());
             }
         }
         if s.settings.require_api_key {
@@ -122,11 +125,11 @@ impl Limiter {
     }
 }
 
-fn charge(entry: &ClientEntry, now: u64) -> Result<(Decision, Quota), Refusal> {
-    if !entry.enabled {
+fn charge(cell: &BucketCell, now: u64) -> Result<(Decision, Quota), Refusal> {
+    if !cell.is_enabled() {
         return Err(Refusal::ClientDisabled);
     }
-    match entry.cell.take(now) {
+    match cell.take(now) {
         (d, q) if d.allowed => Ok((d, q)),
         (d, q) => Err(Refusal::RateLimited(d, q)),
     }

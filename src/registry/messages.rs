@@ -154,13 +154,13 @@ impl ClientView {
     pub fn of(entry: &ClientEntry, now: u64) -> ClientView {
         let (tokens, quota) = entry.cell.with_bucket(|b| (b.tokens_at(now), b.quota()));
         ClientView {
-            client_id: entry.id.clone(),
-            name: entry.name.clone(),
+            client_id: entry.id.to_string(),
+            name: entry.name().map(str::to_string),
             capacity: quota.capacity(),
             rate_per_sec: quota.rate_per_sec(),
             enabled: entry.enabled,
-            ips: entry.ips.iter().map(ToString::to_string).collect(),
-            key_prefix: entry.key_prefix.clone(),
+            ips: entry.ips().iter().map(ToString::to_string).collect(),
+            key_prefix: entry.key_prefix.to_string(),
             tokens,
             admitted: entry.cell.admitted(),
             refused: entry.cell.refused(),

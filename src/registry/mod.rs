@@ -8,7 +8,7 @@
 //! path has no mailbox round trip and every worker charges the same bucket exactly.
 //!
 //! # Layout
-//! - `cell`: a client's bucket and counters ([`BucketCell`]);
+//! - `cell`: a client's bucket, counters and enabled flag ([`BucketCell`]);
 //! - `entry`: one version of a client's settings ([`ClientEntry`]);
 //! - `table`: lookups by id, key hash and address ([`ClientTable`]);
 //! - `anonymous`: per-address buckets of clients without a key ([`AnonBuckets`]);
@@ -43,7 +43,7 @@ pub use actor::{ClientLoader, ClientRegistry, RegistrySettings, CHANGE_RETENTION
 pub use anonymous::AnonBuckets;
 pub use batch::{BatchError, CreateClients, ItemProblem};
 pub use cell::BucketCell;
-pub use entry::ClientEntry;
+pub use entry::{key_id, ClientEntry, ClientExtra, KeyId, KeyPrefix};
 pub use handle::RegistryHandle;
 pub use identity::{anonymous_key, client_ip, parse_nets, ForwardedHeader};
 pub use limiter::{LimitSettings, Limiter, Refusal};

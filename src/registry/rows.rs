@@ -8,7 +8,7 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::{BucketCell, ClientEntry};
+use super::{key_id, BucketCell, ClientEntry, ClientExtra, KeyPrefix};
 use crate::{
     ratelimit::{Bucket, Quota},
     store::ClientRow,
@@ -60,11 +60,10 @@ pub(super) fn entry_from_row(row: ClientRow, now: u64, wall_ms: i64) -> Result<C
         _ => Bucket::full(quota, now),
     };
     Ok(ClientEntry {
-        id: row.client_id,
-        name: row.name,
-        key_hash,
-        key_prefix: row.key_prefix,
-        ips,
+        id: row.client_id.into(),
+        extra: ClientExtra::boxed(row.name, ips),
+        key_id: key_id(&key_hash),
+        key_prefix: KeyPrefix::from(row.key_prefix.as_str()),
         enabled: row.enabled,
         created_at: row.created_at,
         updated_at: row.updated_at,
@@ -76,15 +75,17 @@ pub(super) fn entry_from_row(row: ClientRow, now: u64, wall_ms: i64) -> Result<C
     })
 }
 
-/// The stored row of `e` with `quota` (bucket columns left to the write-behind).
-pub(super) fn row_of(e: &ClientEntry, quota: Quota) -> ClientRow {
+/// The stored row of `e` with `quota` and the SHA-256 of its key (bucket columns left to the
+/// write-behind). Without the hash (the key is unchanged) `api_key_hash` is empty: see
+/// [`ClientWrite::Replace`](crate::store::ClientWrite::Replace).
+pub(super) fn row_of(e: &ClientEntry, quota: Quota, key_hash: Option<&[u8; 32]>) -> ClientRow {
     ClientRow {
-        client_id: e.id.clone(),
-        name: e.name.clone(),
-        api_key_hash: hex(&e.key_hash),
-        key_prefix: e.key_prefix.clone(),
+        client_id: e.id.to_string(),
+        name: e.name().map(str::to_string),
+        api_key_hash: key_hash.map(|h| hex(h)).unwrap_or_default(),
+        key_prefix: e.key_prefix.to_string(),
         ips: e
-            .ips
+            .ips()
             .iter()
             .map(ToString::to_string)
             .collect::<Vec<_>>()

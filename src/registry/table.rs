@@ -4,7 +4,12 @@
 //! A change costs O(log n) (the id index, a B-tree) plus O(1) (the key index, a concurrent
 //! hash map), never a rebuild: with a million clients an admin write or a change from another
 //! instance touches only its own client. Readers on the request path never wait for the
-//! writer beyond one shard's read lock (`dashmap`), and take their token inline. The address
+//! writer beyond one shard's read lock (`dashmap`), and take their token inline.
+//!
+//! The key index maps the first 16 bytes of a key's SHA-256 to the client's [`BucketCell`]:
+//! a decision reads one slot and one cell, and a slot is 24 bytes. Two keys that share 128
+//! bits of their SHA-256 cannot be found with less than 2^64 hashes; the database still
+//! checks the whole hash for uniqueness. The address
 //! index is small (only clients registered by address are in it) and is republished whole
 //! when such a client changes, so address lookups stay lock-free.
 //!
@@ -21,7 +26,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use super::ClientEntry;
+use super::{key_id, BucketCell, ClientEntry, KeyId};
 
 /// Per prefix length, longest first: masked network address → client.
 type PrefixIndex = Vec<(u8, bool, HashMap<IpAddr, Arc<ClientEntry>>)>;
@@ -62,8 +67,8 @@ impl std::borrow::Borrow<str> for ById {
 pub struct ClientTable {
     /// Ordered by id, for the admin API's pages; written by the actor only.
     by_id: RwLock<BTreeSet<ById>>,
-    /// The request path's index: SHA-256 of the key → client.
-    by_key: DashMap<[u8; 32], Arc<ClientEntry>, ahash::RandomState>,
+    /// The request path's index: key (see [`KeyId`]) → the client's cell.
+    by_key: DashMap<KeyId, Arc<BucketCell>, ahash::RandomState>,
     /// Clients registered by address.
     by_prefix: ArcSwap<PrefixIndex>,
 }
@@ -83,32 +88,44 @@ fn slot(net: &IpNet) -> (u8, bool) {
 impl ClientTable {
     /// Builds the tables over `entries` (at start).
     pub fn build(entries: impl IntoIterator<Item = Arc<ClientEntry>>) -> ClientTable {
-        let t = ClientTable::default();
+        let entries: Vec<Arc<ClientEntry>> = entries.into_iter().collect();
+        // Sized once: grown by doubling, the key index would leave its smaller copies behind
+        // in the allocator (as much again as the final table).
+        let t = ClientTable {
+            by_key: DashMap::with_capacity_and_hasher(entries.len(), ahash::RandomState::default()),
+            ..ClientTable::default()
+        };
         let mut with_ips = Vec::new();
-        {
-            let mut by_id = write(&t.by_id);
-            for e in entries {
-                t.by_key.insert(e.key_hash, e.clone());
-                if !e.ips.is_empty() {
-                    with_ips.push(e.clone());
-                }
-                by_id.replace(ById(e));
+        let mut all = Vec::with_capacity(entries.len());
+        for e in entries {
+            e.cell.set_enabled(e.enabled);
+            t.by_key.insert(e.key_id, e.cell.clone());
+            if !e.ips().is_empty() {
+                with_ips.push(e.clone());
             }
+            all.push(ById(e));
         }
+        // Built from the whole lot at once, the B-tree's nodes are full (inserted one by
+        // one, in order, they would be half empty).
+        *write(&t.by_id) = all.into_iter().collect();
         t.by_prefix.store(Arc::new(index_of(with_ips.iter())));
         t
     }
 
     /// Adds `entry`, or replaces the client with its id.
     pub fn upsert(&self, entry: Arc<ClientEntry>) {
+        entry.cell.set_enabled(entry.enabled);
         let old = write(&self.by_id).replace(ById(entry.clone())).map(|o| o.0);
-        self.by_key.insert(entry.key_hash, entry.clone());
+        self.by_key.insert(entry.key_id, entry.cell.clone());
         if let Some(old) = &old {
-            if old.key_hash != entry.key_hash {
-                self.by_key.remove_if(&old.key_hash, |_, e| e.id == entry.id);
+            if old.key_id != entry.key_id {
+                // Only if the slot is still this client's: another may have taken the key.
+                self.by_key.remove_if(&old.key_id, |_, c| {
+                    Arc::ptr_eq(c, &old.cell) || Arc::ptr_eq(c, &entry.cell)
+                });
             }
         }
-        if !entry.ips.is_empty() || old.is_some_and(|o| !o.ips.is_empty()) {
+        if !entry.ips().is_empty() || old.is_some_and(|o| !o.ips().is_empty()) {
             self.reindex_ips(&entry.id);
         }
     }
@@ -118,14 +135,15 @@ impl ClientTable {
         {
             let mut by_id = write(&self.by_id);
             for e in entries {
+                e.cell.set_enabled(e.enabled);
                 by_id.replace(ById(e.clone()));
-                self.by_key.insert(e.key_hash, e.clone());
+                self.by_key.insert(e.key_id, e.cell.clone());
             }
         }
         let with_ips: Vec<&str> = entries
             .iter()
-            .filter(|e| !e.ips.is_empty())
-            .map(|e| e.id.as_str())
+            .filter(|e| !e.ips().is_empty())
+            .map(|e| &*e.id)
             .collect();
         if !with_ips.is_empty() {
             self.reindex_ips_of(with_ips);
@@ -135,8 +153,9 @@ impl ClientTable {
     /// Removes the client `id`; returns it.
     pub fn remove(&self, id: &str) -> Option<Arc<ClientEntry>> {
         let old = write(&self.by_id).take(id)?.0;
-        self.by_key.remove_if(&old.key_hash, |_, e| e.id == old.id);
-        if !old.ips.is_empty() {
+        self.by_key
+            .remove_if(&old.key_id, |_, c| Arc::ptr_eq(c, &old.cell));
+        if !old.ips().is_empty() {
             self.reindex_ips(&old.id);
         }
         Some(old)
@@ -153,7 +172,7 @@ impl ClientTable {
         let current = self.by_prefix.load();
         let mut ids: Vec<&str> = changed;
         for (_, _, map) in current.iter() {
-            ids.extend(map.values().map(|e| e.id.as_str()));
+            ids.extend(map.values().map(|e| &*e.id));
         }
         ids.sort_unstable();
         ids.dedup();
@@ -162,7 +181,7 @@ impl ClientTable {
         let with_ips: Vec<Arc<ClientEntry>> = ids
             .into_iter()
             .filter_map(|id| by_id.get(id).map(|e| e.0.clone()))
-            .filter(|e| !e.ips.is_empty())
+            .filter(|e| !e.ips().is_empty())
             .collect();
         drop(by_id);
         self.by_prefix.store(Arc::new(index_of(with_ips.iter())));
@@ -215,9 +234,19 @@ impl ClientTable {
         self.len() == 0
     }
 
-    /// The client owning this key hash.
-    pub fn by_key(&self, hash: &[u8; 32]) -> Option<Arc<ClientEntry>> {
-        self.by_key.get(hash).map(|e| e.value().clone())
+    /// Runs `f` on the cell of the client owning this key hash, under the index shard's read
+    /// lock (no reference count is touched: a hot client's count would be shared by every
+    /// worker).
+    pub fn with_key<R>(&self, hash: &[u8; 32], f: impl FnOnce(&BucketCell) -> R) -> Option<R> {
+        self.by_key.get(&key_id(hash)).map(|c| f(c.value()))
+    }
+
+    /// Whether this key belongs to a client other than `id`.
+    pub fn key_taken_by_other(&self, key: &KeyId, id: &str) -> bool {
+        let Some(owner) = self.by_key.get(key).map(|c| c.value().clone()) else {
+            return false;
+        };
+        self.get(id).is_none_or(|e| !Arc::ptr_eq(&e.cell, &owner))
     }
 
     /// The client registered for exactly this address or block.
@@ -251,7 +280,7 @@ impl ClientTable {
 fn index_of<'a>(entries: impl Iterator<Item = &'a Arc<ClientEntry>>) -> PrefixIndex {
     let mut prefixes: BTreeMap<(u8, bool), HashMap<IpAddr, Arc<ClientEntry>>> = BTreeMap::new();
     for e in entries {
-        for net in &e.ips {
+        for net in e.ips() {
             prefixes
                 .entry(slot(net))
                 .or_default()
@@ -270,17 +299,30 @@ mod tests {
     use super::*;
     use crate::{
         ratelimit::{Bucket, Quota},
-        registry::{hash_key, BucketCell},
+        registry::{hash_key, BucketCell, ClientExtra},
     };
+
+    /// The id of the client whose cell the key's slot holds.
+    fn owner(t: &ClientTable, key: &[u8]) -> Option<String> {
+        let cell = t.by_key.get(&key_id(&hash_key(key)))?.value().clone();
+        t.all()
+            .into_iter()
+            .find(|e| Arc::ptr_eq(&e.cell, &cell))
+            .map(|e| e.id.to_string())
+    }
 
     fn entry(id: &str, ips: &[&str]) -> Arc<ClientEntry> {
         let quota = Quota::new(10, 1.0).unwrap();
         Arc::new(ClientEntry {
             id: id.into(),
-            name: None,
-            key_hash: hash_key(id.as_bytes()),
-            key_prefix: String::new(),
-            ips: ips.iter().map(|s| s.parse::<IpNet>().unwrap().trunc()).collect(),
+            extra: ClientExtra::boxed(
+                None::<String>,
+                ips.iter()
+                    .map(|s| s.parse::<IpNet>().unwrap().trunc())
+                    .collect::<Vec<_>>(),
+            ),
+            key_id: key_id(&hash_key(id.as_bytes())),
+            key_prefix: Default::default(),
             enabled: true,
             created_at: 0,
             updated_at: 0,
@@ -296,28 +338,24 @@ mod tests {
             entry("host", &["10.1.2.3/32"]),
             entry("v6", &["2001:db8::/32"]),
         ]);
-        let id = |ip: &str| t.by_ip(ip.parse().unwrap()).map(|e| e.id.clone());
+        let id = |ip: &str| t.by_ip(ip.parse().unwrap()).map(|e| e.id.to_string());
         assert_eq!(id("10.1.2.3").as_deref(), Some("host"));
         assert_eq!(id("10.1.9.9").as_deref(), Some("narrow"));
         assert_eq!(id("10.200.0.1").as_deref(), Some("wide"));
         assert_eq!(id("11.0.0.1"), None);
         assert_eq!(id("2001:db8:5::1").as_deref(), Some("v6"));
         assert_eq!(id("::ffff:10.1.2.3").as_deref(), Some("host"));
-        assert_eq!(
-            t.by_key(&hash_key(b"narrow")).map(|e| e.id.clone()).as_deref(),
-            Some("narrow")
-        );
+        assert_eq!(owner(&t, b"narrow").as_deref(), Some("narrow"));
     }
 
     fn with_key(id: &str, key: &[u8], ips: &[&str]) -> Arc<ClientEntry> {
         let e = entry(id, ips);
         Arc::new(ClientEntry {
-            key_hash: hash_key(key),
+            key_id: key_id(&hash_key(key)),
             cell: e.cell.clone(),
-            ips: e.ips.clone(),
+            extra: e.extra.clone(),
             id: e.id.clone(),
-            name: None,
-            key_prefix: String::new(),
+            key_prefix: Default::default(),
             enabled: true,
             created_at: 0,
             updated_at: 0,
@@ -329,17 +367,14 @@ mod tests {
         let t = ClientTable::build([entry("a", &[]), entry("b", &["10.0.0.0/8"])]);
         // Key rotation: the old key stops working, the new one works.
         t.upsert(with_key("a", b"new-key", &[]));
-        assert!(t.by_key(&hash_key(b"a")).is_none());
-        assert_eq!(
-            t.by_key(&hash_key(b"new-key")).map(|e| e.id.clone()).as_deref(),
-            Some("a")
-        );
+        assert!(owner(&t, b"a").is_none());
+        assert_eq!(owner(&t, b"new-key").as_deref(), Some("a"));
         // Addresses move with their client.
         t.upsert(with_key("b", b"b", &["192.168.0.0/16"]));
         assert!(t.by_ip("10.1.1.1".parse().unwrap()).is_none());
         assert_eq!(
             t.by_ip("192.168.3.4".parse().unwrap())
-                .map(|e| e.id.clone())
+                .map(|e| e.id.to_string())
                 .as_deref(),
             Some("b")
         );
@@ -347,15 +382,12 @@ mod tests {
         // A key taken over by another client is not removed with the first one's old version.
         t.upsert(with_key("c", b"new-key", &[]));
         t.upsert(with_key("a", b"third-key", &[]));
-        assert_eq!(
-            t.by_key(&hash_key(b"new-key")).map(|e| e.id.clone()).as_deref(),
-            Some("c")
-        );
+        assert_eq!(owner(&t, b"new-key").as_deref(), Some("c"));
         assert!(t.remove("b").is_some());
         assert!(t.by_ip("192.168.3.4".parse().unwrap()).is_none());
         assert!(t.remove("b").is_none());
         assert_eq!(
-            t.page(0, 10).iter().map(|e| e.id.as_str()).collect::<Vec<_>>(),
+            t.page(0, 10).iter().map(|e| &*e.id).collect::<Vec<_>>(),
             ["a", "c"]
         );
         assert_eq!(t.len(), 2);
@@ -365,14 +397,11 @@ mod tests {
     fn a_batch_is_indexed_by_id_key_and_address_beside_the_clients_there() {
         let t = ClientTable::build([entry("m", &["10.0.0.0/8"])]);
         t.insert_many(&[entry("a", &[]), entry("z", &["10.1.0.0/16"]), entry("b", &[])]);
-        let ids = |page: Vec<Arc<ClientEntry>>| page.iter().map(|e| e.id.clone()).collect::<Vec<_>>();
+        let ids = |page: Vec<Arc<ClientEntry>>| page.iter().map(|e| e.id.to_string()).collect::<Vec<_>>();
         assert_eq!(ids(t.page(0, 10)), ["a", "b", "m", "z"]);
         assert_eq!(ids(t.page_after(Some("b"), 2)), ["m", "z"]);
-        assert_eq!(
-            t.by_key(&hash_key(b"z")).map(|e| e.id.clone()).as_deref(),
-            Some("z")
-        );
-        let by_ip = |ip: &str| t.by_ip(ip.parse().unwrap()).map(|e| e.id.clone());
+        assert_eq!(owner(&t, b"z").as_deref(), Some("z"));
+        let by_ip = |ip: &str| t.by_ip(ip.parse().unwrap()).map(|e| e.id.to_string());
         assert_eq!(by_ip("10.1.2.3").as_deref(), Some("z"));
         assert_eq!(
             by_ip("10.2.0.1").as_deref(),

@@ -18,12 +18,12 @@ use tokio::sync::oneshot;
 
 use super::{
     actor::flatten,
-    hash_key,
+    hash_key, key_id,
     messages::{
         ClientInput, ClientView, CreateClient, Created, PatchClient, PutClient, RegistryError, RemoveClient,
     },
     rows::{row_of, unix_ms},
-    ClientEntry, ClientRegistry,
+    ClientEntry, ClientExtra, ClientRegistry, KeyId, KeyPrefix,
 };
 use crate::{
     ratelimit::Quota,
@@ -44,10 +44,6 @@ pub(super) fn generate_key() -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-}
-
-pub(super) fn key_prefix(key: &str) -> String {
-    key.chars().take(8).collect()
 }
 
 impl ClientRegistry {
@@ -94,16 +90,16 @@ impl ClientRegistry {
         ctx.spawn(f);
     }
 
-    fn check_unique(&self, id: &str, key_hash: &[u8; 32], ips: &[IpNet]) -> Result<(), RegistryError> {
+    fn check_unique(&self, id: &str, key: &KeyId, ips: &[IpNet]) -> Result<(), RegistryError> {
         let table = self.table();
-        if table.by_key(key_hash).is_some_and(|e| e.id != id) {
+        if table.key_taken_by_other(key, id) {
             return Err(RegistryError::Conflict {
                 field: "api_key",
                 message: "this API key belongs to another client".into(),
             });
         }
         for net in ips {
-            if let Some(e) = table.by_net(net).filter(|e| e.id != id) {
+            if let Some(e) = table.by_net(net).filter(|e| &*e.id != id) {
                 return Err(RegistryError::Conflict {
                     field: "ips",
                     message: format!("{net} is already registered for client {}", e.id),
@@ -117,7 +113,7 @@ impl ClientRegistry {
     fn new_entry(&self, mut input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
         let key = input.api_key.take().unwrap_or_else(generate_key);
         let key_hash = hash_key(key.as_bytes());
-        self.check_unique(&input.client_id, &key_hash, &input.ips)?;
+        self.check_unique(&input.client_id, &key_id(&key_hash), &input.ips)?;
         let quota = input.quota;
         let entry = ClientEntry::created(input, &key, key_hash, self.now(), unix_ms());
         Ok((Arc::new(entry), quota, key))
@@ -131,7 +127,7 @@ impl ClientRegistry {
         deadline: Instant,
     ) -> Pending<Created> {
         let write = WriteClient {
-            write: ClientWrite::Insert(row_of(&entry, quota)),
+            write: ClientWrite::Insert(row_of(&entry, quota, Some(&hash_key(key.as_bytes())))),
             at: entry.updated_at,
             deadline,
         };
@@ -148,10 +144,17 @@ impl ClientRegistry {
         }))
     }
 
-    /// Writes `next` (same bucket cell as the current entry) and switches to it on success.
-    fn replace(&mut self, next: ClientEntry, quota: Quota, deadline: Instant) -> Pending<ClientView> {
+    /// Writes `next` (same bucket cell as the current entry; `key_hash` when its key is new)
+    /// and switches to it on success.
+    fn replace(
+        &mut self,
+        next: ClientEntry,
+        quota: Quota,
+        key_hash: Option<[u8; 32]>,
+        deadline: Instant,
+    ) -> Pending<ClientView> {
         let write = WriteClient {
-            write: ClientWrite::Replace(row_of(&next, quota)),
+            write: ClientWrite::Replace(row_of(&next, quota, key_hash.as_ref())),
             at: next.updated_at,
             deadline,
         };
@@ -189,32 +192,38 @@ impl ClientRegistry {
                 Err(e) => ready(Err(e)),
             };
         };
-        let (key_hash, prefix, new_key) = match &input.api_key {
-            Some(k) => (hash_key(k.as_bytes()), key_prefix(k), true),
-            None => (current.key_hash, current.key_prefix.clone(), false),
+        let (key_hash, prefix) = match &input.api_key {
+            Some(k) => (Some(hash_key(k.as_bytes())), KeyPrefix::of_key(k)),
+            None => (None, current.key_prefix),
         };
-        if let Err(e) = self.check_unique(&input.client_id, &key_hash, &input.ips) {
+        let (new_key, key) = (
+            key_hash.is_some(),
+            key_hash.map_or(current.key_id, |h| key_id(&h)),
+        );
+        if let Err(e) = self.check_unique(&input.client_id, &key, &input.ips) {
             return ready(Err(e));
         }
         let next = ClientEntry {
-            id: input.client_id,
-            name: input.name,
-            key_hash,
+            id: input.client_id.into(),
+            extra: ClientExtra::boxed(input.name, input.ips),
+            key_id: key,
             key_prefix: prefix,
-            ips: input.ips,
             enabled: input.enabled,
             created_at: current.created_at,
             updated_at: unix_ms(),
             cell: current.cell.clone(),
         };
         let key = input.api_key.filter(|_| new_key);
-        Box::pin(self.replace(next, input.quota, deadline).map(move |res, _, _| {
-            res.map(|view| Created {
-                view,
-                api_key: key,
-                created: false,
-            })
-        }))
+        Box::pin(
+            self.replace(next, input.quota, key_hash, deadline)
+                .map(move |res, _, _| {
+                    res.map(|view| Created {
+                        view,
+                        api_key: key,
+                        created: false,
+                    })
+                }),
+        )
     }
 
     fn patch(&mut self, msg: PatchClient) -> Pending<ClientView> {
@@ -241,25 +250,26 @@ impl ClientRegistry {
             }
         };
         let (key_hash, prefix) = match &p.api_key {
-            Some(k) => (hash_key(k.as_bytes()), key_prefix(k)),
-            None => (current.key_hash, current.key_prefix.clone()),
+            Some(k) => (Some(hash_key(k.as_bytes())), KeyPrefix::of_key(k)),
+            None => (None, current.key_prefix),
         };
-        let ips = p.ips.unwrap_or_else(|| current.ips.clone());
-        if let Err(e) = self.check_unique(&current.id, &key_hash, &ips) {
+        let key = key_hash.map_or(current.key_id, |h| key_id(&h));
+        let ips: Vec<IpNet> = p.ips.unwrap_or_else(|| current.ips().to_vec());
+        let name: Option<String> = p.name.unwrap_or_else(|| current.name().map(str::to_string));
+        if let Err(e) = self.check_unique(&current.id, &key, &ips) {
             return ready(Err(e));
         }
         let next = ClientEntry {
             id: current.id.clone(),
-            name: p.name.unwrap_or_else(|| current.name.clone()),
-            key_hash,
+            extra: ClientExtra::boxed(name, ips),
+            key_id: key,
             key_prefix: prefix,
-            ips,
             enabled: p.enabled.unwrap_or(current.enabled),
             created_at: current.created_at,
             updated_at: unix_ms(),
             cell: current.cell.clone(),
         };
-        self.replace(next, quota, msg.deadline)
+        self.replace(next, quota, key_hash, msg.deadline)
     }
 
     fn remove(&mut self, id: String, deadline: Instant) -> Pending<()> {

@@ -7,7 +7,7 @@ use actix::{Context, Handler, Message, ResponseFuture};
 use diesel::prelude::*;
 
 use super::{
-    changelog::{last_version, lock_changes, notify, ChangeOp, ENTITY_CLIENT},
+    changelog::{last_version, lock_changes, ChangeOp, ENTITY_CLIENT},
     schema::{changes, clients},
     ClientRow, DbConnection, DbExecutor, StoreError,
 };
@@ -58,6 +58,5 @@ fn insert_clients(conn: &mut DbConnection, rows: &[ClientRow]) -> Result<i64, St
             DbConnection::Sqlite(c) => diesel::insert_into(changes::table).values(&changed).execute(c),
         }?;
     }
-    notify(conn)?;
     Ok(last_version(conn)?)
 }

@@ -77,7 +77,9 @@ impl ChangeRow {
 pub enum ClientWrite {
     /// Insert a new client (conflict if the id, key or unique value is taken).
     Insert(ClientRow),
-    /// Replace the settings of an existing client (bucket columns left alone).
+    /// Replace the settings of an existing client (bucket columns left alone); an empty
+    /// `api_key_hash` leaves the stored key as it is (the gateway keeps only part of a key's
+    /// hash in memory, so an unchanged key is not written back).
     Replace(ClientRow),
     /// Delete a client.
     Delete(String),
@@ -126,10 +128,14 @@ pub struct PruneChanges {
 }
 
 fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
+    if !r.api_key_hash.is_empty() {
+        diesel::update(clients::table.find(&r.client_id))
+            .set(clients::api_key_hash.eq(&r.api_key_hash))
+            .execute(conn)?;
+    }
     diesel::update(clients::table.find(&r.client_id))
         .set((
             clients::name.eq(&r.name),
-            clients::api_key_hash.eq(&r.api_key_hash),
             clients::key_prefix.eq(&r.key_prefix),
             clients::ips.eq(&r.ips),
             clients::capacity.eq(r.capacity),
@@ -140,26 +146,22 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
         .execute(conn)
 }
 
-/// Records a change and returns its version; on PostgreSQL also queues the notification.
+/// Records a change and returns its version (the notification was queued with the lock).
 pub(super) fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResult<i64> {
-    diesel::insert_into(changes::table)
-        .values((
-            changes::entity.eq(ENTITY_CLIENT),
-            changes::entity_id.eq(id),
-            changes::op.eq(op.as_str()),
-            changes::at.eq(at),
-        ))
-        .execute(conn)?;
-    notify(conn)?;
-    last_version(conn)
-}
-
-/// On PostgreSQL, queues the change notification (delivered at commit).
-pub(super) fn notify(conn: &mut DbConnection) -> QueryResult<()> {
-    if let DbConnection::Pg(c) = conn {
-        c.batch_execute(&format!("NOTIFY {CHANGES_CHANNEL}"))?;
+    let insert = diesel::insert_into(changes::table).values((
+        changes::entity.eq(ENTITY_CLIENT),
+        changes::entity_id.eq(id),
+        changes::op.eq(op.as_str()),
+        changes::at.eq(at),
+    ));
+    match conn {
+        // One round trip for the row and its version.
+        DbConnection::Pg(c) => insert.returning(changes::version).get_result(c),
+        DbConnection::Sqlite(_) => {
+            insert.execute(conn)?;
+            last_version(conn)
+        }
     }
-    Ok(())
 }
 
 /// The version of the change row this transaction inserted last.
@@ -211,10 +213,13 @@ fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result
 }
 
 /// On PostgreSQL, takes the transaction-scoped lock that numbers change rows one writer at a
-/// time (bounded by the transaction's `lock_timeout`).
+/// time (bounded by the transaction's `lock_timeout`) and queues the change notification
+/// (sent at commit, dropped on rollback): one round trip for both.
 pub(super) fn lock_changes(conn: &mut DbConnection) -> QueryResult<()> {
     if let DbConnection::Pg(c) = conn {
-        c.batch_execute(&format!("SELECT pg_advisory_xact_lock({CHANGES_LOCK})"))?;
+        c.batch_execute(&format!(
+            "SELECT pg_advisory_xact_lock({CHANGES_LOCK}); NOTIFY {CHANGES_CHANNEL}"
+        ))?;
     }
     Ok(())
 }

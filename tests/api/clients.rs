@@ -51,7 +51,7 @@ async fn raw_admin(
     )
 }
 
-fn hex_sha256(s: &str) -> String {
+pub(crate) fn hex_sha256(s: &str) -> String {
     Sha256::digest(s.as_bytes())
         .iter()
         .map(|b| format!("{b:02x}"))

@@ -131,8 +131,16 @@ async fn clients_and_buckets_survive_a_graceful_restart(db: TestDb) {
     let c = client();
     let key = "restart-key-0123456789abc";
     let body =
-        json!({"client_id": "keep", "capacity": 10, "rate_per_sec": 0.001, "api_key": key, "name": "Kept"});
+        json!({"client_id": "keep", "capacity": 10, "rate_per_sec": 0.001, "api_key": key, "name": "Before"});
     assert_eq!(create(&c, gw.admin_url("/clients"), body).await, 201);
+    // A change that leaves the key alone must leave its stored hash alone (memory keeps only
+    // part of it).
+    let patched = c
+        .patch(gw.admin_url("/clients/keep"))
+        .send_json(&json!({"name": "Kept"}))
+        .await
+        .unwrap();
+    assert_eq!(patched.status(), 200);
     for _ in 0..4 {
         assert_eq!(
             c.get(gw.url("/r"))
@@ -149,6 +157,8 @@ async fn clients_and_buckets_survive_a_graceful_restart(db: TestDb) {
 
     let row = db.client_row("keep").unwrap();
     assert_eq!((row.admitted, row.refused), (4, 0));
+    assert_eq!(row.api_key_hash, crate::clients::hex_sha256(key));
+    assert_eq!(row.name.as_deref(), Some("Kept"));
     let tokens = row.bucket_level.unwrap() as f64 / 1e12;
     assert!((6.0..6.1).contains(&tokens), "stored {tokens} tokens");
 

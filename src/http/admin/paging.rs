@@ -83,7 +83,7 @@ pub(super) async fn list(
     };
     let more = window.len() > limit;
     let page = &window[..window.len().min(limit)];
-    let next_after = page.last().filter(|_| more).map(|e| e.id.clone());
+    let next_after = page.last().filter(|_| more).map(|e| e.id.to_string());
     Ok(HttpResponse::Ok().json(Page {
         clients: page.iter().map(|e| ClientView::of(e, now)).collect(),
         total: table.len(),
