@@ -26,6 +26,9 @@ const CHANGES_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 /// Entity kind of a client change.
 pub const ENTITY_CLIENT: &str = "client";
 
+/// Entity kind of a backend change.
+pub const ENTITY_BACKEND: &str = "backend";
+
 /// What happened to an entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChangeOp {
@@ -51,7 +54,7 @@ impl ChangeOp {
 pub struct ChangeRow {
     /// Monotonic version (BIGSERIAL / AUTOINCREMENT).
     pub version: i64,
-    /// Entity kind (`client`).
+    /// Entity kind (`client`, `backend`).
     pub entity: String,
     /// Entity id.
     pub entity_id: String,
@@ -140,11 +143,18 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
         .execute(conn)
 }
 
-/// Records a change and returns its version; on PostgreSQL also queues the notification.
-pub(super) fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResult<i64> {
+/// Records a change of `entity` and returns its version; on PostgreSQL also queues the
+/// notification.
+pub(super) fn record(
+    conn: &mut DbConnection,
+    entity: &str,
+    id: &str,
+    op: ChangeOp,
+    at: i64,
+) -> QueryResult<i64> {
     diesel::insert_into(changes::table)
         .values((
-            changes::entity.eq(ENTITY_CLIENT),
+            changes::entity.eq(entity),
             changes::entity_id.eq(id),
             changes::op.eq(op.as_str()),
             changes::at.eq(at),
@@ -207,7 +217,7 @@ fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result
             (id.as_str(), ChangeOp::Delete)
         }
     };
-    Ok(Some(record(conn, id, op, at)?))
+    Ok(Some(record(conn, ENTITY_CLIENT, id, op, at)?))
 }
 
 /// On PostgreSQL, takes the transaction-scoped lock that numbers change rows one writer at a
