@@ -220,13 +220,17 @@ fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result
     Ok(Some(record(conn, ENTITY_CLIENT, id, op, at)?))
 }
 
-/// On PostgreSQL, takes the transaction-scoped lock that numbers change rows one writer at a
-/// time (bounded by the transaction's `lock_timeout`).
+/// Takes the lock that numbers change rows one writer at a time. PostgreSQL: the
+/// transaction-scoped advisory lock (bounded by the transaction's `lock_timeout`). SQLite: the
+/// database's write lock, taken at once by a write that changes nothing (bounded by
+/// `busy_timeout`), so that a transaction reading before it writes (the start-up replacement
+/// of the backend list by two processes starting together) never reads a snapshot that
+/// another process's commit then makes stale, which SQLite refuses with `SQLITE_BUSY`.
 pub(super) fn lock_changes(conn: &mut DbConnection) -> QueryResult<()> {
-    if let DbConnection::Pg(c) = conn {
-        c.batch_execute(&format!("SELECT pg_advisory_xact_lock({CHANGES_LOCK})"))?;
+    match conn {
+        DbConnection::Pg(c) => c.batch_execute(&format!("SELECT pg_advisory_xact_lock({CHANGES_LOCK})")),
+        DbConnection::Sqlite(c) => c.batch_execute("UPDATE changes SET version = version WHERE 0"),
     }
-    Ok(())
 }
 
 impl Handler<GetChanges> for DbExecutor {
