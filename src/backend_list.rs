@@ -158,3 +158,57 @@ impl BackendFeed {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn change(version: i64, entity: &str, id: &str, op: &str) -> ChangeRow {
+        ChangeRow {
+            version,
+            entity: entity.into(),
+            entity_id: id.into(),
+            op: op.into(),
+            at: 0,
+        }
+    }
+
+    #[test]
+    fn only_new_backend_upserts_are_re_read_once_each() {
+        let changes = [
+            change(4, ENTITY_BACKEND, "b-old", "upsert"), // applied already
+            change(5, "client", "c1", "upsert"),
+            change(6, ENTITY_BACKEND, "b-2", "upsert"),
+            change(7, ENTITY_BACKEND, "b-1", "upsert"),
+            change(8, ENTITY_BACKEND, "b-2", "upsert"),
+            change(9, ENTITY_BACKEND, "b-3", "delete"), // nothing to read
+        ];
+        assert_eq!(BackendFeed::ids_to_read(&changes, 4), vec!["b-1", "b-2"]);
+        assert!(BackendFeed::ids_to_read(&changes, 9).is_empty());
+    }
+
+    #[test]
+    fn a_stored_row_is_validated_like_the_configuration() {
+        let row = |url: &str, weight: i64| BackendRow {
+            id: "b-1".into(),
+            url: url.into(),
+            weight,
+            enabled: false,
+            position: 0,
+            created_at: 0,
+        };
+        let def = def_from_row(row("http://a:1/", 3)).unwrap();
+        assert_eq!(
+            (def.spec.base.as_str(), def.spec.weight.get(), def.enabled),
+            ("http://a:1", 3, false)
+        );
+        for (url, weight) in [
+            ("ftp://a:1", 1),
+            ("http://a:1", 0),
+            ("http://a:1", 1001),
+            ("http://a:1", -1),
+        ] {
+            assert!(def_from_row(row(url, weight)).is_err(), "{url} {weight}");
+        }
+    }
+}

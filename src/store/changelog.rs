@@ -1,10 +1,11 @@
-//! The change log: every client write records a change in the same transaction, so that
+//! The change log: every client and backend write records a change in the same transaction, so that
 //! every instance can apply what it has not seen (`version > last_applied`, in order).
 //!
 //! Versions must become visible in order, or a reader could pass over one still in flight:
 //! on PostgreSQL each writing transaction first takes a transaction-scoped advisory lock, so
 //! change rows are numbered and committed one at a time (admin writes are rare; the lock is
-//! held for the few statements of one write). SQLite serialises writers by itself. On
+//! held for the few statements of one write). SQLite serialises writers by itself; each
+//! writer takes the write lock with its first statement (see [`lock_changes`]). On
 //! PostgreSQL the transaction also sends `NOTIFY tollgate_changes`, delivered at commit.
 
 use std::time::Instant;
