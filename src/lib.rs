@@ -9,6 +9,8 @@
 //!   listeners, starts the actors, runs.
 //! - [`listeners`]: listeners handed over by systemd socket activation.
 //! - [`shutdown`]: ordered graceful shutdown on SIGTERM/SIGINT.
+//! - [`backend_list`]: the backend list between the store and the pool: the list named at
+//!   start replaces the stored one; the change log's backend changes reach the pool.
 //! - [`cluster`]: the instances sharing the database: registration, heartbeat, `/cluster`.
 //! - [`pool`]: the `BackendPool` actor (health checks), lock-free backend selection, and
 //!   the configured backends ([`pool::BackendSpec`], [`pool::Strategy`]).
@@ -27,6 +29,7 @@
 //! - [`logfmt`]: escaping of untrusted values in logs.
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
 
+pub mod backend_list;
 pub mod cluster;
 pub mod config;
 pub mod demo;

@@ -9,6 +9,7 @@ use actix::{Actor, Addr};
 use actix_web::{dev::Server, web, App};
 
 use crate::{
+    backend_list::{self, BackendFeed},
     cluster::{self, AppliedVersion, ClusterMember, Liveness},
     config::Settings,
     demo,
@@ -18,7 +19,7 @@ use crate::{
         server::{serve, ServeOptions},
     },
     listeners::{self, Inherited, InheritedError},
-    pool::{BackendSpec, PoolHandle},
+    pool::{BackendDef, BackendSpec, PoolHandle},
     registry::{CatchUp, ClientLoader, ClientRegistry, RegistryHandle},
     shutdown,
     store::{
@@ -40,13 +41,16 @@ struct OpenStore {
     version: i64,
     /// The pool itself, for the heartbeat thread.
     pool: DbPool,
+    /// The backend list, as stored after the list named at start replaced it.
+    backends: Vec<BackendDef>,
 }
 
 /// Clients read per query at start.
 const LOAD_PAGE: i64 = 10_000;
 
 /// Connects to the database (retrying up to the start-up bound), migrates it, starts the
-/// `DbExecutor` and loads the clients.
+/// `DbExecutor`, replaces the stored backend list by the one named at start (if any) and
+/// loads the clients and the backends.
 async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
     let store = settings.store.clone();
     let pool = actix_rt::task::spawn_blocking(move || {
@@ -62,6 +66,10 @@ async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
     };
     let health = StoreHealth::new(file.clone());
     let db = DbExecutor::new(pool.clone(), settings.store.checkout_timeout, file).start();
+    // Before the version: the replacement's own changes are then not applied twice here.
+    if let Some(named) = &settings.backends {
+        backend_list::replace(&db, named, settings.store.checkout_timeout).await?;
+    }
     // The version first: a change committed while the rows load is applied again by the
     // first catch-up, never missed.
     let version = db
@@ -84,12 +92,15 @@ async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
         loader.add(page);
         after = Some(last);
     }
+    // After the version too: a backend change committed meanwhile is applied again, harmlessly.
+    let backends = backend_list::load(&db).await?;
     Ok(OpenStore {
         db,
         health,
         loader,
         version,
         pool,
+        backends,
     })
 }
 
@@ -158,10 +169,11 @@ impl Application {
         let mut inherited = Inherited::from_env();
         let mut demos = Vec::new();
         if settings.demo {
-            if !settings.backends.is_empty() {
+            if settings.backends.is_some() {
                 log::warn!("--demo: ignoring TOLLGATE_BACKENDS, proxying to the demo backends only");
             }
-            settings.backends.clear();
+            // The demo backends are the list named at start: they replace the stored one.
+            let list = settings.backends.insert(Vec::new());
             for n in 1..=3 {
                 let (listener, addr) = bind("demo backend", SocketAddr::from(([127, 0, 0, 1], 0)))?;
                 let name = format!("demo-{n}");
@@ -170,7 +182,7 @@ impl Application {
                     demo::serve(listener, name, false)
                         .map_err(|source| StartupError::Serve { what: "demo", source })?,
                 );
-                settings.backends.push(BackendSpec {
+                list.push(BackendSpec {
                     base: format!("http://{addr}"),
                     weight: std::num::NonZeroU32::MIN,
                 });
@@ -184,6 +196,7 @@ impl Application {
             loader,
             version,
             pool: db_pool,
+            backends,
         } = open_store(&settings).await?;
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
@@ -202,6 +215,8 @@ impl Application {
 
         // Kept by the registry at the change version it has applied; the heartbeat publishes it.
         let applied = AppliedVersion::default();
+        // Set before the first heartbeat, which publishes it: the version loaded at start.
+        applied.set(u64::try_from(version).unwrap_or(0));
         let me = cluster::this_instance(proxy_addr, admin_addr);
         let published = applied.clone();
         let member = actix_rt::task::spawn_blocking(move || {
@@ -211,14 +226,15 @@ impl Application {
         .map_err(|e| StartupError::Heartbeat(std::io::Error::other(e.to_string())))?
         .map_err(StartupError::Heartbeat)?;
 
-        let pool = PoolHandle::start(&settings.backends, settings.pool.clone());
+        let pool = PoolHandle::start(&backends, version, settings.pool.clone());
         let registry = ClientRegistry::start_with(
             loader,
             version,
             settings.limits.clone(),
-            db,
+            db.clone(),
             settings.registry,
             applied,
+            BackendFeed::new(pool.addr().clone().recipient()),
         );
         if let DatabaseUrl::Postgres(url) = &settings.store.url {
             let (wake, alive) = (registry.addr().clone(), registry.addr().clone());
@@ -275,6 +291,7 @@ impl Application {
             draining: draining.clone(),
             token: settings.admin.token.clone(),
             registry: registry.clone(),
+            db,
             cluster: member.handle(),
             db_timeout: settings.store.checkout_timeout,
             store: store_health,

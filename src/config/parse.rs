@@ -103,7 +103,7 @@ pub fn parse_backends(raw: &str) -> Result<Vec<BackendSpec>, String> {
             },
             _ => (entry, 1),
         };
-        let base = parse_backend_url(url)?;
+        let base = BackendSpec::parse_url(url)?;
         if out.iter().any(|b| b.base == base) {
             return Err(format!("{base} is listed twice"));
         }
@@ -112,21 +112,6 @@ pub fn parse_backends(raw: &str) -> Result<Vec<BackendSpec>, String> {
         out.push(BackendSpec { base, weight });
     }
     Ok(out)
-}
-
-fn parse_backend_url(url: &str) -> Result<String, String> {
-    let bad =
-        || format!("{url} is not an http:// base URL like http://10.0.0.5:9000 or http://api.internal/v1");
-    let uri: Uri = url.parse().map_err(|_| bad())?;
-    if uri.scheme_str() != Some("http") || uri.host().is_none() {
-        return Err(bad());
-    }
-    if uri.query().is_some() || url.contains('#') || url.contains('@') {
-        return Err(format!(
-            "{url}: a backend base URL takes no query, fragment or user info"
-        ));
-    }
-    Ok(url.trim_end_matches('/').to_string())
 }
 
 /// Parses `postgres://…` or a SQLite file (`sqlite://PATH`, `sqlite:PATH` or a bare path).

@@ -32,8 +32,9 @@ pub struct Settings {
     pub server: ServerSettings,
     /// Admin listener and token.
     pub admin: AdminSettings,
-    /// Backends to balance over (empty only in demo mode, which adds its own).
-    pub backends: Vec<BackendSpec>,
+    /// Backends named at start (`TOLLGATE_BACKENDS`), which replace the stored list; `None`
+    /// keeps the stored list. Demo mode sets its own demo backends here.
+    pub backends: Option<Vec<BackendSpec>>,
     /// Selection and health checks.
     pub pool: PoolSettings,
     /// Forwarding limits and deadlines.
@@ -134,10 +135,10 @@ mod tests {
         assert!(matches!(&s.store.url, DatabaseUrl::Sqlite(p) if p == "tollgate.db"));
         assert_eq!(
             s.backends,
-            vec![BackendSpec {
+            Some(vec![BackendSpec {
                 base: "http://127.0.0.1:9000".into(),
                 weight: NonZeroU32::MIN
-            }]
+            }])
         );
         // Rate limiting is on by default, so backends never see the API key.
         assert_eq!(
@@ -159,6 +160,8 @@ mod tests {
             "lots",
             "--lb-strategy",
             "fastest",
+            "--backends",
+            "ftp://x",
         ]);
         let all = p.join("\n");
         for var in [
@@ -173,6 +176,15 @@ mod tests {
         }
         assert_eq!(p.len(), 6, "{all}");
         assert!(all.contains("\"5x\""), "value not quoted: {all}");
+    }
+
+    #[test]
+    fn the_backend_list_is_optional() {
+        // Unset or blank: the stored list is used.
+        for args in [&["--listen", "127.0.0.1:0"][..], &["--backends", " "]] {
+            let s = Settings::from_cli(&cli(args)).unwrap();
+            assert_eq!(s.backends, None, "{args:?}");
+        }
     }
 
     #[test]

@@ -5,15 +5,17 @@ use super::Settings;
 impl Settings {
     /// One-line summary of the effective configuration, secrets redacted.
     pub fn summary(&self) -> String {
-        let backends: Vec<String> = self
-            .backends
-            .iter()
-            .map(|b| format!("{}={}", b.base, b.weight))
-            .collect();
+        let backends = match &self.backends {
+            Some(list) => {
+                let named: Vec<String> = list.iter().map(|b| format!("{}={}", b.base, b.weight)).collect();
+                format!("[{}]", named.join(","))
+            }
+            None => "(stored)".to_string(),
+        };
         let (server, pool, proxy, limits, store) =
             (&self.server, &self.pool, &self.proxy, &self.limits, &self.store);
         format!(
-            "listen={} admin_listen={} admin_token={} backends=[{}] lb_strategy={} health_path={} \
+            "listen={} admin_listen={} admin_token={} backends={} lb_strategy={} health_path={} \
              health_interval={:?} health_timeout={:?} healthy_threshold={} unhealthy_threshold={} \
              passive_eject_window={:?} panic_threshold={}% \
              connect_timeout={:?} upstream_timeout={:?} retries={} max_body_size={} \
@@ -28,7 +30,7 @@ impl Settings {
             } else {
                 "(unset)"
             },
-            backends.join(","),
+            backends,
             pool.strategy,
             pool.health_path,
             pool.interval,

@@ -1,24 +1,30 @@
-//! The `BackendPool` actor: runs active checks, hears passive failures, applies the health and
-//! panic policies and publishes the routing table. The decisions themselves live in `health`
-//! and `panic`; this file only feeds them events and acts on what they return.
+//! The `BackendPool` actor: owns the backend list (which changes at run time), runs active
+//! checks, hears passive failures, applies the health and panic policies and publishes the
+//! routing table. The decisions themselves live in `health`, `panic` and `standing`; this
+//! file only feeds them events and acts on what they return. Checks are in `checks`, list
+//! changes and draining in `changes`.
 
 use std::{
+    collections::{HashMap, HashSet},
     sync::{atomic::Ordering, Arc},
-    time::{Duration, Instant, SystemTime},
+    time::Duration,
 };
 
-use actix::{Actor, ActorContext, ActorFutureExt, Addr, AsyncContext, Context, Handler, WrapFuture};
-use awc::error::{ConnectError, SendRequestError};
+use actix::{Actor, ActorContext, Addr, AsyncContext, Context, Handler};
 
 use super::Strategy;
 use super::{
+    backend::Backend,
     health::{Event, Health, Outcome, Thresholds},
-    messages::{BackendStatus, CheckResult, GetBackends, PoolStatus, ReportFailure, Stop},
-    panic,
-    select::Load,
+    messages::{BackendDef, BackendStatus, CheckResult, GetBackends, PoolStatus, ReportFailure, Stop},
     shared::Shared,
+    snapshot::Snapshot,
+    standing::{route, Standing},
 };
 use crate::logfmt::Escaped;
+
+/// How often draining backends are looked at: dropped once their last request finished.
+const DRAIN_POLL: Duration = Duration::from_millis(100);
 
 /// Settings of the pool, taken from the gateway configuration.
 #[derive(Debug, Clone)]
@@ -37,36 +43,91 @@ pub struct PoolSettings {
     pub panic_threshold: u8,
 }
 
-/// Owns backend health: one active check in flight per backend at most, passive failures from
-/// the proxy, and the snapshot that handlers read.
+/// One listed backend and what the actor knows of it.
+#[derive(Debug)]
+pub(super) struct Member {
+    pub(super) backend: Arc<Backend>,
+    pub(super) health: Health,
+    pub(super) enabled: bool,
+    /// Deleted: takes no new request, dropped once idle.
+    pub(super) draining: bool,
+    /// Added at run time, first check not finished: not routed to yet.
+    pub(super) pending: bool,
+    /// A check is in flight: the next tick skips it.
+    pub(super) checking: bool,
+    pub(super) last: Option<CheckResult>,
+    /// Newest change-log version applied to it.
+    pub(super) version: i64,
+}
+
+impl Member {
+    pub(super) fn new(def: &BackendDef, version: i64, pending: bool) -> Member {
+        Member {
+            backend: Arc::new(Backend::new(&def.id, &def.spec)),
+            health: Health::default(),
+            enabled: def.enabled,
+            draining: false,
+            pending,
+            checking: false,
+            last: None,
+            version,
+        }
+    }
+
+    pub(super) fn standing(&self) -> Standing {
+        Standing {
+            enabled: self.enabled,
+            draining: self.draining,
+            pending: self.pending,
+            healthy: self.health.is_healthy(),
+        }
+    }
+}
+
+/// Owns the backend list and its health: one active check in flight per backend at most,
+/// passive failures from the proxy, and the snapshot that handlers read.
 pub struct BackendPool {
-    shared: Arc<Shared>,
-    settings: PoolSettings,
-    health: Vec<Health>,
-    /// A check is in flight for this backend: the next tick skips it.
-    checking: Vec<bool>,
-    last: Vec<Option<CheckResult>>,
-    /// Backends whose first check has not finished; readiness waits for them.
-    first_round_pending: usize,
+    pub(super) shared: Arc<Shared>,
+    pub(super) settings: PoolSettings,
+    /// Listed backends, in list order.
+    pub(super) members: Vec<Member>,
+    /// Deleted backends and the version of their delete, so that an older change met later
+    /// does not bring one back; forgotten once the change log is applied past it.
+    pub(super) deleted: HashMap<String, i64>,
+    /// Backends of the start list whose first check has not finished; readiness waits for
+    /// them.
+    pub(super) first_round: HashSet<String>,
     /// Panic mode as last published, so that each switch is logged once.
     panic: bool,
-    client: Option<awc::Client>,
+    pub(super) client: Option<awc::Client>,
 }
 
 impl BackendPool {
-    /// A pool over the backends in `shared`.
-    pub fn new(shared: Arc<Shared>, settings: PoolSettings) -> BackendPool {
-        let n = shared.backends.len();
-        BackendPool {
+    /// A pool over `defs` (the stored list at start, reflecting the change log up to
+    /// `version`). They take traffic at once, before their first check, as always at start.
+    pub fn new(
+        shared: Arc<Shared>,
+        settings: PoolSettings,
+        defs: &[BackendDef],
+        version: i64,
+    ) -> BackendPool {
+        let members: Vec<Member> = defs.iter().map(|d| Member::new(d, version, false)).collect();
+        let first_round = members
+            .iter()
+            .filter(|m| m.enabled)
+            .map(|m| m.backend.id.clone())
+            .collect();
+        let mut pool = BackendPool {
             shared,
             settings,
-            health: vec![Health::default(); n],
-            checking: vec![false; n],
-            last: vec![None; n],
-            first_round_pending: n,
+            members,
+            deleted: HashMap::new(),
+            first_round,
             panic: false,
             client: None,
-        }
+        };
+        pool.publish();
+        pool
     }
 
     /// Starts the actor on the current arbiter.
@@ -74,76 +135,29 @@ impl BackendPool {
         self.start()
     }
 
-    fn check_all(&mut self, ctx: &mut Context<Self>) {
-        let Some(client) = self.client.clone() else { return };
-        for i in 0..self.shared.backends.len() {
-            if self.checking[i] {
-                continue;
-            }
-            self.checking[i] = true;
-            let url = format!("{}{}", self.shared.backends[i].base, self.settings.health_path);
-            let request = client.get(url).timeout(self.settings.timeout).force_close();
-            let started = Instant::now();
-            let check = async move {
-                match request.send().await {
-                    Ok(resp) => {
-                        let status = resp.status();
-                        let ok = status.is_success() || status.is_redirection();
-                        let event = if ok {
-                            Event::CheckPassed
-                        } else {
-                            Event::CheckFailed
-                        };
-                        let error = (!ok).then(|| format!("status {}", status.as_u16()));
-                        (event, Some(status.as_u16()), error)
-                    }
-                    Err(e) => {
-                        let timed_out = matches!(
-                            e,
-                            SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout)
-                        );
-                        let event = if timed_out {
-                            Event::CheckTimedOut
-                        } else {
-                            Event::CheckFailed
-                        };
-                        (event, None, Some(e.to_string()))
-                    }
-                }
-            };
-            ctx.spawn(check.into_actor(self).map(move |(event, status, error), act, _| {
-                act.checking[i] = false;
-                let result = CheckResult {
-                    ok: event == Event::CheckPassed,
-                    status,
-                    error,
-                    at: humantime::format_rfc3339_seconds(SystemTime::now()).to_string(),
-                    duration_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
-                };
-                let reason = result.error.clone().unwrap_or_default();
-                act.last[i] = Some(result);
-                act.record(i, event, &reason);
-                if act.first_round_pending > 0 {
-                    act.first_round_pending -= 1;
-                    if act.first_round_pending == 0 {
-                        act.shared.ready.store(true, Ordering::Release);
-                        let healthy = act.health.iter().filter(|h| h.is_healthy()).count();
-                        log::info!(
-                            "first health round done: {healthy} of {} backends healthy",
-                            act.health.len()
-                        );
-                    }
-                }
-            }));
+    pub(super) fn position(&self, id: &str) -> Option<usize> {
+        self.members.iter().position(|m| m.backend.id == id)
+    }
+
+    /// Backend `id` no longer holds back readiness (its first check finished, or it left).
+    pub(super) fn first_round_done(&mut self, id: &str) {
+        if self.first_round.remove(id) && self.first_round.is_empty() {
+            self.shared.ready.store(true, Ordering::Release);
+            let healthy = self.members.iter().filter(|m| m.health.is_healthy()).count();
+            log::info!(
+                "first health round done: {healthy} of {} backends healthy",
+                self.members.len()
+            );
         }
     }
 
     /// Feeds one event to backend `i`'s health and republishes on a transition.
-    fn record(&mut self, i: usize, event: Event, reason: &str) {
-        let backend = &self.shared.backends[i];
+    pub(super) fn record(&mut self, i: usize, event: Event, reason: &str) {
+        let member = &mut self.members[i];
+        let backend = &member.backend;
         let now = self.shared.clock.now();
         let t = &self.settings.thresholds;
-        match self.health[i].record(event, now, backend.last_answer(), t) {
+        match member.health.record(event, now, backend.last_answer(), t) {
             Outcome::Counted => return,
             Outcome::Forgiven => {
                 log::debug!(
@@ -174,28 +188,30 @@ impl BackendPool {
         self.publish();
     }
 
-    /// Publishes the routing table for the current health, logging a panic switch once.
-    fn publish(&mut self) {
-        let healthy: Vec<bool> = self.health.iter().map(Health::is_healthy).collect();
-        let (routable, panic) = panic::routable(&healthy, self.settings.panic_threshold);
-        let up = healthy.iter().filter(|&&h| h).count();
-        if panic && !self.panic {
+    /// Publishes the routing table for the current list and health, logging a panic switch
+    /// once.
+    pub(super) fn publish(&mut self) {
+        let standings: Vec<Standing> = self.members.iter().map(Member::standing).collect();
+        let routing = route(&standings, self.settings.panic_threshold);
+        let (up, total) = (routing.healthy, routing.candidates.len());
+        if routing.panic && !self.panic {
             log::warn!(
-                "panic mode: only {up} of {} backends healthy, below {}%: routing to all of them as if healthy",
-                healthy.len(),
+                "panic mode: only {up} of {total} backends healthy, below {}%: routing to all of them as if healthy",
                 self.settings.panic_threshold
             );
-        } else if !panic && self.panic {
-            log::info!(
-                "panic mode over: {up} of {} backends healthy; routing to healthy backends only",
-                healthy.len()
-            );
+        } else if !routing.panic && self.panic {
+            log::info!("panic mode over: {up} of {total} backends healthy; routing to healthy backends only");
         }
-        if routable.is_empty() {
+        if routing.routable.is_empty() && !self.members.is_empty() {
             log::error!("no healthy backend left: requests get 503 until one recovers");
         }
-        self.panic = panic;
-        self.shared.publish(routable);
+        self.panic = routing.panic;
+        let candidates = routing
+            .candidates
+            .iter()
+            .map(|&i| self.members[i].backend.clone())
+            .collect();
+        self.shared.publish(Snapshot::build(candidates, routing.routable));
     }
 }
 
@@ -213,11 +229,12 @@ impl Actor for BackendPool {
                 .timeout(self.settings.timeout)
                 .finish(),
         );
-        if self.shared.backends.is_empty() {
+        if self.first_round.is_empty() {
             self.shared.ready.store(true, Ordering::Release);
         }
         self.check_all(ctx);
         ctx.run_interval(self.settings.interval, Self::check_all);
+        ctx.run_interval(DRAIN_POLL, |act, _| act.drop_drained());
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
@@ -229,8 +246,8 @@ impl Handler<ReportFailure> for BackendPool {
     type Result = ();
 
     fn handle(&mut self, msg: ReportFailure, _: &mut Context<Self>) {
-        if msg.index < self.health.len() {
-            self.record(msg.index, Event::ConnectFailed, &msg.reason);
+        if let Some(i) = self.position(&msg.id) {
+            self.record(i, Event::ConnectFailed, &msg.reason);
         }
     }
 }
@@ -239,19 +256,25 @@ impl Handler<GetBackends> for BackendPool {
     type Result = PoolStatus;
 
     fn handle(&mut self, _: GetBackends, _: &mut Context<Self>) -> PoolStatus {
+        // Dropped here too, so that a drained backend is never shown for up to a poll.
+        self.drop_drained();
         let backends = self
-            .shared
-            .backends
+            .members
             .iter()
-            .enumerate()
-            .map(|(i, b)| BackendStatus {
-                url: b.base.clone(),
-                weight: b.weight,
-                healthy: self.health[i].is_healthy(),
-                in_flight: b.in_flight(),
-                requests_total: b.requests(),
-                failures_total: b.failures(),
-                last_check: self.last[i].clone(),
+            .map(|m| {
+                let b = &m.backend;
+                BackendStatus {
+                    id: b.id.clone(),
+                    url: b.base.clone(),
+                    weight: b.weight(),
+                    enabled: m.enabled,
+                    state: m.standing().state().as_str(),
+                    healthy: m.health.is_healthy() && !m.pending,
+                    in_flight: b.in_flight(),
+                    requests_total: b.requests(),
+                    failures_total: b.failures(),
+                    last_check: m.last.clone(),
+                }
             })
             .collect();
         PoolStatus {

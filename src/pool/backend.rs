@@ -1,19 +1,23 @@
-//! One configured backend: its address, weight and the live counters handlers update.
+//! One backend: its id, address, weight and the live counters handlers update. Shared as an
+//! `Arc` by the pool, the snapshot and the leases of its requests in flight, so that a backend
+//! removed from the list keeps counting those until they finish.
 
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
 
 use actix_web::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use super::select::Load;
 use super::BackendSpec;
 
-/// One configured backend with its live counters.
+/// One backend with its live counters.
 #[derive(Debug)]
 pub struct Backend {
+    /// Stable id (shared by every instance, kept across restarts).
+    pub id: String,
     /// Base URL without a trailing slash; the request path is appended to it.
     pub base: String,
-    /// Configured weight.
-    pub weight: u32,
+    /// Weight; changed in place by the admin API (the actor then rebuilds the cycle).
+    pub(super) weight: AtomicU32,
     /// The authority of a base URL without a path prefix: the request target is then used
     /// as it is, with no string built per request.
     authority: Option<Authority>,
@@ -28,11 +32,12 @@ pub struct Backend {
 }
 
 impl Backend {
-    /// A backend as configured, with zeroed counters.
-    pub fn new(spec: &BackendSpec) -> Backend {
+    /// A backend with id `id`, with zeroed counters.
+    pub fn new(id: &str, spec: &BackendSpec) -> Backend {
         Backend {
+            id: id.to_string(),
             base: spec.base.clone(),
-            weight: spec.weight.get(),
+            weight: AtomicU32::new(spec.weight.get()),
             authority: spec
                 .base
                 .parse::<Uri>()
@@ -61,6 +66,16 @@ impl Backend {
         uri.map_err(|e| e.to_string())
     }
 
+    /// Current weight.
+    pub fn weight(&self) -> u32 {
+        self.weight.load(Ordering::Relaxed)
+    }
+
+    /// Requests in flight to this backend now.
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+
     /// Requests sent to this backend since start.
     pub fn requests(&self) -> u64 {
         self.requests.load(Ordering::Relaxed)
@@ -79,11 +94,11 @@ impl Backend {
     }
 }
 
-impl Load for Backend {
+impl Load for std::sync::Arc<Backend> {
     fn in_flight(&self) -> usize {
-        self.in_flight.load(Ordering::Relaxed)
+        Backend::in_flight(self)
     }
     fn weight(&self) -> u32 {
-        self.weight
+        Backend::weight(self)
     }
 }

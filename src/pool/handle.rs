@@ -1,6 +1,7 @@
 //! What request handlers hold: [`PoolHandle`] picks a backend from the published snapshot with
 //! no mailbox round trip (one atomic load, one atomic increment); [`Lease`] counts the request
-//! as in flight until it is dropped.
+//! as in flight until it is dropped, on the backend itself, so that a backend removed from the
+//! list meanwhile still knows its requests in flight (and drains).
 
 use std::sync::{atomic::Ordering, Arc};
 
@@ -10,10 +11,10 @@ use super::{
     actor::{BackendPool, PoolSettings},
     backend::Backend,
     health::is_answer,
-    messages::ReportFailure,
+    messages::{BackendDef, ReportFailure},
     select::choose,
     shared::Shared,
-    BackendSpec, Strategy,
+    Strategy,
 };
 use crate::ratelimit::{Clock, MonotonicClock};
 
@@ -25,46 +26,51 @@ pub struct PoolHandle {
 }
 
 impl PoolHandle {
-    /// Starts the [`BackendPool`] actor on the current arbiter and returns its handle.
-    pub fn start(specs: &[BackendSpec], settings: PoolSettings) -> PoolHandle {
-        Self::start_with_clock(specs, settings, Arc::new(MonotonicClock::default()))
+    /// Starts the [`BackendPool`] actor over `defs` on the current arbiter and returns its
+    /// handle; `version` is the change-log version the list reflects.
+    pub fn start(defs: &[BackendDef], version: i64, settings: PoolSettings) -> PoolHandle {
+        Self::start_with_clock(defs, version, settings, Arc::new(MonotonicClock::default()))
     }
 
     /// [`PoolHandle::start`] with the clock that times answers and failures.
     pub fn start_with_clock(
-        specs: &[BackendSpec],
+        defs: &[BackendDef],
+        version: i64,
         settings: PoolSettings,
         clock: Arc<dyn Clock>,
     ) -> PoolHandle {
-        let shared = Shared::new(specs, settings.strategy, clock);
-        let addr = BackendPool::new(shared.clone(), settings).start_actor();
+        let shared = Shared::new(settings.strategy, clock);
+        let addr = BackendPool::new(shared.clone(), settings, defs, version).start_actor();
         PoolHandle { shared, addr }
     }
 
-    /// Picks a routable backend not in `exclude` and counts the request as in flight to it
-    /// until the returned lease is dropped.
-    pub fn pick(&self, exclude: &[usize]) -> Option<Lease> {
+    /// Picks a routable backend not in `exclude` (the backends this request already tried)
+    /// and counts the request as in flight to it until the returned lease is dropped.
+    pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Lease> {
         let snap = self.shared.snapshot.load();
         let index = choose(
             self.shared.strategy,
-            &self.shared.backends,
+            &snap.backends,
             &snap.routable,
             &snap.cycle,
             &self.shared.cursor,
-            exclude,
+            |i| exclude.iter().any(|b| Arc::ptr_eq(b, &snap.backends[i])),
         )?;
-        let b = &self.shared.backends[index];
-        b.in_flight.fetch_add(1, Ordering::Relaxed);
-        b.requests.fetch_add(1, Ordering::Relaxed);
+        let backend = snap.backends[index].clone();
+        backend.in_flight.fetch_add(1, Ordering::Relaxed);
+        backend.requests.fetch_add(1, Ordering::Relaxed);
         Some(Lease {
-            shared: self.shared.clone(),
-            index,
+            backend,
+            clock: self.shared.clock.clone(),
         })
     }
 
     /// Tells the pool that the proxy could not connect to a backend (passive health check).
-    pub fn report_connect_failure(&self, index: usize, reason: String) {
-        self.addr.do_send(ReportFailure { index, reason });
+    pub fn report_connect_failure(&self, backend: &Backend, reason: String) {
+        self.addr.do_send(ReportFailure {
+            id: backend.id.clone(),
+            reason,
+        });
     }
 
     /// Whether the first round of health checks is done.
@@ -77,57 +83,60 @@ impl PoolHandle {
         self.shared.strategy
     }
 
-    /// Number of configured backends.
+    /// Number of backends that may take traffic now (enabled, checked, not draining).
     pub fn len(&self) -> usize {
-        self.shared.backends.len()
+        self.shared.snapshot.load().backends.len()
     }
 
-    /// True when no backend is configured.
+    /// True when no backend may take traffic now.
     pub fn is_empty(&self) -> bool {
-        self.shared.backends.is_empty()
+        self.len() == 0
     }
 
-    /// The actor, for control messages (status, stop).
+    /// The actor, for control messages (status, list changes, stop).
     pub fn addr(&self) -> &Addr<BackendPool> {
         &self.addr
     }
 }
 
 /// A request in flight to one backend; dropping it ends the request for load accounting.
-#[derive(Debug)]
 pub struct Lease {
-    shared: Arc<Shared>,
-    index: usize,
+    backend: Arc<Backend>,
+    /// The pool's clock, for the time of answers.
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Lease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Lease")
+            .field("backend", &self.backend.base)
+            .finish()
+    }
 }
 
 impl Lease {
-    /// Index of the backend in the configuration.
-    pub fn index(&self) -> usize {
-        self.index
-    }
-
     /// The backend.
-    pub fn backend(&self) -> &Backend {
-        &self.shared.backends[self.index]
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
     }
 
     /// Counts a failed request against the backend (for `/backends`).
     pub fn count_failure(&self) {
-        self.backend().failures.fetch_add(1, Ordering::Relaxed);
+        self.backend.failures.fetch_add(1, Ordering::Relaxed);
     }
 
     /// The backend sent a response head with `status`: proof that it is up, which keeps a
     /// timed-out health check from counting against it.
     pub fn record_response(&self, status: u16) {
         if is_answer(status) {
-            let now = self.shared.clock.now().max(1);
-            self.backend().last_answer.fetch_max(now, Ordering::Relaxed);
+            let now = self.clock.now().max(1);
+            self.backend.last_answer.fetch_max(now, Ordering::Relaxed);
         }
     }
 }
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.backend().in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
 }

@@ -74,6 +74,15 @@ impl Default for Health {
 }
 
 impl Health {
+    /// An ejected backend, re-admitted after `healthy` consecutive passed checks like any
+    /// other (a backend added at run time whose first check failed).
+    pub fn ejected() -> Health {
+        Health {
+            healthy: false,
+            ..Health::default()
+        }
+    }
+
     /// Whether the backend counts as healthy.
     pub fn is_healthy(&self) -> bool {
         self.healthy
@@ -125,10 +134,7 @@ impl Health {
         if !eject {
             return Outcome::Counted;
         }
-        *self = Health {
-            healthy: false,
-            ..Health::default()
-        };
+        *self = Health::ejected();
         Outcome::Ejected
     }
 }

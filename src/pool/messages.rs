@@ -4,12 +4,14 @@
 use actix::{Message, MessageResponse};
 use serde::Serialize;
 
+use super::BackendSpec;
+
 /// The proxy could not connect to a backend; counts like a failed health check.
 #[derive(Debug, Message)]
 #[rtype(result = "()")]
 pub struct ReportFailure {
-    /// Backend index.
-    pub index: usize,
+    /// Backend id.
+    pub id: String,
     /// What went wrong, for the log.
     pub reason: String,
 }
@@ -18,6 +20,42 @@ pub struct ReportFailure {
 #[derive(Debug, Message)]
 #[rtype(result = "PoolStatus")]
 pub struct GetBackends;
+
+/// One backend as stored: what the pool needs to route to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BackendDef {
+    /// Stable id.
+    pub id: String,
+    /// URL and weight.
+    pub spec: BackendSpec,
+    /// `false`: listed, takes no new requests.
+    pub enabled: bool,
+}
+
+/// One change of the backend list.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BackendChange {
+    /// Added, or its weight or `enabled` changed.
+    Upsert(BackendDef),
+    /// Deleted: drained, then dropped.
+    Delete(String),
+}
+
+/// Changes of the backend list, each with its change-log version, oldest first. A change
+/// older than what the pool already applied for that backend is skipped, so an own write
+/// applied at commit and met again in the change log is applied once, and a stale re-read
+/// never brings a deleted backend back.
+#[derive(Debug, Message)]
+#[rtype(result = "()")]
+pub struct ApplyBackendChanges {
+    /// `(version, change)`, oldest first.
+    pub changes: Vec<(i64, BackendChange)>,
+    /// The change log is applied up to this version (catch-up): no change at or below it
+    /// can arrive later, so what the pool remembers of deleted backends up to it is dropped.
+    pub through: Option<i64>,
+    /// Made by another instance (for the log).
+    pub remote: bool,
+}
 
 /// Stops health checks and the actor (part of graceful shutdown).
 #[derive(Debug, Message)]
@@ -48,17 +86,23 @@ pub struct PoolStatus {
     pub strategy: String,
     /// Panic mode: too few backends are healthy, so traffic goes to all of them.
     pub panic: bool,
-    /// Every configured backend, in configuration order.
+    /// Every listed backend, in list order (draining ones until they are idle).
     pub backends: Vec<BackendStatus>,
 }
 
 /// One backend as `GET /backends` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct BackendStatus {
+    /// Stable id.
+    pub id: String,
     /// Base URL.
     pub url: String,
-    /// Configured weight.
+    /// Weight.
     pub weight: u32,
+    /// `false`: takes no new requests.
+    pub enabled: bool,
+    /// `healthy`, `unhealthy`, `pending` (first check running), `disabled` or `draining`.
+    pub state: &'static str,
     /// Whether its checks say it is up (in panic mode it takes traffic even when not).
     pub healthy: bool,
     /// Requests in flight now.

@@ -58,7 +58,8 @@ fn lighter<L: Load>(a: &L, b: &L) -> bool {
     (a.in_flight() as u64) * u64::from(b.weight()) < (b.in_flight() as u64) * u64::from(a.weight())
 }
 
-/// Chooses an index into `backends` among `routable` (indices), skipping those in `exclude`.
+/// Chooses an index into `backends` among `routable` (indices), skipping those `skip` names
+/// (the backends a request already tried).
 ///
 /// `cycle` is the smooth weighted cycle over `routable` (entries index into `routable`);
 /// `cursor` is shared by every caller so that the rotation is global, not per worker.
@@ -68,12 +69,12 @@ pub fn choose<L: Load>(
     routable: &[usize],
     cycle: &[usize],
     cursor: &AtomicUsize,
-    exclude: &[usize],
+    skip: impl Fn(usize) -> bool,
 ) -> Option<usize> {
     if routable.is_empty() {
         return None;
     }
-    let allowed = |i: &usize| !exclude.contains(i);
+    let allowed = |i: &usize| !skip(*i);
     match strategy {
         Strategy::RoundRobin => {
             let start = cursor.fetch_add(1, Ordering::Relaxed);
@@ -152,7 +153,12 @@ mod tests {
         let cycle = smooth_weighted_cycle(&weights);
         let cursor = AtomicUsize::new(0);
         (0..n)
-            .map(|_| choose(strategy, backends, routable, &cycle, &cursor, exclude).unwrap())
+            .map(|_| {
+                choose(strategy, backends, routable, &cycle, &cursor, |i| {
+                    exclude.contains(&i)
+                })
+                .unwrap()
+            })
             .collect()
     }
 
@@ -193,10 +199,13 @@ mod tests {
         let cursor = AtomicUsize::new(0);
         let cycle = smooth_weighted_cycle(&[1, 1]);
         assert_eq!(
-            choose(Strategy::RoundRobin, &b, &[0, 1], &cycle, &cursor, &[0, 1]),
+            choose(Strategy::RoundRobin, &b, &[0, 1], &cycle, &cursor, |i| i < 2),
             None
         );
-        assert_eq!(choose(Strategy::RoundRobin, &b, &[], &[], &cursor, &[]), None);
+        assert_eq!(
+            choose(Strategy::RoundRobin, &b, &[], &[], &cursor, |_| false),
+            None
+        );
     }
 
     #[test]

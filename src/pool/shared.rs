@@ -7,13 +7,11 @@ use std::sync::{
 
 use arc_swap::ArcSwap;
 
-use super::{backend::Backend, snapshot::Snapshot, BackendSpec, Strategy};
+use super::{snapshot::Snapshot, Strategy};
 use crate::ratelimit::Clock;
 
 /// What the actor publishes and the handles read, without a lock.
 pub struct Shared {
-    /// Every configured backend, in configuration order; never changes after start.
-    pub(super) backends: Vec<Backend>,
     /// The current routing table; replaced whole by the actor.
     pub(super) snapshot: ArcSwap<Snapshot>,
     /// Round-robin position shared by all workers, so the rotation is global.
@@ -29,7 +27,6 @@ pub struct Shared {
 impl std::fmt::Debug for Shared {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Shared")
-            .field("backends", &self.backends)
             .field("snapshot", &self.snapshot)
             .field("strategy", &self.strategy)
             .finish_non_exhaustive()
@@ -37,13 +34,10 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
-    /// Shared state for `specs`, every backend routable (until checks say otherwise).
-    pub fn new(specs: &[BackendSpec], strategy: Strategy, clock: Arc<dyn Clock>) -> Arc<Shared> {
-        let backends: Vec<Backend> = specs.iter().map(Backend::new).collect();
-        let snapshot = Snapshot::build(&backends, (0..backends.len()).collect());
+    /// Shared state with an empty routing table (the actor publishes the first one).
+    pub fn new(strategy: Strategy, clock: Arc<dyn Clock>) -> Arc<Shared> {
         Arc::new(Shared {
-            backends,
-            snapshot: ArcSwap::from_pointee(snapshot),
+            snapshot: ArcSwap::from_pointee(Snapshot::default()),
             cursor: AtomicUsize::new(0),
             strategy,
             ready: AtomicBool::new(false),
@@ -51,9 +45,8 @@ impl Shared {
         })
     }
 
-    /// Replaces the routing table with one over `routable`.
-    pub(super) fn publish(&self, routable: Vec<usize>) {
-        self.snapshot
-            .store(Arc::new(Snapshot::build(&self.backends, routable)));
+    /// Replaces the routing table.
+    pub(super) fn publish(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
     }
 }

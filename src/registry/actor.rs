@@ -17,6 +17,7 @@ use super::{
     BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
 };
 use crate::{
+    backend_list::BackendFeed,
     cluster::AppliedVersion,
     ratelimit::{Clock, MonotonicClock},
     store::{BucketRow, ClientRow, DbExecutor, PruneChanges, SaveBuckets, StoreError},
@@ -87,6 +88,8 @@ pub struct ClientRegistry {
     pub(super) sync: SyncState,
     /// The same, published for the heartbeat (`GET /cluster`).
     pub(super) applied: AppliedVersion,
+    /// Where the backend changes of the change log go (the backend pool).
+    pub(super) backends: BackendFeed,
 }
 
 pub(super) fn store_error(e: StoreError) -> RegistryError {
@@ -107,7 +110,8 @@ impl ClientRegistry {
     /// Starts the registry over the clients `loader` built, on the current arbiter.
     /// `version` is the newest change version read before the rows were loaded: changes after
     /// it are applied by the first catch-up (re-applying one the rows already hold is harmless).
-    /// `applied` is kept at the version applied so far, for the instance's heartbeat.
+    /// `applied` is kept at the version applied so far, for the instance's heartbeat. The
+    /// change log also carries backend changes: the catch-up hands them to `backends`.
     pub fn start_with(
         loader: ClientLoader,
         version: i64,
@@ -115,6 +119,7 @@ impl ClientRegistry {
         db: Addr<DbExecutor>,
         settings: RegistrySettings,
         applied: AppliedVersion,
+        backends: BackendFeed,
     ) -> RegistryHandle {
         let ClientLoader { clock, entries, .. } = loader;
         log::info!("loaded {} client(s) at change version {version}", entries.len());
@@ -132,6 +137,7 @@ impl ClientRegistry {
             writing: false,
             sync: SyncState::new(version),
             applied,
+            backends,
         }
         .start();
         RegistryHandle::new(shared, addr)

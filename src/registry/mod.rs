@@ -51,6 +51,7 @@ pub use messages::{
     CatchUp, ClientInput, ClientPatch, ClientView, CreateClient, Created, Flush, PatchClient, PutClient,
     RegistryError, RemoveClient,
 };
+pub use rows::unix_ms;
 pub use table::ClientTable;
 
 /// Locks a mutex even if a panicking thread poisoned it: a bucket is always consistent

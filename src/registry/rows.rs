@@ -15,7 +15,7 @@ use crate::{
 };
 
 /// Wall-clock Unix milliseconds.
-pub(super) fn unix_ms() -> i64 {
+pub fn unix_ms() -> i64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))

@@ -7,6 +7,10 @@
 //! PATCH), a deleted one is removed. The instance's own writes are applied when they commit
 //! and skipped when they come back (their version is known per client), as is any change
 //! older than what the table already reflects for that client.
+//!
+//! Backend changes travel in the same log: their rows are re-read in the same catch-up and
+//! handed, in order, to the backend pool (see [`crate::backend_list::BackendFeed`]); a change
+//! counts as applied once handed over.
 
 use std::{
     collections::{HashMap, HashSet},
@@ -20,7 +24,12 @@ use super::{
     rows::{entry_from_row, unix_ms},
     ClientEntry, ClientRegistry,
 };
-use crate::store::{ChangeOp, ChangeRow, ClientRow, GetChanges, GetClientRows, ENTITY_CLIENT};
+use crate::{
+    backend_list::BackendFeed,
+    store::{
+        BackendRow, ChangeOp, ChangeRow, ClientRow, GetBackendRows, GetChanges, GetClientRows, ENTITY_CLIENT,
+    },
+};
 
 /// Changes read per query; a full page is followed at once by the next.
 const PAGE: i64 = 1000;
@@ -98,29 +107,35 @@ impl ClientRegistry {
                     .filter(|c| act.sync.is_new(&c.entity_id, c.version))
                     .map(|c| c.entity_id.clone())
                     .collect();
-                (changes, ids.into_iter().collect::<Vec<_>>())
+                let backend_ids = BackendFeed::ids_to_read(&changes, act.sync.last_applied);
+                (changes, ids.into_iter().collect::<Vec<_>>(), backend_ids)
             });
             async move {
-                let (changes, ids) = fetched?;
+                let (changes, ids, backend_ids) = fetched?;
                 let rows = if ids.is_empty() {
                     Vec::new()
                 } else {
                     flatten(db.send(GetClientRows(ids)).await)?
                 };
-                Ok::<_, crate::registry::RegistryError>((changes, rows))
+                let backend_rows = if backend_ids.is_empty() {
+                    Vec::new()
+                } else {
+                    flatten(db.send(GetBackendRows(Some(backend_ids))).await)?
+                };
+                Ok::<_, crate::registry::RegistryError>((changes, rows, backend_rows))
             }
             .into_actor(act)
         });
         let f = f.map(|res, act: &mut ClientRegistry, ctx: &mut Context<Self>| {
             act.sync.running = false;
             match res {
-                Ok((changes, rows)) => {
+                Ok((changes, rows, backend_rows)) => {
                     if act.sync.failing {
                         log::info!("change log readable again");
                         act.sync.failing = false;
                     }
                     let full = i64::try_from(changes.len()).unwrap_or(i64::MAX) >= PAGE;
-                    act.apply_changes(changes, rows);
+                    act.apply_changes(changes, rows, backend_rows);
                     if full || std::mem::take(&mut act.sync.again) {
                         act.catch_up(ctx);
                     }
@@ -136,8 +151,21 @@ impl ClientRegistry {
         ctx.spawn(f);
     }
 
-    /// Applies a page of changes in version order, with the rows re-read for the upserts.
-    fn apply_changes(&mut self, changes: Vec<ChangeRow>, rows: Vec<ClientRow>) {
+    /// Applies a page of changes in version order, with the rows re-read for the upserts;
+    /// hands the backend changes to the pool.
+    fn apply_changes(
+        &mut self,
+        changes: Vec<ChangeRow>,
+        rows: Vec<ClientRow>,
+        backend_rows: Vec<BackendRow>,
+    ) {
+        let newest_in_page = changes.iter().map(|c| c.version).max().unwrap_or(0);
+        self.backends.hand_over(
+            &changes,
+            backend_rows,
+            self.sync.last_applied,
+            newest_in_page.max(self.sync.last_applied),
+        );
         let mut rows: HashMap<String, ClientRow> =
             rows.into_iter().map(|r| (r.client_id.clone(), r)).collect();
         let mut newest = self.sync.last_applied;

@@ -1,10 +1,11 @@
-//! The change log: every client write records a change in the same transaction, so that
+//! The change log: every client and backend write records a change in the same transaction, so that
 //! every instance can apply what it has not seen (`version > last_applied`, in order).
 //!
 //! Versions must become visible in order, or a reader could pass over one still in flight:
 //! on PostgreSQL each writing transaction first takes a transaction-scoped advisory lock, so
 //! change rows are numbered and committed one at a time (admin writes are rare; the lock is
-//! held for the few statements of one write). SQLite serialises writers by itself. On
+//! held for the few statements of one write). SQLite serialises writers by itself; each
+//! writer takes the write lock with its first statement (see [`lock_changes`]). On
 //! PostgreSQL the transaction also sends `NOTIFY tollgate_changes`, delivered at commit.
 
 use std::time::Instant;
@@ -25,6 +26,9 @@ const CHANGES_LOCK: i64 = 0x746f_6c6c_6761_7465; // "tollgate"
 
 /// Entity kind of a client change.
 pub const ENTITY_CLIENT: &str = "client";
+
+/// Entity kind of a backend change.
+pub const ENTITY_BACKEND: &str = "backend";
 
 /// What happened to an entity.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,7 +55,7 @@ impl ChangeOp {
 pub struct ChangeRow {
     /// Monotonic version (BIGSERIAL / AUTOINCREMENT).
     pub version: i64,
-    /// Entity kind (`client`).
+    /// Entity kind (`client`, `backend`).
     pub entity: String,
     /// Entity id.
     pub entity_id: String,
@@ -146,10 +150,17 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
         .execute(conn)
 }
 
-/// Records a change and returns its version (the notification was queued with the lock).
-pub(super) fn record(conn: &mut DbConnection, id: &str, op: ChangeOp, at: i64) -> QueryResult<i64> {
+/// Records a change of `entity` and returns its version (the notification was queued with
+/// the lock).
+pub(super) fn record(
+    conn: &mut DbConnection,
+    entity: &str,
+    id: &str,
+    op: ChangeOp,
+    at: i64,
+) -> QueryResult<i64> {
     let insert = diesel::insert_into(changes::table).values((
-        changes::entity.eq(ENTITY_CLIENT),
+        changes::entity.eq(entity),
         changes::entity_id.eq(id),
         changes::op.eq(op.as_str()),
         changes::at.eq(at),
@@ -209,19 +220,24 @@ fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result
             (id.as_str(), ChangeOp::Delete)
         }
     };
-    Ok(Some(record(conn, id, op, at)?))
+    Ok(Some(record(conn, ENTITY_CLIENT, id, op, at)?))
 }
 
-/// On PostgreSQL, takes the transaction-scoped lock that numbers change rows one writer at a
-/// time (bounded by the transaction's `lock_timeout`) and queues the change notification
-/// (sent at commit, dropped on rollback): one round trip for both.
+/// Takes the lock that numbers change rows one writer at a time. PostgreSQL: the
+/// transaction-scoped advisory lock (bounded by the transaction's `lock_timeout`), with the
+/// change notification queued in the same round trip (sent at commit, dropped on rollback).
+/// SQLite: the database's write lock, taken at once by a write that changes nothing (bounded
+/// by `busy_timeout`), so that a transaction reading before it writes (the start-up
+/// replacement of the backend list by two processes starting together) never reads a
+/// snapshot that another process's commit then makes stale, which SQLite refuses with
+/// `SQLITE_BUSY`.
 pub(super) fn lock_changes(conn: &mut DbConnection) -> QueryResult<()> {
-    if let DbConnection::Pg(c) = conn {
-        c.batch_execute(&format!(
+    match conn {
+        DbConnection::Pg(c) => c.batch_execute(&format!(
             "SELECT pg_advisory_xact_lock({CHANGES_LOCK}); NOTIFY {CHANGES_CHANNEL}"
-        ))?;
+        )),
+        DbConnection::Sqlite(c) => c.batch_execute("UPDATE changes SET version = version WHERE 0"),
     }
-    Ok(())
 }
 
 impl Handler<GetChanges> for DbExecutor {

@@ -50,7 +50,11 @@ impl StoreError {
 /// failed: clients.api_key_hash`).
 fn unique_field(constraint: Option<&str>, message: &str) -> &'static str {
     let said = constraint.unwrap_or(message);
-    if said.contains("api_key_hash") {
+    if said.contains("backends_url") || said.contains("backends.url") {
+        "url"
+    } else if said.contains("backends") {
+        "id"
+    } else if said.contains("api_key_hash") {
         "api_key"
     } else {
         "client_id"
@@ -60,6 +64,7 @@ fn unique_field(constraint: Option<&str>, message: &str) -> &'static str {
 fn conflict(field: &'static str) -> StoreError {
     let message = match field {
         "api_key" => "is taken by another client",
+        "url" => "is listed already (as another backend)",
         _ => "is taken",
     };
     StoreError::Conflict {
@@ -117,6 +122,8 @@ mod tests {
             (Some("clients_api_key_hash_key"), "duplicate key value", "api_key"),
             (None, "UNIQUE constraint failed: clients.client_id", "client_id"),
             (None, "UNIQUE constraint failed: clients.api_key_hash", "api_key"),
+            (Some("backends_url_key"), "duplicate key value", "url"),
+            (None, "UNIQUE constraint failed: backends.url", "url"),
         ] {
             assert_eq!(
                 unique_field(constraint, message),

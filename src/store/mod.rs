@@ -4,8 +4,9 @@
 //! [`DbExecutor`] running each operation on the blocking pool under a deadline, so that no
 //! blocking call ever runs on an HTTP worker or inside the `ClientRegistry` actor, and no
 //! write outlives `TOLLGATE_DB_TIMEOUT`. Every client write records a change in the change
-//! log (`changelog`) in the same transaction.
+//! log (`changelog`) in the same transaction; so does every backend write (`backends`).
 
+mod backends;
 mod batch;
 mod changelog;
 mod db;
@@ -16,13 +17,17 @@ pub mod instances;
 mod listener;
 mod load;
 mod models;
+mod reconcile;
 pub mod schema;
 mod url;
 
+pub use backends::{
+    new_backend_id, BackendRow, BackendWrite, BackendWritten, GetBackendRows, ReplaceBackends, WriteBackend,
+};
 pub use batch::InsertClients;
 pub use changelog::{
     ChangeOp, ChangeRow, ClientWrite, GetChanges, GetClientRows, GetLatestVersion, PruneChanges, WriteClient,
-    CHANGES_CHANNEL, ENTITY_CLIENT,
+    CHANGES_CHANNEL, ENTITY_BACKEND, ENTITY_CLIENT,
 };
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use error::StoreError;
@@ -32,6 +37,7 @@ pub use instances::{InstanceInfo, InstanceRow};
 pub use listener::{spawn_listener, RECONNECT_AFTER};
 pub use load::GetClientPage;
 pub use models::{BucketRow, ClientRow};
+pub use reconcile::Plan as BackendPlan;
 pub use url::{redact_password, DatabaseUrl};
 
 /// Where the gateway keeps its state and how long it waits for it.

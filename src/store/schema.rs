@@ -28,3 +28,14 @@ diesel::table! {
         at -> BigInt,
     }
 }
+
+diesel::table! {
+    backends (id) {
+        id -> Text,
+        url -> Text,
+        weight -> BigInt,
+        enabled -> Bool,
+        position -> BigInt,
+        created_at -> BigInt,
+    }
+}

@@ -96,7 +96,8 @@ async fn wrong_methods_get_405_json_with_allow() {
     let gw = spawn_gateway(&[backend.url()], &["--admin-token", TOKEN]).await;
     for (method, path, allowed) in [
         ("POST", "/healthz", vec!["GET"]),
-        ("DELETE", "/backends", vec!["GET"]),
+        ("DELETE", "/backends", vec!["GET", "POST"]),
+        ("POST", "/backends/some-id", vec!["DELETE", "GET", "PATCH"]),
         ("PATCH", "/clients", vec!["GET", "POST"]),
         ("POST", "/clients/some-id", vec!["DELETE", "GET", "PATCH", "PUT"]),
     ] {

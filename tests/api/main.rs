@@ -2,6 +2,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod admin;
+mod backends_cluster;
+mod backends_live;
 mod batch;
 mod client_limits;
 mod clients;

@@ -68,7 +68,7 @@ async fn a_second_signal_exits_at_once() {
 fn bad_configuration_exits_2_naming_every_variable() {
     let out = Command::new(env!("CARGO_BIN_EXE_tollgate"))
         .current_dir(std::env::temp_dir())
-        .env_remove("TOLLGATE_BACKENDS")
+        .env("TOLLGATE_BACKENDS", "ftp://x")
         .env("TOLLGATE_HEALTH_INTERVAL", "5x")
         .env("TOLLGATE_LB_STRATEGY", "fastest")
         .args(["--retries", "99", "--listen", "localhost"])

@@ -90,21 +90,14 @@ pub(super) fn admin(p: &mut Problems, cli: &Cli) -> Option<AdminSettings> {
     })
 }
 
-/// The backends; none only in demo mode, which adds its own.
-pub(super) fn backends(p: &mut Problems, cli: &Cli) -> Option<Vec<BackendSpec>> {
+/// The backends named at start, which replace the stored list; `None` (unset or blank) keeps
+/// the stored list. Demo mode names its own, so the outer `Option` is only for a problem.
+pub(super) fn backends(p: &mut Problems, cli: &Cli) -> Option<Option<Vec<BackendSpec>>> {
     match cli.backends.as_deref() {
-        Some(raw) if !raw.trim().is_empty() => {
-            p.check("TOLLGATE_BACKENDS", "backends", raw, parse_backends(raw))
-        }
-        _ if cli.demo => Some(Vec::new()),
-        _ => {
-            p.push(
-                "TOLLGATE_BACKENDS (--backends): unset: name at least one backend, e.g. \
-                 http://127.0.0.1:9000, or run with --demo"
-                    .to_string(),
-            );
-            None
-        }
+        Some(raw) if !raw.trim().is_empty() => p
+            .check("TOLLGATE_BACKENDS", "backends", raw, parse_backends(raw))
+            .map(Some),
+        _ => Some(None),
     }
 }
 

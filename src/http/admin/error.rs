@@ -32,6 +32,12 @@ pub enum AdminError {
     /// No such client.
     #[error("no client {0}")]
     NotFound(String),
+    /// No such backend (or it is draining after a delete).
+    #[error("no backend {0}")]
+    BackendNotFound(String),
+    /// The backend pool did not answer (shutting down).
+    #[error("backend pool unavailable: {0}")]
+    PoolUnavailable(String),
     /// The database did not take the write; nothing changed.
     #[error("database unavailable: {0}")]
     Unavailable(String),
@@ -70,7 +76,8 @@ impl AdminError {
             }
             AdminError::Invalid { .. } => (StatusCode::UNPROCESSABLE_ENTITY, "validation_failed"),
             AdminError::Conflict { .. } => (StatusCode::CONFLICT, "conflict"),
-            AdminError::NotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::NotFound(_) | AdminError::BackendNotFound(_) => (StatusCode::NOT_FOUND, "not_found"),
+            AdminError::PoolUnavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
             AdminError::Unavailable(_) => (StatusCode::SERVICE_UNAVAILABLE, "database_unavailable"),
         }
     }
@@ -85,7 +92,10 @@ impl ResponseError for AdminError {
         let (status, error) = self.parts();
         let rid = request_id(&Default::default());
         // 5xx stays opaque to the caller; the cause goes to the log.
-        let message = if status.is_server_error() {
+        let message = if let AdminError::PoolUnavailable(_) = self {
+            log::error!("[{rid}] admin request failed: {self}");
+            "Backend pool unavailable".to_string()
+        } else if status.is_server_error() {
             log::warn!("[{rid}] admin request failed: {self}");
             "Database unavailable, nothing was changed; try again".to_string()
         } else {

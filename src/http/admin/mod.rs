@@ -1,7 +1,8 @@
-//! The admin listener: liveness, readiness, backend status and client CRUD, behind a bearer
-//! token.
+//! The admin listener: liveness, readiness, backends (status and changes) and client CRUD,
+//! behind a bearer token.
 
 mod auth;
+mod backends;
 mod batch;
 mod clients;
 mod cluster;
@@ -23,8 +24,12 @@ use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpRes
 use serde_json::json;
 
 use crate::{
-    cluster::ClusterHandle, error_body, pool::PoolHandle, registry::RegistryHandle, request_id::request_id,
-    store::StoreHealth,
+    cluster::ClusterHandle,
+    error_body,
+    pool::PoolHandle,
+    registry::RegistryHandle,
+    request_id::request_id,
+    store::{DbExecutor, StoreHealth},
 };
 
 /// The admin listener and its credentials.
@@ -46,6 +51,8 @@ pub struct AdminState {
     pub token: Option<AdminToken>,
     /// The client registry.
     pub registry: RegistryHandle,
+    /// The database, for backend writes (client writes go through the registry).
+    pub db: actix::Addr<DbExecutor>,
     /// This instance's view of the cluster.
     pub cluster: ClusterHandle,
     /// `TOLLGATE_DB_TIMEOUT`: the database part of an admin write must be committed within it.
@@ -76,7 +83,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
-                    .service(web::resource("/backends").route(web::get().to(backends)))
+                    .configure(backends::configure)
                     // Before the clients: `/clients/{client_id}` would match it too.
                     .configure(batch::configure)
                     .configure(clients::configure)
@@ -118,21 +125,6 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
         )
     } else {
         HttpResponse::Ok().json(json!({"status": "ready"}))
-    }
-}
-
-async fn backends(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
-    match state.pool.addr().send(crate::pool::GetBackends).await {
-        Ok(status) => HttpResponse::Ok().json(status),
-        Err(e) => {
-            log::error!("backend pool did not answer: {e}");
-            error_body::respond(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "unavailable",
-                "Backend pool unavailable",
-                &rid(&req),
-            )
-        }
     }
 }
 

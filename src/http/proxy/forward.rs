@@ -147,15 +147,12 @@ impl ProxyHandler {
         };
         let limit_state = self.admit(req)?;
         let body = self.read_body(req, payload, started).await?;
-        if self.pool.is_empty() {
-            return Err(ProxyError::NoHealthyBackend);
-        }
         let idempotent = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
         let peer = req.peer_addr().map(|a| a.ip());
-        let mut tried: Vec<usize> = Vec::with_capacity(1);
+        let mut tried: Vec<std::sync::Arc<crate::pool::Backend>> = Vec::with_capacity(1);
         let mut previous: Option<ProxyError> = None;
         loop {
             let Some(lease) = self.pool.pick(&tried) else {
@@ -172,7 +169,7 @@ impl ProxyHandler {
                     );
                 }
             }
-            tried.push(lease.index());
+            tried.push(lease.backend().clone());
             // no_decompress: the client's own Accept-Encoding goes through, untouched.
             let mut upstream = self
                 .client
@@ -257,7 +254,7 @@ impl ProxyHandler {
             let failure = retry::classify(&e);
             let cause = e.to_string();
             if let Failure::Connect { .. } = failure {
-                self.pool.report_connect_failure(lease.index(), cause.clone());
+                self.pool.report_connect_failure(lease.backend(), cause.clone());
             }
             let err = if failure.is_timeout() {
                 ProxyError::UpstreamTimeout { backend: base, cause }
