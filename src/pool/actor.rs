@@ -21,7 +21,7 @@ use super::{
     snapshot::Snapshot,
     standing::{route, Standing},
 };
-use crate::logfmt::Escaped;
+use crate::{logfmt::Escaped, ratelimit::Clock};
 
 /// How often draining backends are looked at: dropped once their last request finished.
 const DRAIN_POLL: Duration = Duration::from_millis(100);
@@ -61,9 +61,9 @@ pub(super) struct Member {
 }
 
 impl Member {
-    pub(super) fn new(def: &BackendDef, version: i64, pending: bool) -> Member {
+    pub(super) fn new(def: &BackendDef, version: i64, pending: bool, clock: &Arc<dyn Clock>) -> Member {
         Member {
-            backend: Arc::new(Backend::new(&def.id, &def.spec)),
+            backend: Arc::new(Backend::new(&def.id, &def.spec, clock.clone())),
             health: Health::default(),
             enabled: def.enabled,
             draining: false,
@@ -111,7 +111,10 @@ impl BackendPool {
         defs: &[BackendDef],
         version: i64,
     ) -> BackendPool {
-        let members: Vec<Member> = defs.iter().map(|d| Member::new(d, version, false)).collect();
+        let members: Vec<Member> = defs
+            .iter()
+            .map(|d| Member::new(d, version, false, &shared.clock))
+            .collect();
         let first_round = members
             .iter()
             .filter(|m| m.enabled)

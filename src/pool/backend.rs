@@ -2,15 +2,18 @@
 //! `Arc` by the pool, the snapshot and the leases of its requests in flight, so that a backend
 //! removed from the list keeps counting those until they finish.
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{
+    atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    Arc,
+};
 
 use actix_web::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use super::select::Load;
 use super::BackendSpec;
+use crate::ratelimit::Clock;
 
 /// One backend with its live counters.
-#[derive(Debug)]
 pub struct Backend {
     /// Stable id (shared by every instance, kept across restarts).
     pub id: String,
@@ -29,11 +32,25 @@ pub struct Backend {
     pub(super) failures: AtomicU64,
     /// When the backend last answered proxied traffic, on the pool's clock (0: never).
     pub(super) last_answer: AtomicU64,
+    /// The pool's clock, which times `last_answer` (held here so that a request's lease
+    /// needs no reference of its own).
+    pub(super) clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for Backend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Backend")
+            .field("id", &self.id)
+            .field("base", &self.base)
+            .field("weight", &self.weight)
+            .field("in_flight", &self.in_flight)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Backend {
-    /// A backend with id `id`, with zeroed counters.
-    pub fn new(id: &str, spec: &BackendSpec) -> Backend {
+    /// A backend with id `id`, with zeroed counters, timed by `clock`.
+    pub fn new(id: &str, spec: &BackendSpec, clock: Arc<dyn Clock>) -> Backend {
         Backend {
             id: id.to_string(),
             base: spec.base.clone(),
@@ -48,6 +65,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
+            clock,
         }
     }
 

@@ -47,7 +47,8 @@ impl BackendPool {
                 def.spec.base,
                 def.spec.weight
             );
-            self.members.push(Member::new(&def, version, true));
+            self.members
+                .push(Member::new(&def, version, true, &self.shared.clock));
             self.check(self.members.len() - 1, ctx);
             return true;
         };

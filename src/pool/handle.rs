@@ -59,10 +59,7 @@ impl PoolHandle {
         let backend = snap.backends[index].clone();
         backend.in_flight.fetch_add(1, Ordering::Relaxed);
         backend.requests.fetch_add(1, Ordering::Relaxed);
-        Some(Lease {
-            backend,
-            clock: self.shared.clock.clone(),
-        })
+        Some(Lease { backend })
     }
 
     /// Tells the pool that the proxy could not connect to a backend (passive health check).
@@ -102,8 +99,6 @@ impl PoolHandle {
 /// A request in flight to one backend; dropping it ends the request for load accounting.
 pub struct Lease {
     backend: Arc<Backend>,
-    /// The pool's clock, for the time of answers.
-    clock: Arc<dyn Clock>,
 }
 
 impl std::fmt::Debug for Lease {
@@ -129,7 +124,7 @@ impl Lease {
     /// timed-out health check from counting against it.
     pub fn record_response(&self, status: u16) {
         if is_answer(status) {
-            let now = self.clock.now().max(1);
+            let now = self.backend.clock.now().max(1);
             self.backend.last_answer.fetch_max(now, Ordering::Relaxed);
         }
     }
