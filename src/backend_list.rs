@@ -123,9 +123,9 @@ impl BackendFeed {
     }
 
     /// Hands the backend changes of `changes` after `after`, oldest first, with the rows
-    /// re-read for the upserts, to the pool; the change log is applied through `through`.
-    /// An upsert whose row is gone is skipped: its delete follows.
-    pub fn hand_over(&self, changes: &[ChangeRow], rows: Vec<BackendRow>, after: i64, through: i64) {
+    /// re-read for the upserts, to the pool. An upsert whose row is gone is skipped: its
+    /// delete follows.
+    pub fn hand_over(&self, changes: &[ChangeRow], rows: Vec<BackendRow>, after: i64) {
         let mut out = Vec::new();
         for c in changes
             .iter()
@@ -152,7 +152,6 @@ impl BackendFeed {
         if !out.is_empty() {
             self.pool.do_send(ApplyBackendChanges {
                 changes: out,
-                through: Some(through),
                 remote: true,
             });
         }

@@ -168,12 +168,13 @@ impl Application {
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
         let mut inherited = Inherited::from_env();
         let mut demos = Vec::new();
+        // The demo backends live in memory only: a demo run against a database that other
+        // instances use must not replace (and so drain) their stored backend list.
+        let mut demo_defs = Vec::new();
         if settings.demo {
-            if settings.backends.is_some() {
+            if settings.backends.take().is_some() {
                 log::warn!("--demo: ignoring TOLLGATE_BACKENDS, proxying to the demo backends only");
             }
-            // The demo backends are the list named at start: they replace the stored one.
-            let list = settings.backends.insert(Vec::new());
             for n in 1..=3 {
                 let (listener, addr) = bind("demo backend", SocketAddr::from(([127, 0, 0, 1], 0)))?;
                 let name = format!("demo-{n}");
@@ -182,9 +183,13 @@ impl Application {
                     demo::serve(listener, name, false)
                         .map_err(|source| StartupError::Serve { what: "demo", source })?,
                 );
-                list.push(BackendSpec {
-                    base: format!("http://{addr}"),
-                    weight: std::num::NonZeroU32::MIN,
+                demo_defs.push(BackendDef {
+                    id: format!("demo-{n}"),
+                    spec: BackendSpec {
+                        base: format!("http://{addr}"),
+                        weight: std::num::NonZeroU32::MIN,
+                    },
+                    enabled: true,
                 });
             }
         }
@@ -196,8 +201,19 @@ impl Application {
             loader,
             version,
             pool: db_pool,
-            backends,
+            backends: stored,
         } = open_store(&settings).await?;
+        let backends = if settings.demo {
+            if !stored.is_empty() {
+                log::warn!(
+                    "--demo: the {} stored backend(s) are left alone and not used by this process",
+                    stored.len()
+                );
+            }
+            demo_defs
+        } else {
+            stored
+        };
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.

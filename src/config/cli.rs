@@ -182,7 +182,8 @@ pub struct Cli {
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
     pub log: String,
 
-    /// Start three demo backends on loopback and proxy to them (TOLLGATE_BACKENDS is ignored).
+    /// Start three demo backends on loopback and proxy to them only (TOLLGATE_BACKENDS and the
+    /// stored backend list are ignored and left alone).
     #[arg(long, env = "TOLLGATE_DEMO")]
     pub demo: bool,
 

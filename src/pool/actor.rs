@@ -92,7 +92,9 @@ pub struct BackendPool {
     /// Listed backends, in list order.
     pub(super) members: Vec<Member>,
     /// Deleted backends and the version of their delete, so that an older change met later
-    /// does not bring one back; forgotten once the change log is applied past it.
+    /// (this instance's own admin write, applied after the catch-up brought the delete) never
+    /// brings one back. Kept for the process's lifetime: ids are never reused, and an entry
+    /// is a few dozen bytes per delete.
     pub(super) deleted: HashMap<String, i64>,
     /// Backends of the start list whose first check has not finished; readiness waits for
     /// them.

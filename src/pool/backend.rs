@@ -3,7 +3,7 @@
 //! removed from the list keeps counting those until they finish.
 
 use std::sync::{
-    atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering},
+    atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering},
     Arc,
 };
 
@@ -26,6 +26,8 @@ pub struct Backend {
     authority: Option<Authority>,
     /// Requests in flight now (leases not yet dropped).
     pub(super) in_flight: AtomicUsize,
+    /// Deleted and drained: a lease taken from an older snapshot backs off.
+    retired: AtomicBool,
     /// Requests sent since start.
     pub(super) requests: AtomicU64,
     /// Requests that failed since start.
@@ -62,6 +64,7 @@ impl Backend {
                 .filter(|u| matches!(u.path(), "" | "/"))
                 .and_then(|u| u.authority().cloned()),
             in_flight: AtomicUsize::new(0),
+            retired: AtomicBool::new(false),
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
@@ -92,6 +95,33 @@ impl Backend {
     /// Requests in flight to this backend now.
     pub fn in_flight(&self) -> usize {
         self.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// Counts a request as in flight, unless the backend is retired. With [`Backend::retire`]
+    /// and [`Backend::in_flight_exact`] (all sequentially consistent) either the pool sees
+    /// this request in flight and keeps the backend, or this sees it retired: never neither.
+    pub(super) fn enter(&self) -> bool {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        if self.retired.load(Ordering::SeqCst) {
+            self.in_flight.fetch_sub(1, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// Whether the backend is retired.
+    pub(super) fn is_retired(&self) -> bool {
+        self.retired.load(Ordering::Relaxed)
+    }
+
+    /// No lease may be taken on it any more (the pool is about to drop it).
+    pub(super) fn retire(&self) {
+        self.retired.store(true, Ordering::SeqCst);
+    }
+
+    /// Requests in flight, read after [`Backend::retire`] to decide whether it can go.
+    pub(super) fn in_flight_exact(&self) -> usize {
+        self.in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests sent to this backend since start.

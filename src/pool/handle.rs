@@ -47,19 +47,28 @@ impl PoolHandle {
     /// Picks a routable backend not in `exclude` (the backends this request already tried)
     /// and counts the request as in flight to it until the returned lease is dropped.
     pub fn pick(&self, exclude: &[Arc<Backend>]) -> Option<Lease> {
-        let snap = self.shared.snapshot.load();
-        let index = choose(
-            self.shared.strategy,
-            &snap.backends,
-            &snap.routable,
-            &snap.cycle,
-            &self.shared.cursor,
-            |i| exclude.iter().any(|b| Arc::ptr_eq(b, &snap.backends[i])),
-        )?;
-        let backend = snap.backends[index].clone();
-        backend.in_flight.fetch_add(1, Ordering::Relaxed);
-        backend.requests.fetch_add(1, Ordering::Relaxed);
-        Some(Lease { backend })
+        loop {
+            let snap = self.shared.snapshot.load();
+            let index = choose(
+                self.shared.strategy,
+                &snap.backends,
+                &snap.routable,
+                &snap.cycle,
+                &self.shared.cursor,
+                |i| {
+                    let b = &snap.backends[i];
+                    b.is_retired() || exclude.iter().any(|x| Arc::ptr_eq(x, b))
+                },
+            )?;
+            let backend = &snap.backends[index];
+            if backend.enter() {
+                backend.requests.fetch_add(1, Ordering::Relaxed);
+                return Some(Lease {
+                    backend: backend.clone(),
+                });
+            }
+            // Retired since this snapshot was loaded: the next load (or the skip) avoids it.
+        }
     }
 
     /// Tells the pool that the proxy could not connect to a backend (passive health check).
@@ -132,6 +141,6 @@ impl Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.backend.in_flight.fetch_sub(1, Ordering::Relaxed);
+        self.backend.in_flight.fetch_sub(1, Ordering::SeqCst);
     }
 }

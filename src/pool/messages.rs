@@ -50,9 +50,6 @@ pub enum BackendChange {
 pub struct ApplyBackendChanges {
     /// `(version, change)`, oldest first.
     pub changes: Vec<(i64, BackendChange)>,
-    /// The change log is applied up to this version (catch-up): no change at or below it
-    /// can arrive later, so what the pool remembers of deleted backends up to it is dropped.
-    pub through: Option<i64>,
     /// Made by another instance (for the log).
     pub remote: bool,
 }

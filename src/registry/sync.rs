@@ -159,13 +159,8 @@ impl ClientRegistry {
         rows: Vec<ClientRow>,
         backend_rows: Vec<BackendRow>,
     ) {
-        let newest_in_page = changes.iter().map(|c| c.version).max().unwrap_or(0);
-        self.backends.hand_over(
-            &changes,
-            backend_rows,
-            self.sync.last_applied,
-            newest_in_page.max(self.sync.last_applied),
-        );
+        self.backends
+            .hand_over(&changes, backend_rows, self.sync.last_applied);
         let mut rows: HashMap<String, ClientRow> =
             rows.into_iter().map(|r| (r.client_id.clone(), r)).collect();
         let mut newest = self.sync.last_applied;

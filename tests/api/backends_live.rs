@@ -413,3 +413,52 @@ async fn a_gateway_starts_with_no_backend_and_answers_503_until_one_is_added() {
     })
     .await;
 }
+
+/// A `--demo` run against a database with a stored backend list routes to its own demo
+/// backends only and leaves the stored list as it was (it would otherwise replace it, and so
+/// drain it on every instance sharing the database).
+#[actix_web::test]
+async fn a_demo_run_leaves_the_stored_backend_list_alone() {
+    let db = TestDb::sqlite();
+    let stored = TestBackend::start("stored");
+    let gw = GatewayProcess::builder()
+        .backends(&[stored.url()])
+        .database_url(&db.url())
+        .spawn();
+    gw.wait_ready().await;
+    let before = listed(&admin_of(gw.admin_port)).await;
+    assert_eq!(before.len(), 1);
+    drop(gw);
+
+    let demo = GatewayProcess::builder()
+        .args(&["--demo"])
+        .database_url(&db.url())
+        .capture_stderr()
+        .spawn();
+    demo.wait_ready().await;
+    let mut ids: Vec<String> = listed(&admin_of(demo.admin_port))
+        .await
+        .iter()
+        .map(|b| b["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    assert_eq!(ids, ["demo-1", "demo-2", "demo-3"]);
+    demo.wait_log_line("the stored list left alone", |l| {
+        l.contains("WARN") && l.contains("1 stored backend(s) are left alone")
+    })
+    .await;
+    drop(demo);
+
+    let gw = GatewayProcess::builder().database_url(&db.url()).spawn();
+    gw.wait_ready().await;
+    let after = listed(&admin_of(gw.admin_port)).await;
+    assert_eq!(
+        (after.len(), &after[0]["id"], &after[0]["url"]),
+        (1, &before[0]["id"], &before[0]["url"]),
+        "{after:?}"
+    );
+    let mut resp = client().get(gw.url("/x")).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(body["backend"], "stored");
+}

@@ -116,7 +116,6 @@ async fn write(state: &AdminState, write: BackendWrite) -> Result<Option<String>
         .addr()
         .send(ApplyBackendChanges {
             changes: vec![(version, change)],
-            through: None,
             remote: false,
         })
         .await

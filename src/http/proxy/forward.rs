@@ -169,7 +169,6 @@ impl ProxyHandler {
                     );
                 }
             }
-            tried.push(lease.backend().clone());
             // no_decompress: the client's own Accept-Encoding goes through, untouched.
             let mut upstream = self
                 .client
@@ -261,6 +260,8 @@ impl ProxyHandler {
             } else {
                 ProxyError::UpstreamFailed { backend: base, cause }
             };
+            // Only a failed attempt is remembered (a reference to its backend is not free).
+            tried.push(lease.backend().clone());
             if !retry::may_retry(
                 failure,
                 idempotent,
