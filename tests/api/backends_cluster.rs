@@ -29,13 +29,13 @@ fn cluster_instance(db_url: &str, backend: &TestBackend) -> GatewayProcess {
 }
 
 /// Sends requests to `port` one after the other until `stop`, recording every outcome.
-fn keep_sending(port: u16, stop: Arc<AtomicBool>, outcomes: Outcomes) {
+fn keep_sending(port: u16, stop: Arc<AtomicBool>, outcomes: Outcomes) -> actix_rt::task::JoinHandle<()> {
     actix_rt::spawn(async move {
         while !stop.load(Ordering::SeqCst) {
             let outcome = proxied(port).await;
             outcomes.lock().unwrap().push(outcome);
         }
-    });
+    })
 }
 
 #[actix_web::test]
@@ -86,9 +86,10 @@ async fn a_backend_added_on_one_instance_serves_the_others_and_a_delete_drains_e
     let stop = Arc::new(AtomicBool::new(false));
     let outcomes: Outcomes = Arc::default();
     let slow: Outcomes = Arc::default();
-    for gw in &gws {
-        keep_sending(gw.port, stop.clone(), outcomes.clone());
-    }
+    let senders: Vec<_> = gws
+        .iter()
+        .map(|gw| keep_sending(gw.port, stop.clone(), outcomes.clone()))
+        .collect();
     for (gw, admin) in gws.iter().zip(&admins) {
         // Round robin over two: of two requests sent together, one goes to `extra`.
         for _ in 0..2 {
@@ -142,7 +143,9 @@ async fn a_backend_added_on_one_instance_serves_the_others_and_a_delete_drains_e
         slow.iter().filter(|(_, b)| b.as_deref() == Some("extra")).count() >= 3,
         "{slow:?}"
     );
-    actix_rt::time::sleep(Duration::from_millis(50)).await;
+    for sender in senders {
+        sender.await.unwrap();
+    }
     let outcomes = outcomes.lock().unwrap().clone();
     assert!(outcomes.len() >= 30, "{}", outcomes.len());
     let failed: Vec<_> = outcomes
