@@ -16,13 +16,16 @@ use crate::ratelimit::{Bucket, Decision, Quota};
 
 /// A client's bucket, counters and enabled flag; shared by every version of the client's
 /// settings so that a settings change never resets or forks the bucket.
+// In this order (`repr(C)`): what an admitted request touches (the bucket under its lock,
+// `admitted`, `enabled`) in the first 41 bytes, so that it shares one cache line more often.
 #[derive(Debug)]
+#[repr(C)]
 pub struct BucketCell {
     bucket: Mutex<Bucket>,
+    admitted: AtomicU64,
     /// The published settings' `enabled`, copied here by the client table when it publishes a
     /// version, so that the request path needs nothing else.
     enabled: AtomicBool,
-    admitted: AtomicU64,
     refused: AtomicU64,
     /// Requests counted (admitted + refused) when the bucket was last written behind: the
     /// counts only grow, so an unchanged sum means an unchanged bucket.
