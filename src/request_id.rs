@@ -14,7 +14,9 @@ pub fn request_id(headers: &HeaderMap) -> String {
             }
         }
     }
-    uuid::Uuid::new_v4().simple().to_string()
+    // Encoded into a buffer, not through `Display`: one per request.
+    let mut buf = uuid::Uuid::encode_buffer();
+    uuid::Uuid::new_v4().simple().encode_lower(&mut buf).to_owned()
 }
 
 #[cfg(test)]
