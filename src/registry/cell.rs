@@ -37,7 +37,8 @@ impl BucketCell {
     pub fn new(bucket: Bucket, admitted: u64, refused: u64) -> BucketCell {
         BucketCell {
             bucket: Mutex::new(bucket),
-            enabled: AtomicBool::new(true),
+            // Closed until the client table publishes the client's setting.
+            enabled: AtomicBool::new(false),
             admitted: AtomicU64::new(admitted),
             refused: AtomicU64::new(refused),
             flushed: AtomicU64::new(admitted.saturating_add(refused)),

@@ -114,19 +114,31 @@ impl ClientTable {
 
     /// Adds `entry`, or replaces the client with its id.
     pub fn upsert(&self, entry: Arc<ClientEntry>) {
-        entry.cell.set_enabled(entry.enabled);
+        // Disabling takes effect before anything else, enabling after the old key is gone:
+        // the old key never admits a request in between.
+        if !entry.enabled {
+            entry.cell.set_enabled(false);
+        }
         let old = write(&self.by_id).replace(ById(entry.clone())).map(|o| o.0);
         self.by_key.insert(entry.key_id, entry.cell.clone());
         if let Some(old) = &old {
-            if old.key_id != entry.key_id {
-                // Only if the slot is still this client's: another may have taken the key.
-                self.by_key.remove_if(&old.key_id, |_, c| {
-                    Arc::ptr_eq(c, &old.cell) || Arc::ptr_eq(c, &entry.cell)
-                });
-            }
+            self.forget_key(old, &entry);
+        }
+        if entry.enabled {
+            entry.cell.set_enabled(true);
         }
         if !entry.ips().is_empty() || old.is_some_and(|o| !o.ips().is_empty()) {
             self.reindex_ips(&entry.id);
+        }
+    }
+
+    /// Removes the key slot of `old`, replaced by `new` (same id), when the key changed and
+    /// the slot is still this client's: another may have taken the key.
+    fn forget_key(&self, old: &ClientEntry, new: &ClientEntry) {
+        if old.key_id != new.key_id {
+            self.by_key.remove_if(&old.key_id, |_, c| {
+                Arc::ptr_eq(c, &old.cell) || Arc::ptr_eq(c, &new.cell)
+            });
         }
     }
 
@@ -136,7 +148,11 @@ impl ClientTable {
             let mut by_id = write(&self.by_id);
             for e in entries {
                 e.cell.set_enabled(e.enabled);
-                by_id.replace(ById(e.clone()));
+                // New ids when the batch was checked; one may have arrived since through the
+                // change log (created elsewhere): its key slot goes with it.
+                if let Some(old) = by_id.replace(ById(e.clone())) {
+                    self.forget_key(&old.0, e);
+                }
                 self.by_key.insert(e.key_id, e.cell.clone());
             }
         }
@@ -391,6 +407,19 @@ mod tests {
             ["a", "c"]
         );
         assert_eq!(t.len(), 2);
+    }
+
+    #[test]
+    fn a_batch_entry_that_replaces_a_client_takes_its_key_slot_with_it() {
+        // The id arrived through the change log after the batch was checked.
+        let t = ClientTable::build([with_key("a", b"stale-key", &[])]);
+        t.insert_many(&[with_key("a", b"batch-key", &[])]);
+        assert!(
+            t.with_key(&hash_key(b"stale-key"), |_| ()).is_none(),
+            "the replaced client's key still works"
+        );
+        assert_eq!(owner(&t, b"batch-key").as_deref(), Some("a"));
+        assert_eq!(t.len(), 1);
     }
 
     #[test]

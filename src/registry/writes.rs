@@ -90,9 +90,11 @@ impl ClientRegistry {
         ctx.spawn(f);
     }
 
-    fn check_unique(&self, id: &str, key: &KeyId, ips: &[IpNet]) -> Result<(), RegistryError> {
+    /// Checks that a new key (`None`: the key is unchanged) and the addresses are not another
+    /// client's.
+    fn check_unique(&self, id: &str, key: Option<&KeyId>, ips: &[IpNet]) -> Result<(), RegistryError> {
         let table = self.table();
-        if table.key_taken_by_other(key, id) {
+        if key.is_some_and(|k| table.key_taken_by_other(k, id)) {
             return Err(RegistryError::Conflict {
                 field: "api_key",
                 message: "this API key belongs to another client".into(),
@@ -113,7 +115,7 @@ impl ClientRegistry {
     fn new_entry(&self, mut input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
         let key = input.api_key.take().unwrap_or_else(generate_key);
         let key_hash = hash_key(key.as_bytes());
-        self.check_unique(&input.client_id, &key_id(&key_hash), &input.ips)?;
+        self.check_unique(&input.client_id, Some(&key_id(&key_hash)), &input.ips)?;
         let quota = input.quota;
         let entry = ClientEntry::created(input, &key, key_hash, self.now(), unix_ms());
         Ok((Arc::new(entry), quota, key))
@@ -200,7 +202,11 @@ impl ClientRegistry {
             key_hash.is_some(),
             key_hash.map_or(current.key_id, |h| key_id(&h)),
         );
-        if let Err(e) = self.check_unique(&input.client_id, &key, &input.ips) {
+        if let Err(e) = self.check_unique(
+            &input.client_id,
+            key_hash.map(|h| key_id(&h)).as_ref(),
+            &input.ips,
+        ) {
             return ready(Err(e));
         }
         let next = ClientEntry {
@@ -256,7 +262,7 @@ impl ClientRegistry {
         let key = key_hash.map_or(current.key_id, |h| key_id(&h));
         let ips: Vec<IpNet> = p.ips.unwrap_or_else(|| current.ips().to_vec());
         let name: Option<String> = p.name.unwrap_or_else(|| current.name().map(str::to_string));
-        if let Err(e) = self.check_unique(&current.id, &key, &ips) {
+        if let Err(e) = self.check_unique(&current.id, key_hash.map(|h| key_id(&h)).as_ref(), &ips) {
             return ready(Err(e));
         }
         let next = ClientEntry {

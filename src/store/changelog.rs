@@ -82,8 +82,8 @@ pub enum ClientWrite {
     /// Insert a new client (conflict if the id, key or unique value is taken).
     Insert(ClientRow),
     /// Replace the settings of an existing client (bucket columns left alone); an empty
-    /// `api_key_hash` leaves the stored key as it is (the gateway keeps only part of a key's
-    /// hash in memory, so an unchanged key is not written back).
+    /// `api_key_hash` leaves the stored key (hash and prefix) as it is: the gateway keeps only
+    /// part of a key's hash in memory, and an unchanged key is not written back.
     Replace(ClientRow),
     /// Delete a client.
     Delete(String),
@@ -132,15 +132,19 @@ pub struct PruneChanges {
 }
 
 fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
+    // The key (its hash and prefix) only when it is new: memory's view of an unchanged one may
+    // be older than the row (rotated on another instance, not yet applied here).
     if !r.api_key_hash.is_empty() {
         diesel::update(clients::table.find(&r.client_id))
-            .set(clients::api_key_hash.eq(&r.api_key_hash))
+            .set((
+                clients::api_key_hash.eq(&r.api_key_hash),
+                clients::key_prefix.eq(&r.key_prefix),
+            ))
             .execute(conn)?;
     }
     diesel::update(clients::table.find(&r.client_id))
         .set((
             clients::name.eq(&r.name),
-            clients::key_prefix.eq(&r.key_prefix),
             clients::ips.eq(&r.ips),
             clients::capacity.eq(r.capacity),
             clients::rate_milli.eq(r.rate_milli),

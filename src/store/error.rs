@@ -46,8 +46,9 @@ impl StoreError {
 }
 
 /// The admin field behind a unique violation, from the constraint name (PostgreSQL:
-/// `clients_pkey`, `clients_api_key_hash_key`) or the message (SQLite: `UNIQUE constraint
-/// failed: clients.api_key_hash`).
+/// `clients_pkey`, `clients_api_key_hash_key`, `clients_api_key_hash_head`) or the message
+/// (SQLite: `UNIQUE constraint failed: clients.api_key_hash`, or `... index
+/// 'clients_api_key_hash_head'`).
 fn unique_field(constraint: Option<&str>, message: &str) -> &'static str {
     let said = constraint.unwrap_or(message);
     if said.contains("backends_url") || said.contains("backends.url") {
@@ -122,6 +123,16 @@ mod tests {
             (Some("clients_api_key_hash_key"), "duplicate key value", "api_key"),
             (None, "UNIQUE constraint failed: clients.client_id", "client_id"),
             (None, "UNIQUE constraint failed: clients.api_key_hash", "api_key"),
+            (
+                Some("clients_api_key_hash_head"),
+                "duplicate key value",
+                "api_key",
+            ),
+            (
+                None,
+                "UNIQUE constraint failed: index 'clients_api_key_hash_head'",
+                "api_key",
+            ),
             (Some("backends_url_key"), "duplicate key value", "url"),
             (None, "UNIQUE constraint failed: backends.url", "url"),
         ] {

@@ -218,7 +218,8 @@ async fn a_batch_with_a_bad_item_changes_nothing_and_names_it(db: TestDb) {
 }
 both_databases!(a_batch_with_a_bad_item_changes_nothing_and_names_it);
 
-/// Migrates the database and stores `n` clients `c000001`… with one SQL statement.
+/// Migrates the database and stores `n` clients `c000001`… with one SQL statement (their key
+/// hashes differ in both halves, as SHA-256 digests do).
 fn insert_clients_directly(db: &TestDb, n: u32) {
     use diesel::connection::SimpleConnection;
     let url = match db {
@@ -231,12 +232,13 @@ fn insert_clients_directly(db: &TestDb, n: u32) {
     let sql = match db {
         TestDb::Sqlite(_) => format!(
             "WITH RECURSIVE g(n) AS (SELECT 1 UNION ALL SELECT n + 1 FROM g WHERE n < {n}) \
-             INSERT INTO clients ({columns}) SELECT printf('c%06d', n), NULL, printf('%064d', n), \
+             INSERT INTO clients ({columns}) SELECT printf('c%06d', n), NULL, printf('%032d%032d', n, n), \
              'k', '', 10, 1000, 1, 0, 0, 0, 0 FROM g"
         ),
         TestDb::Postgres(_) => format!(
             "INSERT INTO clients ({columns}) SELECT 'c' || lpad(g::text, 6, '0'), NULL, \
-             lpad(g::text, 64, '0'), 'k', '', 10, 1000, TRUE, 0, 0, 0, 0 FROM generate_series(1, {n}) AS g"
+             lpad(g::text, 32, '0') || lpad(g::text, 32, '0'), 'k', '', 10, 1000, TRUE, 0, 0, 0, 0 \
+             FROM generate_series(1, {n}) AS g"
         ),
     };
     db.connect().batch_execute(&sql).unwrap();
