@@ -83,10 +83,13 @@ impl ManageConnection for DbManager {
                 let mut conn = SqliteConnection::establish(path).map_err(r2d2::Error::ConnectionError)?;
                 // WAL lets the flusher and admin writes proceed without blocking readers;
                 // busy_timeout waits for a lock instead of failing at once, but no longer than
-                // a write may take.
+                // a write may take. No checkpoint inside a commit (it syncs the file: several
+                // milliseconds on the write that happens to cross the threshold): the executor
+                // checkpoints every second instead (`DbExecutor::started`).
                 let busy = self.timeout.as_millis().max(1);
                 conn.batch_execute(&format!(
-                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy}; PRAGMA synchronous = NORMAL;"
+                    "PRAGMA journal_mode = WAL; PRAGMA busy_timeout = {busy}; PRAGMA synchronous = NORMAL; \
+                     PRAGMA wal_autocheckpoint = 0;"
                 ))
                 .map_err(r2d2::Error::QueryError)?;
                 Ok(DbConnection::Sqlite(conn))

@@ -362,11 +362,14 @@ async fn the_stored_list_survives_a_restart_and_a_named_list_replaces_it() {
     drop(gw);
 
     // A named list replaces it: a keeps its id, b goes, c comes.
-    let gw = GatewayProcess::builder()
-        .backends(&[a.url(), c.url()])
-        .database_url(&db.url())
-        .capture_stderr()
-        .spawn();
+    let named = |list: &[String]| {
+        GatewayProcess::builder()
+            .backends(list)
+            .database_url(&db.url())
+            .capture_stderr()
+            .spawn()
+    };
+    let gw = named(&[a.url(), c.url()]);
     gw.wait_ready().await;
     let admin = admin_of(gw.admin_port);
     let now = ids(&listed(&admin).await);
@@ -380,11 +383,7 @@ async fn the_stored_list_survives_a_restart_and_a_named_list_replaces_it() {
     drop(gw);
 
     // The same list again writes nothing and keeps every id.
-    let gw = GatewayProcess::builder()
-        .backends(&[a.url(), c.url()])
-        .database_url(&db.url())
-        .capture_stderr()
-        .spawn();
+    let gw = named(&[a.url(), c.url()]);
     gw.wait_ready().await;
     assert_eq!(ids(&listed(&admin_of(gw.admin_port)).await), now);
     gw.wait_log_line("no-op logged", |l| l.contains("unchanged"))

@@ -301,3 +301,45 @@ async fn the_demo_backend_subcommand_echoes_what_it_received() {
     };
     assert!(status.success(), "{status:?}");
 }
+
+/// SQLite's write-ahead log is copied into the file in the background (an admin write never
+/// pays for it) and so reused from its start: its checkpoint sequence number (bytes 12-15 of
+/// its header) moves while writes go on. With no checkpoint at all it would never move and
+/// the log would grow without bound.
+#[actix_web::test]
+async fn the_sqlite_write_ahead_log_is_checkpointed_in_the_background() {
+    let db = TestDb::sqlite();
+    let TestDb::Sqlite(path) = &db else { unreachable!() };
+    let wal = std::path::PathBuf::from(format!("{}-wal", path.display()));
+    let backend = TestBackend::start("a");
+    let gw = GatewayProcess::builder()
+        .backends(&[backend.url()])
+        .database_url(&db.url())
+        .spawn();
+    gw.wait_ready().await;
+    let sequence = || {
+        let header = std::fs::read(&wal).unwrap_or_default();
+        header
+            .get(12..16)
+            .map(|b| u32::from_be_bytes(b.try_into().unwrap()))
+    };
+    let c = client();
+    let mut n = 0;
+    let mut write = || {
+        n += 1;
+        let body = serde_json::json!({"client_id": format!("c{n}"), "capacity": 1, "rate_per_sec": 1});
+        let req = c.post(gw.admin_url("/clients"));
+        async move { assert_eq!(req.send_json(&body).await.unwrap().status(), 201) }
+    };
+    write().await;
+    let first = sequence().expect("a write-ahead log after a write");
+    let since = std::time::Instant::now();
+    while sequence() == Some(first) {
+        assert!(
+            since.elapsed() < Duration::from_secs(10),
+            "the write-ahead log was never checkpointed and restarted"
+        );
+        write().await;
+        actix_rt::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -1,1 +1,0 @@
-DROP INDEX clients_api_key_hash_head;
