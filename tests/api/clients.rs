@@ -384,12 +384,8 @@ both_databases!(a_conflict_the_database_finds_names_the_field_in_plain_words);
 
 /// The key index knows a key by the first half of its SHA-256: a stored key that shares it
 /// with a new one (a different hash, so the whole-hash constraint lets it by) would make the
-/// two keys find the same client. PostgreSQL, the database instances share, refuses the pair,
-/// naming the field (on SQLite only each process's own table checks it: the extra index costs
-/// its writes a measurable tail).
-#[actix_web::test]
-async fn keys_the_key_index_could_not_tell_apart_are_refused() {
-    let db = TestDb::postgres();
+/// two keys find the same client. The database refuses the pair, naming the field.
+async fn keys_the_key_index_could_not_tell_apart_are_refused(db: TestDb) {
     use diesel::RunQueryDsl;
     let backend = TestBackend::start("a");
     let gw = gateway(&db, &backend, &[]).await;
@@ -409,6 +405,7 @@ async fn keys_the_key_index_could_not_tell_apart_are_refused() {
     assert_eq!(resp["message"], "api_key: is taken by another client");
     assert!(db.client_row("mine").is_none());
 }
+both_databases!(keys_the_key_index_could_not_tell_apart_are_refused);
 
 /// A change that leaves the key alone leaves the stored key alone, hash and prefix, even when
 /// memory's view of it is older than the row (rotated by another instance, not applied here

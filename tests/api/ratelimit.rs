@@ -126,7 +126,12 @@ async fn clients_and_buckets_survive_a_graceful_restart(db: TestDb) {
         "--flush-interval",
         "1h",
     ];
-    let mut gw = GatewayProcess::spawn_db(&[backend.url()], &flags, &db.url());
+    let mut gw = GatewayProcess::builder()
+        .backends(&[backend.url()])
+        .args(&flags)
+        .database_url(&db.url())
+        .capture_stderr()
+        .spawn();
     gw.wait_ready().await;
     let c = client();
     let key = "restart-key-0123456789abc";
@@ -153,7 +158,8 @@ async fn clients_and_buckets_survive_a_graceful_restart(db: TestDb) {
         );
     }
     gw.signal("-TERM");
-    assert_eq!(gw.wait_exit(Duration::from_secs(10)).await.code(), Some(0));
+    let status = gw.wait_exit(Duration::from_secs(10)).await;
+    assert_eq!(status.code(), Some(0), "{status:?}\n{}", gw.stderr());
 
     let row = db.client_row("keep").unwrap();
     assert_eq!((row.admitted, row.refused), (4, 0));

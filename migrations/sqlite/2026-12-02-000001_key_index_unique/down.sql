@@ -1,0 +1,1 @@
+DROP INDEX clients_api_key_hash_head;
