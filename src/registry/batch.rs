@@ -168,26 +168,9 @@ impl Handler<CreateClients> for ClientRegistry {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        ratelimit::{Bucket, Quota},
-        registry::{key_id, BucketCell, ClientExtra},
-    };
 
     fn entry(id: &str, key: &str, ips: &[&str]) -> Arc<ClientEntry> {
-        let quota = Quota::new(10, 1.0).unwrap();
-        Arc::new(ClientEntry {
-            id: id.into(),
-            extra: ClientExtra::boxed(
-                None::<String>,
-                ips.iter().map(|s| s.parse().unwrap()).collect::<Vec<_>>(),
-            ),
-            key_id: key_id(&hash_key(key.as_bytes())),
-            key_prefix: Default::default(),
-            enabled: true,
-            created_at: 0,
-            updated_at: 0,
-            cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
-        })
+        ClientEntry::sample(id, key.as_bytes(), ips)
     }
 
     #[test]

@@ -76,6 +76,26 @@ pub fn key_id(hash: &[u8; 32]) -> KeyId {
     id
 }
 
+#[cfg(test)]
+impl ClientEntry {
+    /// A client for tests: key `key`, addresses `ips` (masked to their network), a full
+    /// bucket of 10 tokens at 1 per second, enabled.
+    pub(crate) fn sample(id: &str, key: &[u8], ips: &[&str]) -> Arc<ClientEntry> {
+        let quota = crate::ratelimit::Quota::new(10, 1.0).unwrap();
+        let ips: Vec<IpNet> = ips.iter().map(|s| s.parse::<IpNet>().unwrap().trunc()).collect();
+        Arc::new(ClientEntry {
+            id: id.into(),
+            extra: ClientExtra::boxed(None::<String>, ips),
+            key_id: key_id(&super::hash_key(key)),
+            key_prefix: KeyPrefix::default(),
+            enabled: true,
+            created_at: 0,
+            updated_at: 0,
+            cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+        })
+    }
+}
+
 /// The settings few clients have: a display name, addresses.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ClientExtra {

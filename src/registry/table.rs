@@ -313,10 +313,7 @@ fn index_of<'a>(entries: impl Iterator<Item = &'a Arc<ClientEntry>>) -> PrefixIn
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        ratelimit::{Bucket, Quota},
-        registry::{hash_key, BucketCell, ClientExtra},
-    };
+    use crate::registry::hash_key;
 
     /// The id of the client whose cell the key's slot holds.
     fn owner(t: &ClientTable, key: &[u8]) -> Option<String> {
@@ -328,22 +325,7 @@ mod tests {
     }
 
     fn entry(id: &str, ips: &[&str]) -> Arc<ClientEntry> {
-        let quota = Quota::new(10, 1.0).unwrap();
-        Arc::new(ClientEntry {
-            id: id.into(),
-            extra: ClientExtra::boxed(
-                None::<String>,
-                ips.iter()
-                    .map(|s| s.parse::<IpNet>().unwrap().trunc())
-                    .collect::<Vec<_>>(),
-            ),
-            key_id: key_id(&hash_key(id.as_bytes())),
-            key_prefix: Default::default(),
-            enabled: true,
-            created_at: 0,
-            updated_at: 0,
-            cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
-        })
+        ClientEntry::sample(id, id.as_bytes(), ips)
     }
 
     #[test]
@@ -365,17 +347,7 @@ mod tests {
     }
 
     fn with_key(id: &str, key: &[u8], ips: &[&str]) -> Arc<ClientEntry> {
-        let e = entry(id, ips);
-        Arc::new(ClientEntry {
-            key_id: key_id(&hash_key(key)),
-            cell: e.cell.clone(),
-            extra: e.extra.clone(),
-            id: e.id.clone(),
-            key_prefix: Default::default(),
-            enabled: true,
-            created_at: 0,
-            updated_at: 0,
-        })
+        ClientEntry::sample(id, key, ips)
     }
 
     #[test]
