@@ -40,13 +40,16 @@ pub struct Servers {
 }
 
 /// The signals that stop the gateway, registered once so that none is missed between two waits.
-struct Signals {
+/// Registered before the listeners serve anything: a SIGTERM that arrives once `/readyz`
+/// answers must never find the default action (killing the process) still in place.
+pub struct Signals {
     term: actix_rt::signal::unix::Signal,
     int: actix_rt::signal::unix::Signal,
 }
 
 impl Signals {
-    fn register() -> std::io::Result<Signals> {
+    /// Takes over SIGTERM and SIGINT (inside the actix `System`).
+    pub fn register() -> std::io::Result<Signals> {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
@@ -63,7 +66,9 @@ impl Signals {
 }
 
 /// Runs until a signal (or the proxy server ending by itself), then shuts down in order.
+#[allow(clippy::too_many_arguments)]
 pub async fn run(
+    mut signals: Signals,
     proxy_task: JoinHandle<std::io::Result<()>>,
     servers: Servers,
     pool: PoolHandle,
@@ -72,7 +77,6 @@ pub async fn run(
     deadline: Duration,
     drain_delay: Duration,
 ) -> std::io::Result<()> {
-    let mut signals = Signals::register()?;
     let mut failure = None;
     match select(Box::pin(signals.next()), proxy_task).await {
         Either::Left((name, _)) => {

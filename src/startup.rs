@@ -127,6 +127,9 @@ pub enum StartupError {
     /// The heartbeat thread could not be started.
     #[error("cannot start the instance heartbeat: {0}")]
     Heartbeat(std::io::Error),
+    /// SIGTERM and SIGINT could not be taken over.
+    #[error("cannot handle SIGTERM and SIGINT: {0}")]
+    Signals(std::io::Error),
     /// A server could not be set up on its listener.
     #[error("cannot start the {what} server: {source}")]
     Serve {
@@ -151,6 +154,7 @@ pub struct Application {
     cluster: ClusterMember,
     shutdown_timeout: std::time::Duration,
     drain_delay: std::time::Duration,
+    signals: shutdown::Signals,
 }
 
 fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr), StartupError> {
@@ -166,6 +170,7 @@ impl Application {
     /// handed over by the service manager, then starts the backend pool and the client
     /// registry and builds the servers. Must run inside an actix `System`.
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
+        let signals = shutdown::Signals::register().map_err(StartupError::Signals)?;
         let mut inherited = Inherited::from_env();
         let mut demos = Vec::new();
         // The demo backends live in memory only: a demo run against a database that other
@@ -339,6 +344,7 @@ impl Application {
             cluster: member,
             shutdown_timeout: server.shutdown_timeout,
             drain_delay: server.drain_delay,
+            signals,
         })
     }
 
@@ -366,6 +372,7 @@ impl Application {
             actix_rt::spawn(demo);
         }
         let result = shutdown::run(
+            self.signals,
             proxy,
             servers,
             self.pool,
