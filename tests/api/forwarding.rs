@@ -57,7 +57,11 @@ async fn expect_100_continue_is_answered_by_the_gateway_and_not_forwarded() {
 
 #[actix_web::test]
 async fn a_204_passes_through_and_ends_at_once() {
-    let backend = RawBackend::start(Script::new().write("HTTP/1.1 204 No Content\r\nx-backend: raw\r\n\r\n"));
+    // The raw backend closes each connection after its answer, so it says so: otherwise the
+    // gateway may reuse the closed connection before it sees the close (a race under load).
+    let backend = RawBackend::start(
+        Script::new().write("HTTP/1.1 204 No Content\r\nx-backend: raw\r\nconnection: close\r\n\r\n"),
+    );
     let gw = spawn_gateway(&[backend.url()], &["--health-interval", "1h"]).await;
     // Two requests on one keep-alive connection of the client: the first ended cleanly.
     for _ in 0..2 {
