@@ -226,3 +226,29 @@ async fn a_slow_upload_does_not_count_against_the_response_deadline() {
         started.elapsed()
     );
 }
+
+/// A backend that closes a kept-alive connection when the next request arrives on it (its
+/// idle timeout racing the gateway's reuse of the connection): a GET is sent again on a fresh
+/// connection to the same, only, backend and succeeds; a POST is not sent again (it may have
+/// been acted on) and gets the 502.
+#[actix_web::test]
+async fn a_kept_alive_connection_the_backend_closed_costs_a_get_nothing() {
+    let backend = RawBackend::start(
+        Script::new()
+            .write("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+            .await_request()
+            .close(),
+    );
+    let gw = spawn_gateway(&[backend.url()], &["--health-interval", "1h"]).await;
+    for n in 1..=3 {
+        let mut resp = gw.client.get(gw.url("/x")).send().await.unwrap();
+        assert_eq!(resp.status(), 200, "GET {n}");
+        assert_eq!(resp.body().await.unwrap(), "ok");
+    }
+    // Each GET after the first reached a kept-alive connection first (closed unanswered), then
+    // a fresh one: three answered requests, each on its own connection.
+    assert_eq!(backend.received(), 3);
+    let mut resp = gw.client.post(gw.url("/x")).send_body("data").await.unwrap();
+    assert_eq!(resp.status(), 502, "{:?}", resp.body().await);
+    assert_eq!(backend.received(), 3, "the POST was sent again");
+}

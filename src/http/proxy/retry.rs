@@ -56,6 +56,16 @@ pub fn classify(e: &SendRequestError) -> Failure {
     }
 }
 
+/// Whether, every backend having been tried, the failed attempt's backend may take the
+/// request once more. A connection that broke before any answer may have been a kept-alive
+/// one that the backend closed while it sat idle, the request never read: a fresh connection
+/// to the same backend is then the right retry (nginx retries its cached connections so),
+/// and without it a lone backend's idle timeout costs a 502. The request must still pass
+/// [`may_retry`].
+pub fn may_repeat_on_same_backend(failure: Failure) -> bool {
+    failure == Failure::AfterSend { timeout: false }
+}
+
 /// Whether the request may be tried again on another backend after `attempts` attempts
 /// (`retries` extra attempts allowed in all).
 pub fn may_retry(failure: Failure, idempotent: bool, body: BodyKind, attempts: usize, retries: u32) -> bool {
@@ -73,6 +83,18 @@ pub fn may_retry(failure: Failure, idempotent: bool, body: BodyKind, attempts: u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_broken_connection_may_be_retried_on_the_same_backend() {
+        for (failure, same) in [
+            (Failure::AfterSend { timeout: false }, true),
+            (Failure::AfterSend { timeout: true }, false),
+            (Failure::Connect { timeout: false }, false),
+            (Failure::Connect { timeout: true }, false),
+        ] {
+            assert_eq!(may_repeat_on_same_backend(failure), same, "{failure:?}");
+        }
+    }
 
     #[test]
     fn retries_only_where_nothing_can_happen_twice() {

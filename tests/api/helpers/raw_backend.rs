@@ -19,6 +19,9 @@ pub enum Step {
     Close,
     /// Reset the connection (RST, through `SO_LINGER` 0); the rest of the script is skipped.
     Reset,
+    /// Wait for the next request head on the same connection (it is not answered unless the
+    /// script goes on to write).
+    AwaitRequest,
 }
 
 /// What a raw backend does with each proxied connection. A script that ends without `Close` or
@@ -53,6 +56,12 @@ impl Script {
     /// Appends a pause.
     pub fn sleep(mut self, d: Duration) -> Script {
         self.steps.push(Step::Sleep(d));
+        self
+    }
+
+    /// Appends a wait for the next request on the connection.
+    pub fn await_request(mut self) -> Script {
+        self.steps.push(Step::AwaitRequest);
         self
     }
 
@@ -205,6 +214,11 @@ fn play(steps: &[Step], mut stream: TcpStream) {
                 }
             }
             Step::Sleep(d) => std::thread::sleep(*d),
+            Step::AwaitRequest => {
+                if read_request(&mut stream, false).is_none() {
+                    return;
+                }
+            }
             Step::Close => return,
             Step::Reset => {
                 let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
