@@ -68,7 +68,7 @@ async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
     let db = DbExecutor::new(pool.clone(), settings.store.checkout_timeout, file).start();
     // Before the version: the replacement's own changes are then not applied twice here.
     if let Some(named) = &settings.backends {
-        backend_list::replace(&db, named, settings.store.checkout_timeout).await?;
+        replace_backends(&db, named, &settings.store).await?;
     }
     // The version first: a change committed while the rows load is applied again by the
     // first catch-up, never missed.
@@ -102,6 +102,30 @@ async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
         pool,
         backends,
     })
+}
+
+/// Replaces the stored backend list with `named`, trying again (with backoff, within the
+/// start-up timeout) while the database is busy: instances starting together on one SQLite
+/// file wait for each other's start-up writes.
+async fn replace_backends(
+    db: &Addr<DbExecutor>,
+    named: &[BackendSpec],
+    store: &store::StoreSettings,
+) -> Result<(), StoreError> {
+    let started = std::time::Instant::now();
+    let mut pause = std::time::Duration::from_millis(100);
+    loop {
+        match backend_list::replace(db, named, store.checkout_timeout).await {
+            Err(e @ (StoreError::Unavailable(_) | StoreError::TimedOut(_) | StoreError::Query(_)))
+                if started.elapsed() + pause < store.startup_timeout =>
+            {
+                log::warn!("cannot replace the stored backend list yet ({e}); trying again in {pause:?}");
+                actix_rt::time::sleep(pause).await;
+                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// Why the gateway could not start.

@@ -17,7 +17,8 @@ fn instance(db_url: &str, backend: &TestBackend, env: &[(&str, &str)]) -> Gatewa
         // Polling with a key not known yet costs the test's address anonymous tokens.
         .env("TOLLGATE_DEFAULT_CAPACITY", "1000000")
         .env("TOLLGATE_DEFAULT_RATE", "1000000")
-        .database_url(db_url);
+        .database_url(db_url)
+        .capture_stderr();
     for (k, v) in env {
         b = b.env(k, v);
     }

@@ -207,13 +207,19 @@ impl GatewayProcess {
     }
 
     /// Polls `/readyz` until it answers `status` (200 ready, 503 draining).
+    /// At the deadline it panics with the gateway's log (when captured).
     pub async fn wait_readyz(&self, status: u16) {
         let c = client();
         let url = self.admin_url("/readyz");
-        eventually(&format!("readyz {status}"), Duration::from_secs(20), || async {
-            matches!(c.get(&url).send().await, Ok(r) if r.status().as_u16() == status)
-        })
-        .await;
+        let start = std::time::Instant::now();
+        while !matches!(c.get(&url).send().await, Ok(r) if r.status().as_u16() == status) {
+            assert!(
+                start.elapsed() < Duration::from_secs(20),
+                "timed out waiting for readyz {status}; the gateway's log:\n{}",
+                self.stderr()
+            );
+            actix_rt::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     pub fn signal(&self, sig: &str) {
