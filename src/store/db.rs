@@ -146,13 +146,43 @@ pub fn connect_with_retry(
             }
         }
     };
-    let applied = match &mut *conn {
-        DbConnection::Pg(c) => c.run_pending_migrations(PG_MIGRATIONS).map(|v| v.len()),
-        DbConnection::Sqlite(c) => c.run_pending_migrations(SQLITE_MIGRATIONS).map(|v| v.len()),
-    }
-    .map_err(|e| StoreError::Query(format!("migrations failed: {e}")))?;
+    let mut backoff = Duration::from_millis(100);
+    let applied = loop {
+        match migrate(&mut conn) {
+            Ok(applied) => break applied,
+            // Another instance starting on the same database may hold the lock for a while.
+            Err(e) if started.elapsed() + backoff < startup_timeout => {
+                log::warn!("database migrations not run yet ({e}); trying again in {backoff:?}");
+                std::thread::sleep(backoff);
+                backoff = (backoff * 2).min(Duration::from_secs(2));
+            }
+            Err(e) => return Err(StoreError::Query(format!("migrations failed: {e}"))),
+        }
+    };
     if applied > 0 {
         log::info!("applied {applied} database migration(s)");
     }
     Ok(pool)
+}
+
+/// Key of the advisory lock that serialises migrations on PostgreSQL.
+const MIGRATIONS_LOCK: i64 = 0x746f_6c6c_6d69_6772; // "tollmigr"
+
+type MigrationError = Box<dyn std::error::Error + Send + Sync>;
+
+/// Runs the pending migrations; returns how many. Instances starting together on a new
+/// database must not both run them (the second fails on `table ... already exists`): what is
+/// pending is read and run under one lock, in one transaction (SQLite: an exclusive
+/// transaction; PostgreSQL: a transaction-scoped advisory lock), so the second finds nothing
+/// left to do.
+fn migrate(conn: &mut DbConnection) -> Result<usize, MigrationError> {
+    match conn {
+        DbConnection::Pg(c) => c.transaction::<_, MigrationError, _>(|c| {
+            c.batch_execute(&format!("SELECT pg_advisory_xact_lock({MIGRATIONS_LOCK})"))?;
+            Ok(c.run_pending_migrations(PG_MIGRATIONS)?.len())
+        }),
+        DbConnection::Sqlite(c) => c.exclusive_transaction::<_, MigrationError, _>(|c| {
+            Ok(c.run_pending_migrations(SQLITE_MIGRATIONS)?.len())
+        }),
+    }
 }

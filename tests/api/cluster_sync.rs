@@ -408,3 +408,15 @@ async fn a_batch_on_one_instance_reaches_the_other_and_cluster_shows_the_applied
     )
     .await;
 }
+
+/// Instances started together on a new SQLite file: each finds the schema made by whichever
+/// ran the migrations first, none fails on `table ... already exists`.
+#[actix_web::test]
+async fn instances_starting_together_on_a_new_database_all_become_ready() {
+    let db = TestDb::sqlite();
+    let backend = TestBackend::start("together");
+    let gws: Vec<_> = (0..4).map(|_| instance(&db.url(), &backend, &[])).collect();
+    for gw in &gws {
+        gw.wait_ready().await;
+    }
+}
