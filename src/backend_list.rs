@@ -85,16 +85,7 @@ pub async fn load(db: &Addr<DbExecutor>) -> Result<Vec<BackendDef>, StoreError> 
         .send(GetBackendRows(None))
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    let defs = defs(rows);
-    if defs.is_empty() {
-        log::warn!(
-            "no backend is configured: the proxy answers 503 until one is added \
-             (POST /backends on the admin API, or TOLLGATE_BACKENDS)"
-        );
-    } else {
-        log::info!("loaded {} backend(s)", defs.len());
-    }
-    Ok(defs)
+    Ok(defs(rows))
 }
 
 /// Hands the backend changes the change-log catch-up reads to the pool.

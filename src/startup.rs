@@ -243,6 +243,14 @@ impl Application {
         } else {
             stored
         };
+        if backends.is_empty() {
+            log::warn!(
+                "no backend is configured: the proxy answers 503 until one is added \
+                 (POST /backends on the admin API, or TOLLGATE_BACKENDS)"
+            );
+        } else {
+            log::info!("routing to {} backend(s)", backends.len());
+        }
         let server = &settings.server;
         // Both listeners are bound (or inherited) before any actor starts: an actor started
         // but never run panics when the runtime is dropped after a start error.

@@ -154,18 +154,15 @@ impl ProxyHandler {
         let peer = req.peer_addr().map(|a| a.ip());
         let mut tried: Vec<std::sync::Arc<crate::pool::Backend>> = Vec::with_capacity(1);
         let mut previous: Option<ProxyError> = None;
-        // Set when the last attempt's connection broke before any answer: once, that backend
-        // may take the request again when no other is left (see `may_repeat_on_same_backend`).
-        let mut same_again: Option<std::sync::Arc<crate::pool::Backend>> = None;
+        // Set when the first attempt's connection broke before any answer: once, that backend
+        // (`tried[0]`) may take the request again when no other is left (see
+        // `may_repeat_on_same_backend`).
+        let mut same_again = false;
         loop {
             let picked = self.pool.pick(&tried).or_else(|| {
-                let last = same_again.take()?;
-                let others: Vec<_> = tried
-                    .iter()
-                    .filter(|b| !std::sync::Arc::ptr_eq(b, &last))
-                    .cloned()
-                    .collect();
-                self.pool.pick(&others)
+                std::mem::take(&mut same_again)
+                    .then(|| self.pool.pick(&tried[1..]))
+                    .flatten()
             });
             let Some(lease) = picked else {
                 return Err(previous.unwrap_or(ProxyError::NoHealthyBackend));
@@ -274,9 +271,7 @@ impl ProxyHandler {
             };
             // Only a failed attempt is remembered (a reference to its backend is not free).
             tried.push(lease.backend().clone());
-            if retry::may_repeat_on_same_backend(failure) && tried.len() == 1 {
-                same_again = Some(lease.backend().clone());
-            }
+            same_again |= tried.len() == 1 && retry::may_repeat_on_same_backend(failure);
             if !retry::may_retry(
                 failure,
                 idempotent,
