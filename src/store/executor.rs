@@ -9,14 +9,14 @@
 //! shortly after the deadline whatever the connection does.
 
 use std::{
-    sync::Arc,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
 use actix::{Actor, AsyncContext, Context, Handler, Message, ResponseFuture};
 use diesel::{connection::SimpleConnection, prelude::*};
 
-use super::{file::SqliteFile, schema::clients, BucketRow, DbConnection, DbPool, StoreError};
+use super::{checkpoint, file::SqliteFile, schema::clients, BucketRow, DbConnection, DbPool, StoreError};
 
 /// How long after its deadline the caller still waits for an operation: the commit sent just
 /// before the deadline gets its acknowledgement, so that a write the database took is not
@@ -30,13 +30,20 @@ pub struct DbExecutor {
     /// The SQLite file as opened, checked before each operation and every second; `None`
     /// for PostgreSQL.
     file: Option<Arc<SqliteFile>>,
+    /// The SQLite checkpoints' mode, from what the previous ones found.
+    checkpoints: Arc<Mutex<checkpoint::Policy>>,
 }
 
 impl DbExecutor {
     /// An executor over `pool`; every write must finish within `timeout`. `file` is the
     /// opened SQLite file, whose loss turns every operation into [`StoreError::FileLost`].
     pub fn new(pool: DbPool, timeout: Duration, file: Option<Arc<SqliteFile>>) -> DbExecutor {
-        DbExecutor { pool, timeout, file }
+        DbExecutor {
+            pool,
+            timeout,
+            file,
+            checkpoints: Arc::default(),
+        }
     }
 
     /// Runs `op` on a pooled connection on the blocking pool; with a `deadline`, the checkout
@@ -136,12 +143,19 @@ impl Actor for DbExecutor {
         if let Some(file) = self.file.clone() {
             // A stat a second: the loss shows on /readyz even when nothing is written. And the
             // write-ahead log copied into the file, off the admin writes' path (a passive
-            // checkpoint waits for no reader and no writer; a failed one is tried again).
+            // checkpoint waits for no reader and no writer; a starved one is followed by one
+            // that waits, see `checkpoint`).
             ctx.run_interval(FILE_CHECK_INTERVAL, move |act, _| {
                 if file.check().is_ok() {
-                    let checkpoint = act.run(None, |conn| {
+                    let policy = act.checkpoints.clone();
+                    let checkpoint = act.run(None, move |conn| {
                         if let DbConnection::Sqlite(c) = conn {
-                            c.batch_execute("PRAGMA wal_checkpoint(PASSIVE)")?;
+                            // One checkpoint at a time: the lock is held across it.
+                            let mut policy = policy.lock().unwrap_or_else(|e| e.into_inner());
+                            let mode = policy.next();
+                            let outcome =
+                                diesel::sql_query(mode.statement()).get_result::<checkpoint::Outcome>(c)?;
+                            policy.observe(mode, outcome);
                         }
                         Ok(())
                     });

@@ -9,6 +9,7 @@
 mod backends;
 mod batch;
 mod changelog;
+mod checkpoint;
 mod db;
 mod error;
 mod executor;
