@@ -8,8 +8,10 @@
 //! admitted ≥ `C + R·T − 1`.
 
 mod clock;
+pub mod lease;
 
 pub use clock::{Clock, FakeClock, MonotonicClock};
+pub use lease::Leased;
 
 /// Units in one token.
 pub const UNIT: u128 = 1_000_000_000_000;

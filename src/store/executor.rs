@@ -46,6 +46,11 @@ impl DbExecutor {
         }
     }
 
+    /// How long a write may take.
+    pub(super) fn timeout(&self) -> Duration {
+        self.timeout
+    }
+
     /// Runs `op` on a pooled connection on the blocking pool; with a `deadline`, the checkout
     /// and `op` are bounded by it and the caller waits at most until it plus [`GRACE`].
     pub(super) fn run<T, F>(&self, deadline: Option<Instant>, op: F) -> ResponseFuture<Result<T, StoreError>>

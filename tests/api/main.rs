@@ -17,6 +17,7 @@ mod h2c;
 mod helpers;
 mod hostile;
 mod identity;
+mod leases;
 mod logcapture;
 mod operations;
 mod panic;

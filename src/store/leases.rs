@@ -1,0 +1,162 @@
+//! Token leases from the clients' rows: one round trip for every client an instance asks for.
+//!
+//! Each asked client's row is refilled to the database's clock, takes back the tokens the
+//! instance returns, and grants at most what it then holds (see [`settle`]). PostgreSQL does
+//! it in one statement over arrays (rows locked in id order, so that two instances' batches
+//! cannot deadlock); SQLite, on one host, runs [`settle`] itself in one write transaction.
+
+use actix::{Handler, Message, ResponseFuture};
+use diesel::{
+    prelude::*,
+    sql_types::{Array, BigInt, Nullable, Text},
+};
+
+use super::{schema::clients, DbConnection, DbExecutor, StoreError};
+use crate::ratelimit::lease::{settle, RowBucket};
+
+/// One client of a lease batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LeaseAsk {
+    /// The client's id.
+    pub client_id: String,
+    /// Unused tokens given back.
+    pub returned: i64,
+    /// Tokens wanted.
+    pub asked: i64,
+}
+
+/// What the row granted.
+#[derive(Debug, Clone, PartialEq, Eq, QueryableByName)]
+pub struct LeaseGrant {
+    /// The client's id.
+    #[diesel(sql_type = Text)]
+    pub client_id: String,
+    /// Whole tokens granted.
+    #[diesel(sql_type = BigInt)]
+    pub granted: i64,
+    /// Units left in the row after the grant.
+    #[diesel(sql_type = BigInt)]
+    pub level: i64,
+}
+
+/// Units in a token, as SQL text.
+const UNIT_SQL: &str = "1000000000000";
+
+/// The PostgreSQL statement: [`settle`] in SQL, for every asked client at once.
+///
+/// The rows are locked first, in id order (two instances' batches never deadlock); the level
+/// is computed in the `UPDATE` itself, which re-reads a row another instance changed meanwhile
+/// (computed in the locking `SELECT`, it would be computed from the version before the lock
+/// and grant tokens twice). The grant is stored in `last_grant` so that `RETURNING`, which sees
+/// only new values, can return it.
+fn pg_statement() -> String {
+    let u = UNIT_SQL;
+    let rate = "GREATEST(c.rate_milli * 1000000, 1)";
+    let full = format!("c.capacity * {u}");
+    let level = format!(
+        "LEAST({full}, COALESCE(c.bucket_level, {full}) \
+           + {rate} * LEAST(GREATEST(n.ms - COALESCE(c.bucket_at, n.ms), 0), {full} / {rate} + 1) \
+           + GREATEST(r.ret, 0) * {u})"
+    );
+    let grant = format!("LEAST(GREATEST(r.ask, 0), {level} / {u})");
+    format!(
+        "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(id, ret, ask)), \
+         locked AS MATERIALIZED (SELECT c.client_id FROM clients c JOIN r ON r.id = c.client_id \
+           ORDER BY c.client_id FOR UPDATE OF c), \
+         n AS MATERIALIZED (SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS ms) \
+         UPDATE clients c SET last_grant = {grant}, bucket_level = {level} - {grant} * {u}, \
+           bucket_at = GREATEST(n.ms, COALESCE(c.bucket_at, n.ms)) \
+         FROM locked l JOIN r ON r.id = l.client_id CROSS JOIN n \
+         WHERE c.client_id = l.client_id \
+         RETURNING c.client_id, c.last_grant AS granted, c.bucket_level AS level"
+    )
+}
+
+#[derive(QueryableByName)]
+struct SqliteRow {
+    #[diesel(sql_type = BigInt)]
+    capacity: i64,
+    #[diesel(sql_type = BigInt)]
+    rate_milli: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    bucket_level: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    bucket_at: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    now_ms: i64,
+}
+
+/// Leases for every client of `asks` in one round trip; a client that no longer exists gets
+/// no grant.
+pub fn lease(conn: &mut DbConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, StoreError> {
+    if asks.is_empty() {
+        return Ok(Vec::new());
+    }
+    match conn {
+        DbConnection::Pg(pg) => {
+            let mut sorted: Vec<&LeaseAsk> = asks.iter().collect();
+            sorted.sort_by(|a, b| a.client_id.cmp(&b.client_id));
+            let ids: Vec<&str> = sorted.iter().map(|a| a.client_id.as_str()).collect();
+            let returned: Vec<i64> = sorted.iter().map(|a| a.returned).collect();
+            let asked: Vec<i64> = sorted.iter().map(|a| a.asked).collect();
+            Ok(diesel::sql_query(pg_statement())
+                .bind::<Array<Text>, _>(ids)
+                .bind::<Array<BigInt>, _>(returned)
+                .bind::<Array<BigInt>, _>(asked)
+                .load(pg)?)
+        }
+        DbConnection::Sqlite(lite) => lite.immediate_transaction(|c| {
+            let mut grants = Vec::with_capacity(asks.len());
+            for a in asks {
+                let row: Option<SqliteRow> = diesel::sql_query(
+                    "SELECT capacity, rate_milli, bucket_level, bucket_at, \
+                     CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now_ms \
+                     FROM clients WHERE client_id = $1",
+                )
+                .bind::<Text, _>(&a.client_id)
+                .get_result(c)
+                .optional()?;
+                let Some(row) = row else { continue };
+                let settled = settle(
+                    RowBucket {
+                        capacity: row.capacity,
+                        rate_milli: row.rate_milli,
+                        level: row.bucket_level,
+                        at_ms: row.bucket_at,
+                    },
+                    row.now_ms,
+                    a.returned,
+                    a.asked,
+                );
+                diesel::update(clients::table.find(&a.client_id))
+                    .set((
+                        clients::bucket_level.eq(Some(settled.level)),
+                        clients::bucket_at.eq(Some(settled.at_ms)),
+                    ))
+                    .execute(c)?;
+                grants.push(LeaseGrant {
+                    client_id: a.client_id.clone(),
+                    granted: settled.granted,
+                    level: settled.level,
+                });
+            }
+            Ok::<_, StoreError>(grants)
+        }),
+    }
+}
+
+/// Lease tokens for a batch of clients (one round trip), within the database timeout.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<LeaseGrant>, StoreError>")]
+pub struct Lease(pub Vec<LeaseAsk>);
+
+impl Handler<Lease> for DbExecutor {
+    type Result = ResponseFuture<Result<Vec<LeaseGrant>, StoreError>>;
+
+    /// Bounded by the database timeout: a lease that comes too late is treated as a failure
+    /// (its tokens, if the database granted them after all, are lost: fewer admitted, never more).
+    fn handle(&mut self, msg: Lease, _: &mut Self::Context) -> Self::Result {
+        let deadline = std::time::Instant::now() + self.timeout();
+        self.run(Some(deadline), move |conn| lease(conn, &msg.0))
+    }
+}
