@@ -104,6 +104,12 @@ pub async fn run(
     servers.proxy.stop(true).await;
     log::info!("proxy drained");
     // Bounded: a database that does not answer must not hold the exit forever.
+    match tokio::time::timeout(FLUSH_DEADLINE, registry.give_back()).await {
+        Ok(Ok(0)) => {}
+        Ok(Ok(n)) => log::info!("{n} leased token(s) given back to the clients' rows"),
+        Ok(Err(e)) => log::warn!("could not give leased tokens back at shutdown (they are lost): {e}"),
+        Err(_) => log::warn!("giving leased tokens back took longer than {FLUSH_DEADLINE:?} (they are lost)"),
+    }
     match registry.addr().send(Flush).timeout(FLUSH_DEADLINE).await {
         Ok(Ok(n)) => log::info!("bucket state of {n} client(s) written"),
         Ok(Err(e)) => log::error!("could not write bucket state at shutdown: {e}"),

@@ -76,7 +76,7 @@ async fn open_store(settings: &Settings) -> Result<OpenStore, StartupError> {
         .send(GetLatestVersion)
         .await
         .map_err(|e| StoreError::Unavailable(e.to_string()))??;
-    let mut loader = ClientLoader::default();
+    let mut loader = ClientLoader::new(settings.limits.scope);
     let mut after = None;
     loop {
         let page = db
@@ -176,6 +176,8 @@ pub struct Application {
     registry: RegistryHandle,
     draining: Arc<AtomicBool>,
     cluster: ClusterMember,
+    /// The PostgreSQL change listener's thread, stopped and joined at the end.
+    listener: Option<store::ListenerHandle>,
     shutdown_timeout: std::time::Duration,
     drain_delay: std::time::Duration,
     signals: shutdown::Signals,
@@ -288,19 +290,23 @@ impl Application {
             settings.registry,
             applied,
             BackendFeed::new(pool.addr().clone().recipient()),
+            Some(member.handle()),
         );
+        let mut listener = None;
         if let DatabaseUrl::Postgres(url) = &settings.store.url {
             let (wake, alive) = (registry.addr().clone(), registry.addr().clone());
-            store::spawn_listener(
-                secrecy::ExposeSecret::expose_secret(url).to_string(),
-                settings.store.checkout_timeout,
-                move || wake.do_send(CatchUp),
-                move || alive.connected(),
-            )
-            .map_err(|source| StartupError::Serve {
-                what: "change listener",
-                source,
-            })?;
+            listener = Some(
+                store::spawn_listener(
+                    secrecy::ExposeSecret::expose_secret(url).to_string(),
+                    settings.store.checkout_timeout,
+                    move || wake.do_send(CatchUp),
+                    move || alive.connected(),
+                )
+                .map_err(|source| StartupError::Serve {
+                    what: "change listener",
+                    source,
+                })?,
+            );
         }
         let draining = Arc::new(AtomicBool::new(false));
         // actix-server counts its drain deadline in whole seconds.
@@ -374,6 +380,7 @@ impl Application {
             registry,
             draining,
             cluster: member,
+            listener,
             shutdown_timeout: server.shutdown_timeout,
             drain_delay: server.drain_delay,
             signals,
@@ -415,6 +422,9 @@ impl Application {
         )
         .await;
         self.cluster.leave(LEAVE_DEADLINE).await;
+        if let Some(listener) = self.listener {
+            let _ = actix_rt::task::spawn_blocking(move || listener.stop()).await;
+        }
         result
     }
 }

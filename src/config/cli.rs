@@ -161,6 +161,17 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_RATE_LIMIT", default_value = "true")]
     pub rate_limit: String,
 
+    /// Where registered clients' buckets live: `cluster` (the database row; instances lease
+    /// tokens from it, so the limit holds across all instances) or `local` (each instance
+    /// keeps its own bucket: N instances admit up to N times the limit).
+    #[arg(long, env = "TOLLGATE_LIMIT_SCOPE", default_value = "cluster")]
+    pub limit_scope: String,
+
+    /// How often an instance leases tokens for its busy clients and gives back the unused
+    /// tokens of idle ones (one statement per tick).
+    #[arg(long, env = "TOLLGATE_LEASE_TICK", default_value = "100ms")]
+    pub lease_tick: String,
+
     /// How often changed bucket states are written to the database.
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "1s")]
     pub flush_interval: String,

@@ -21,6 +21,15 @@ pub(super) fn parse_bool(raw: &str) -> Result<bool, String> {
     }
 }
 
+/// Parses `TOLLGATE_LIMIT_SCOPE`.
+pub(super) fn parse_limit_scope(raw: &str) -> Result<crate::registry::LimitScope, String> {
+    match raw.trim().to_ascii_lowercase().as_str() {
+        "cluster" => Ok(crate::registry::LimitScope::Cluster),
+        "local" => Ok(crate::registry::LimitScope::Local),
+        _ => Err("expected cluster or local".into()),
+    }
+}
+
 /// Parses a listener address `IP:PORT`.
 pub(super) fn parse_addr(raw: &str) -> Result<SocketAddr, String> {
     raw.trim()

@@ -12,6 +12,9 @@ use super::{ceil_div, units, Bucket, Decision, Quota, NANOS_PER_SEC, UNIT};
 
 const NANOS_PER_MS: u64 = 1_000_000;
 
+/// The smallest `at` of a bucket that has held a lease (0 is "never leased").
+const LEASED: u64 = 1;
+
 /// A client's row as the lease step reads it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct RowBucket {
@@ -157,6 +160,24 @@ impl Bucket {
         if let Some(t) = empty_until {
             self.at = t;
         }
+        // `at` 0 means "never leased here" (see `take_share`).
+        self.at = self.at.max(LEASED);
+    }
+
+    /// Changes the quota of a bucket holding leased tokens: it keeps at most the new capacity
+    /// and never refills locally.
+    pub fn set_quota_leased(&mut self, quota: Quota) {
+        if quota != self.quota {
+            // The row refills at the new rate from now: when it is empty until is unknown.
+            self.at = self.at.min(LEASED);
+        }
+        if quota.capacity < self.quota.capacity {
+            // The row clamps to the new capacity by itself; tokens held here on top of it
+            // could add up to more than the new capacity: they are dropped (fewer, never more).
+            self.level = 0;
+        }
+        self.quota = quota;
+        self.level = units(u128::from(self.level).min(quota.full()));
     }
 
     /// Whole leased tokens on hand.
@@ -171,9 +192,17 @@ impl Bucket {
         n
     }
 
-    /// Takes a token from this instance's `share` of the bucket while the database is away:
-    /// the tokens on hand, refilled at the share's rate from the last time the row was known.
-    pub fn take_share(&mut self, share: Quota, now: u64) -> Decision {
+    /// Takes a token from this instance's `share` of the bucket while the database is away
+    /// (since `since`): the tokens on hand, refilled at the share's rate from when the outage
+    /// began or the row was known empty until, whichever is later. A client this instance
+    /// never leased for starts with a full share.
+    pub fn take_share(&mut self, share: Quota, since: u64, now: u64) -> Decision {
+        if self.at == 0 && self.level == 0 {
+            self.level = units(share.full());
+            self.at = now;
+        } else {
+            self.at = self.at.max(since);
+        }
         let own = self.quota;
         self.quota = share;
         let d = self.try_take(now);
@@ -181,10 +210,9 @@ impl Bucket {
         d
     }
 
-    /// Starts spending a share at `now`: the time the share refills from (a row known empty
-    /// until later refills from then).
-    pub fn begin_share(&mut self, now: u64) {
-        self.at = self.at.max(now);
+    /// Whether the row was found empty and has not refilled a token by `now`.
+    pub fn known_empty(&self, now: u64) -> bool {
+        self.level < units(UNIT) && now < self.at
     }
 }
 
@@ -308,16 +336,17 @@ mod tests {
     fn a_leased_bucket_spends_what_it_holds_then_refuses_until_the_row_refills() {
         let q = Quota::new(2, 0.2).unwrap();
         let mut b = Bucket::leased_empty(q);
-        assert_eq!(b.take_leased(0), Leased::Ask);
+        assert_eq!(b.take_leased(1), Leased::Ask);
         b.add_leased(2, None);
-        let Leased::Decided(d) = b.take_leased(0) else {
+        let Leased::Decided(d) = b.take_leased(1) else {
             panic!("a token was on hand")
         };
         assert_eq!((d.allowed, d.remaining, d.reset_secs), (true, 1, 5));
-        assert!(matches!(b.take_leased(0), Leased::Decided(d) if d.allowed && d.remaining == 0));
-        assert_eq!(b.take_leased(0), Leased::Ask);
+        assert!(matches!(b.take_leased(1), Leased::Decided(d) if d.allowed && d.remaining == 0));
+        assert_eq!(b.take_leased(1), Leased::Ask);
         // The row had none: empty for 5 s; refused with Retry-After until then, asked after.
         b.add_leased(0, Some(5 * SEC));
+        assert!(b.known_empty(SEC / 10) && !b.known_empty(5 * SEC));
         let Leased::Decided(d) = b.take_leased(SEC / 10) else {
             panic!("known empty")
         };
@@ -333,16 +362,35 @@ mod tests {
         let q = Quota::new(30, 3.0).unwrap();
         let mut b = Bucket::leased_empty(q);
         b.add_leased(2, None);
-        b.begin_share(0);
         let share = q.share(3);
-        assert!(b.take_share(share, 0).allowed);
-        assert!(b.take_share(share, 0).allowed);
-        assert!(!b.take_share(share, 0).allowed, "no burst beyond what was leased");
+        // The outage began at 10 s: no refill for the time before.
+        let t = 10 * SEC;
+        assert!(b.take_share(share, t, t).allowed);
+        assert!(b.take_share(share, t, t).allowed);
         assert!(
-            b.take_share(share, SEC).allowed,
+            !b.take_share(share, t, t).allowed,
+            "no burst beyond what was leased"
+        );
+        assert!(
+            b.take_share(share, t, t + SEC).allowed,
             "one per second, a third of the rate"
         );
-        assert!(!b.take_share(share, SEC).allowed);
+        assert!(!b.take_share(share, t, t + SEC).allowed);
         assert_eq!(b.quota(), q, "the client's own quota is kept");
+        // A client never leased for here: a full share.
+        let mut fresh = Bucket::leased_empty(q);
+        let admitted = (0..20).filter(|_| fresh.take_share(share, t, t).allowed).count();
+        assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn a_lower_capacity_drops_the_tokens_held_and_a_new_rate_forgets_the_empty_time() {
+        let mut b = Bucket::leased_empty(Quota::new(10, 1.0).unwrap());
+        b.add_leased(8, Some(50 * SEC));
+        b.set_quota_leased(Quota::new(10, 5.0).unwrap());
+        assert_eq!(b.leased(), 8);
+        assert!(!b.known_empty(SEC), "the empty time was for the old rate");
+        b.set_quota_leased(Quota::new(4, 5.0).unwrap());
+        assert_eq!(b.leased(), 0);
     }
 }

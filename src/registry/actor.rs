@@ -14,11 +14,12 @@ use super::{
     rows::{entry_from_row, unix_ms},
     sync::SyncState,
     writes::Job,
-    BucketCell, ClientEntry, ClientTable, LimitSettings, Limiter, RegistryHandle,
+    BucketCell, ClientEntry, ClientTable, ClusterShare, Leaser, LimitScope, LimitSettings, Limiter,
+    RegistryHandle,
 };
 use crate::{
     backend_list::BackendFeed,
-    cluster::AppliedVersion,
+    cluster::{AppliedVersion, ClusterHandle},
     ratelimit::{Clock, MonotonicClock},
     store::{BucketRow, ClientRow, DbExecutor, PruneChanges, SaveBuckets, StoreError},
 };
@@ -40,6 +41,8 @@ pub struct RegistrySettings {
     pub sweep_interval: Duration,
     /// How often the change log is polled for other instances' changes.
     pub sync_interval: Duration,
+    /// How often tokens are leased for busy clients (cluster scope).
+    pub lease_tick: Duration,
 }
 
 /// Builds the client entries from stored rows, a page at a time, on the clock the registry
@@ -48,15 +51,24 @@ pub struct RegistrySettings {
 pub struct ClientLoader {
     clock: MonotonicClock,
     entries: Vec<Arc<ClientEntry>>,
+    scope: LimitScope,
 }
 
 impl ClientLoader {
+    /// A loader for buckets that live in `scope`.
+    pub fn new(scope: LimitScope) -> ClientLoader {
+        ClientLoader {
+            scope,
+            ..ClientLoader::default()
+        }
+    }
+
     /// Adds the clients of `rows`; an invalid row is logged and skipped.
     pub fn add(&mut self, rows: Vec<ClientRow>) {
         let (now, wall) = (self.clock.now(), unix_ms());
         for row in rows {
             let id = row.client_id.clone();
-            match entry_from_row(row, now, wall) {
+            match entry_from_row(row, now, wall, self.scope) {
                 Ok(e) => self.entries.push(Arc::new(e)),
                 Err(field) => log::error!("stored client {id} is invalid ({field}); skipped"),
             }
@@ -111,7 +123,10 @@ impl ClientRegistry {
     /// `version` is the newest change version read before the rows were loaded: changes after
     /// it are applied by the first catch-up (re-applying one the rows already hold is harmless).
     /// `applied` is kept at the version applied so far, for the instance's heartbeat. The
-    /// change log also carries backend changes: the catch-up hands them to `backends`.
+    /// change log also carries backend changes: the catch-up hands them to `backends`. With
+    /// cluster-wide limits a [`Leaser`] leases tokens; `cluster` tells it how many instances
+    /// are alive.
+    #[allow(clippy::too_many_arguments)]
     pub fn start_with(
         loader: ClientLoader,
         version: i64,
@@ -120,10 +135,14 @@ impl ClientRegistry {
         settings: RegistrySettings,
         applied: AppliedVersion,
         backends: BackendFeed,
+        cluster: Option<ClusterHandle>,
     ) -> RegistryHandle {
         let ClientLoader { clock, entries, .. } = loader;
         log::info!("loaded {} client(s) at change version {version}", entries.len());
-        let shared = Limiter::new(ClientTable::build(entries), limits, clock);
+        let share = Arc::new(ClusterShare::new(limits.scope));
+        let shared = Limiter::new(ClientTable::build(entries), limits, clock, share);
+        let leaser = (shared.share.scope() == LimitScope::Cluster)
+            .then(|| Leaser::new(shared.clone(), db.clone(), cluster, settings.lease_tick).start());
         shared
             .applied_version
             .store(version, std::sync::atomic::Ordering::Relaxed);
@@ -140,7 +159,7 @@ impl ClientRegistry {
             backends,
         }
         .start();
-        RegistryHandle::new(shared, addr)
+        RegistryHandle::new(shared, addr, leaser)
     }
 
     pub(super) fn now(&self) -> u64 {
@@ -193,11 +212,14 @@ fn dirty_buckets(shared: &Limiter) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
                 continue;
             }
             let counts = (e.cell.admitted(), e.cell.refused());
-            let level = e.cell.with_bucket(|b| b.level_at(now));
+            // With cluster-wide limits the row is the bucket: only the counts go behind.
+            let level = (shared.share.scope() == LimitScope::Local).then(|| {
+                let level = e.cell.with_bucket(|b| b.level_at(now));
+                (i64::try_from(level).unwrap_or(i64::MAX), wall)
+            });
             let row = BucketRow {
                 client_id: e.id.to_string(),
-                level: i64::try_from(level).unwrap_or(i64::MAX),
-                at: wall,
+                level,
                 admitted: i64::try_from(counts.0).unwrap_or(i64::MAX),
                 refused: i64::try_from(counts.1).unwrap_or(i64::MAX),
             };

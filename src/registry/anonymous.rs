@@ -34,10 +34,13 @@ impl AnonBuckets {
 
     /// Takes a token from the bucket of `key` (a full one with `quota` if it has none).
     pub fn take(&self, key: u128, quota: Quota, now: u64) -> Decision {
-        lock(self.shard(key))
-            .entry(key)
-            .or_insert_with(|| Bucket::full(quota, now))
-            .try_take(now)
+        let mut shard = lock(self.shard(key));
+        let bucket = shard.entry(key).or_insert_with(|| Bucket::full(quota, now));
+        // The quota moves with the number of instances (each applies its share).
+        if bucket.quota() != quota {
+            bucket.set_quota(quota, now);
+        }
+        bucket.try_take(now)
     }
 
     /// Drops every bucket that is full again; returns how many were dropped.

@@ -112,7 +112,8 @@ impl ClientRegistry {
         let mut created = Vec::with_capacity(prepared.len());
         for (input, key, key_hash) in prepared {
             let quota = input.quota;
-            let entry = Arc::new(ClientEntry::created(input, &key, key_hash, now, now_ms));
+            let bucket = self.shared.share.scope().fresh_bucket(quota, now);
+            let entry = Arc::new(ClientEntry::created(input, &key, key_hash, bucket, now_ms));
             rows.push(row_of(&entry, quota, Some(&key_hash)));
             created.push((entry, key));
         }
@@ -138,11 +139,11 @@ impl ClientRegistry {
                         "{} client(s) created in one batch (changes up to {version})",
                         created.len()
                     );
-                    let now = act.now();
+                    let (now, scope) = (act.now(), act.shared.share.scope());
                     Ok(created
                         .into_iter()
                         .map(|(e, key)| Created {
-                            view: ClientView::of(&e, now),
+                            view: ClientView::of(&e, now, scope),
                             api_key: Some(key),
                             created: true,
                         })

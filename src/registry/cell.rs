@@ -12,7 +12,7 @@ use std::sync::{
 };
 
 use super::lock;
-use crate::ratelimit::{Bucket, Decision, Quota};
+use crate::ratelimit::{Bucket, Decision, Leased, Quota};
 
 /// A client's bucket, counters and enabled flag; shared by every version of the client's
 /// settings so that a settings change never resets or forks the bucket.
@@ -60,13 +60,38 @@ impl BucketCell {
             let mut b = lock(&self.bucket);
             (b.try_take(now), b.quota())
         };
-        let counter = if decision.allowed {
-            &self.admitted
-        } else {
-            &self.refused
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
+        self.count(decision.allowed);
         (decision, quota)
+    }
+
+    /// Takes a leased token; `None` when the database must be asked first (nothing counted).
+    pub(super) fn take_leased(&self, now: u64) -> Option<(Decision, Quota)> {
+        let (leased, quota) = {
+            let mut b = lock(&self.bucket);
+            (b.take_leased(now), b.quota())
+        };
+        let Leased::Decided(decision) = leased else {
+            return None;
+        };
+        self.count(decision.allowed);
+        Some((decision, quota))
+    }
+
+    /// Takes a token of this instance's share among `live` instances (the database is away
+    /// since `since`).
+    pub(super) fn take_share(&self, live: u32, since: u64, now: u64) -> (Decision, Quota) {
+        let (decision, quota) = {
+            let mut b = lock(&self.bucket);
+            let quota = b.quota();
+            (b.take_share(quota.share(live), since, now), quota)
+        };
+        self.count(decision.allowed);
+        (decision, quota)
+    }
+
+    fn count(&self, allowed: bool) {
+        let counter = if allowed { &self.admitted } else { &self.refused };
+        counter.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Runs `f` on the bucket under its lock.

@@ -37,9 +37,15 @@ pub struct ClientEntry {
 const _: () = assert!(std::mem::size_of::<ClientEntry>() <= 80);
 
 impl ClientEntry {
-    /// A client created now from `input`, with its API key `key` (hashed as `key_hash`) and a
-    /// full bucket as of `now` (the clock's reading) and `now_ms` (Unix ms).
-    pub fn created(input: ClientInput, key: &str, key_hash: [u8; 32], now: u64, now_ms: i64) -> ClientEntry {
+    /// A client created at `now_ms` (Unix ms) from `input`, with its API key `key` (hashed as
+    /// `key_hash`) and its first `bucket` (see [`LimitScope::fresh_bucket`](super::LimitScope::fresh_bucket)).
+    pub fn created(
+        input: ClientInput,
+        key: &str,
+        key_hash: [u8; 32],
+        bucket: Bucket,
+        now_ms: i64,
+    ) -> ClientEntry {
         ClientEntry {
             id: input.client_id.into(),
             extra: ClientExtra::boxed(input.name, input.ips),
@@ -48,7 +54,7 @@ impl ClientEntry {
             enabled: input.enabled,
             created_at: now_ms,
             updated_at: now_ms,
-            cell: Arc::new(BucketCell::new(Bucket::full(input.quota, now), 0, 0)),
+            cell: Arc::new(BucketCell::new(bucket, 0, 0)),
         }
     }
 }

@@ -5,7 +5,7 @@ use std::{net::IpAddr, sync::Arc};
 use actix::Addr;
 use actix_web::http::header::HeaderMap;
 
-use super::{ClientRegistry, ClientTable, Limiter, Refusal};
+use super::{Check, ClientEntry, ClientRegistry, ClientTable, GiveBack, Leaser, Limiter, Refusal, Want};
 use crate::ratelimit::{Clock, Decision, Quota};
 
 /// What handlers hold: lookups and token takes with no actor round trip, plus the actor's
@@ -14,17 +14,48 @@ use crate::ratelimit::{Clock, Decision, Quota};
 pub struct RegistryHandle {
     shared: Arc<Limiter>,
     addr: Addr<ClientRegistry>,
+    /// `None` with local buckets.
+    leaser: Option<Addr<Leaser>>,
 }
 
 impl RegistryHandle {
     /// A handle over `shared` and the actor at `addr`.
-    pub fn new(shared: Arc<Limiter>, addr: Addr<ClientRegistry>) -> RegistryHandle {
-        RegistryHandle { shared, addr }
+    pub fn new(
+        shared: Arc<Limiter>,
+        addr: Addr<ClientRegistry>,
+        leaser: Option<Addr<Leaser>>,
+    ) -> RegistryHandle {
+        RegistryHandle { shared, addr, leaser }
     }
 
-    /// Matches the request to a client and takes one token from its bucket.
-    pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
+    /// Matches the request to a client and takes one token from its bucket (inline, or
+    /// [`Check::Lease`]: then [`RegistryHandle::lease_and_take`]).
+    pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Check {
         self.shared.check(headers, peer)
+    }
+
+    /// Waits for the lease statement that asks for `entry`'s client (shared with every
+    /// request waiting on this instance), then takes the token.
+    pub async fn lease_and_take(&self, entry: Arc<ClientEntry>) -> Result<(Decision, Quota), Refusal> {
+        if let Some(leaser) = &self.leaser {
+            // A leaser gone (shutdown) answers nothing: the retake then refuses.
+            let _ = leaser.send(Want(entry.clone())).await;
+        }
+        self.shared.retake(&entry)
+    }
+
+    /// Gives the tokens this instance holds back to the clients' rows; `Ok(0)` with local
+    /// buckets.
+    pub async fn give_back(&self) -> Result<u64, String> {
+        match &self.leaser {
+            Some(leaser) => leaser.send(GiveBack).await.map_err(|e| e.to_string())?,
+            None => Ok(0),
+        }
+    }
+
+    /// This instance's part of the cluster (limits mode, live instances).
+    pub fn share(&self) -> &Arc<super::ClusterShare> {
+        self.shared.share()
     }
 
     /// The current table (for admin reads).

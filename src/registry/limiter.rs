@@ -9,7 +9,10 @@ use std::{
 use actix_web::http::header::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 
-use super::{anonymous_key, client_ip, hash_key, AnonBuckets, BucketCell, ClientTable, ForwardedHeader};
+use super::{
+    anonymous_key, client_ip, hash_key, AnonBuckets, ClientEntry, ClientTable, ClusterShare, ForwardedHeader,
+    LimitScope,
+};
 use crate::ratelimit::{Clock, Decision, MonotonicClock, Quota};
 
 /// How requests are matched to clients and limited.
@@ -25,6 +28,8 @@ pub struct LimitSettings {
     pub forwarded_header: ForwardedHeader,
     /// Refuse requests without an API key.
     pub require_api_key: bool,
+    /// Where registered clients' buckets live.
+    pub scope: LimitScope,
 }
 
 /// Why a request is refused before it reaches a backend.
@@ -40,31 +45,48 @@ pub enum Refusal {
     RateLimited(Decision, Quota),
 }
 
+/// What the request path decided, or that it must lease first.
+#[derive(Debug)]
+pub enum Check {
+    /// Decided inline.
+    Done(Result<(Decision, Quota), Refusal>),
+    /// The client holds no leased token and its row may have some: lease (one round trip,
+    /// shared with every request waiting on this instance), then [`Limiter::retake`].
+    Lease(Arc<ClientEntry>),
+}
+
 /// The request path's state, shared by the actor (writer) and the request handlers
-/// (readers): the published table, the anonymous buckets, the clock.
+/// (readers): the published table, the anonymous buckets, the clock, the cluster share.
 pub struct Limiter {
     pub(super) table: ClientTable,
     pub(super) anon: AnonBuckets,
     pub(super) clock: MonotonicClock,
     settings: LimitSettings,
+    pub(super) share: Arc<ClusterShare>,
     /// Newest change-log version applied to `table` (for status pages).
     pub(super) applied_version: AtomicI64,
 }
 
 impl Limiter {
     /// Shared state over `table`.
-    pub fn new(table: ClientTable, settings: LimitSettings, clock: MonotonicClock) -> Arc<Limiter> {
+    pub fn new(
+        table: ClientTable,
+        settings: LimitSettings,
+        clock: MonotonicClock,
+        share: Arc<ClusterShare>,
+    ) -> Arc<Limiter> {
         Arc::new(Limiter {
             table,
             anon: AnonBuckets::default(),
             clock,
             settings,
+            share,
             applied_version: AtomicI64::new(0),
         })
     }
 
     /// Matches the request to a client and takes one token from its bucket.
-    pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
+    pub fn check(&self, headers: &HeaderMap, peer: Option<IpAddr>) -> Check {
         let s = self;
         let ip = || {
             peer.map(|p| {
@@ -79,31 +101,80 @@ impl Limiter {
         if let Some(key) = headers.get(&s.settings.api_key_header) {
             return match s
                 .table
-                .with_key(&hash_key(key.as_bytes()), |cell| charge(cell, s.clock.now()))
+                .with_key(&hash_key(key.as_bytes()), |entry| s.charge(entry))
             {
                 Some(verdict) => verdict,
                 // A wrong key costs the caller's address a token like an anonymous request,
                 // so that guessing keys is rate limited too.
-                None => match s.take_anonymous(ip()) {
+                None => Check::Done(match s.take_anonymous(ip()) {
                     Ok(_) => Err(Refusal::UnknownApiKey),
                     Err(limited) => Err(limited),
-                },
+                }),
             };
         }
         let ip = ip();
         if let Some(ip) = ip {
             if let Some(entry) = s.table.by_ip(ip) {
-                return charge(&entry.cell, s.clock.now());
+                return s.charge(&entry);
             }
         }
         if s.settings.require_api_key {
-            return Err(Refusal::ApiKeyRequired);
+            return Check::Done(Err(Refusal::ApiKeyRequired));
         }
-        s.take_anonymous(ip)
+        Check::Done(s.take_anonymous(ip))
+    }
+
+    /// Takes the token of a request that waited for a lease: it does not ask again (a row
+    /// that had nothing left is known empty until it refills).
+    pub fn retake(&self, entry: &Arc<ClientEntry>) -> Result<(Decision, Quota), Refusal> {
+        match self.charge(entry) {
+            Check::Done(verdict) => verdict,
+            // The row was not found (the client was deleted meanwhile) or the lease failed
+            // just as the database came back: refused, to be tried again.
+            Check::Lease(entry) => {
+                let quota = entry.cell.with_bucket(|b| b.quota());
+                Err(Refusal::RateLimited(
+                    Decision {
+                        allowed: false,
+                        remaining: 0,
+                        retry_after_secs: 1,
+                        reset_secs: quota.window_secs(),
+                    },
+                    quota,
+                ))
+            }
+        }
+    }
+
+    fn charge(&self, entry: &Arc<ClientEntry>) -> Check {
+        let cell = &entry.cell;
+        if !cell.is_enabled() {
+            return Check::Done(Err(Refusal::ClientDisabled));
+        }
+        let now = self.clock.now();
+        let verdict = match self.share.scope() {
+            LimitScope::Local => cell.take(now),
+            LimitScope::Cluster if self.share.is_degraded() => {
+                cell.take_share(self.share.live(), self.share.degraded_since(), now)
+            }
+            LimitScope::Cluster => match cell.take_leased(now) {
+                Some(v) => v,
+                None => return Check::Lease(entry.clone()),
+            },
+        };
+        Check::Done(match verdict {
+            (d, q) if d.allowed => Ok((d, q)),
+            (d, q) => Err(Refusal::RateLimited(d, q)),
+        })
     }
 
     fn take_anonymous(&self, ip: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
-        let quota = self.settings.default_quota;
+        // Anonymous buckets stay local; with cluster limits each instance applies its share,
+        // so that one address spread over N instances gets the configured limit.
+        let quota = match self.share.scope() {
+            LimitScope::Cluster => self.settings.default_quota.share(self.share.live()),
+            LimitScope::Local => self.settings.default_quota,
+        };
         let decision = self
             .anon
             .take(ip.map_or(0, anonymous_key), quota, self.clock.now());
@@ -123,14 +194,9 @@ impl Limiter {
     pub fn anonymous(&self) -> &AnonBuckets {
         &self.anon
     }
-}
 
-fn charge(cell: &BucketCell, now: u64) -> Result<(Decision, Quota), Refusal> {
-    if !cell.is_enabled() {
-        return Err(Refusal::ClientDisabled);
-    }
-    match cell.take(now) {
-        (d, q) if d.allowed => Ok((d, q)),
-        (d, q) => Err(Refusal::RateLimited(d, q)),
+    /// This instance's part of the cluster.
+    pub fn share(&self) -> &Arc<ClusterShare> {
+        &self.share
     }
 }

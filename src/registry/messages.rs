@@ -7,7 +7,7 @@ use actix::Message;
 use ipnet::IpNet;
 use serde::Serialize;
 
-use super::ClientEntry;
+use super::{ClientEntry, LimitScope};
 use crate::ratelimit::Quota;
 
 /// A client's complete settings, validated.
@@ -150,9 +150,16 @@ fn rfc3339(ms: i64) -> String {
 }
 
 impl ClientView {
-    /// The view of `entry` at `now`.
-    pub fn of(entry: &ClientEntry, now: u64) -> ClientView {
-        let (tokens, quota) = entry.cell.with_bucket(|b| (b.tokens_at(now), b.quota()));
+    /// The view of `entry` at `now`; with cluster-wide limits (`scope`), `tokens` are those
+    /// this instance holds.
+    pub fn of(entry: &ClientEntry, now: u64, scope: LimitScope) -> ClientView {
+        let (tokens, quota) = entry.cell.with_bucket(|b| {
+            let tokens = match scope {
+                LimitScope::Local => b.tokens_at(now),
+                LimitScope::Cluster => b.leased(),
+            };
+            (tokens, b.quota())
+        });
         ClientView {
             client_id: entry.id.to_string(),
             name: entry.name().map(str::to_string),

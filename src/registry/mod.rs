@@ -12,6 +12,8 @@
 //! - `entry`: one version of a client's settings ([`ClientEntry`]);
 //! - `table`: lookups by id, key hash and address ([`ClientTable`]);
 //! - `anonymous`: per-address buckets of clients without a key ([`AnonBuckets`]);
+//! - `share`: where buckets live ([`LimitScope`]) and this instance's share ([`ClusterShare`]);
+//! - `leaser`: the [`Leaser`] actor, which leases tokens from the clients' rows;
 //! - `limiter`: the request path ([`Limiter`], [`Refusal`], [`LimitSettings`]);
 //! - `handle`: what handlers hold ([`RegistryHandle`]);
 //! - `rows`: stored rows to entries and back;
@@ -28,9 +30,11 @@ mod cell;
 mod entry;
 mod handle;
 mod identity;
+mod leaser;
 mod limiter;
 mod messages;
 mod rows;
+mod share;
 mod sync;
 mod table;
 mod writes;
@@ -46,12 +50,14 @@ pub use cell::BucketCell;
 pub use entry::{key_id, ClientEntry, ClientExtra, KeyId, KeyPrefix};
 pub use handle::RegistryHandle;
 pub use identity::{anonymous_key, client_ip, parse_nets, ForwardedHeader};
-pub use limiter::{LimitSettings, Limiter, Refusal};
+pub use leaser::{empty_for, GiveBack, Leaser, Want, IDLE_TICKS};
+pub use limiter::{Check, LimitSettings, Limiter, Refusal};
 pub use messages::{
     CatchUp, ClientInput, ClientPatch, ClientView, CreateClient, Created, Flush, PatchClient, PutClient,
     RegistryError, RemoveClient,
 };
 pub use rows::unix_ms;
+pub use share::{ClusterShare, LimitScope, LimitsMode};
 pub use table::ClientTable;
 
 /// Locks a mutex even if a panicking thread poisoned it: a bucket is always consistent

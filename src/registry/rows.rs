@@ -8,7 +8,7 @@ use std::{
 
 use ipnet::IpNet;
 
-use super::{key_id, BucketCell, ClientEntry, ClientExtra, KeyPrefix};
+use super::{key_id, BucketCell, ClientEntry, ClientExtra, KeyPrefix, LimitScope};
 use crate::{
     ratelimit::{Bucket, Quota},
     store::ClientRow,
@@ -37,7 +37,14 @@ fn unhex(s: &str) -> Option<[u8; 32]> {
 }
 
 /// An entry from its stored row; `Err` names the invalid column.
-pub(super) fn entry_from_row(row: ClientRow, now: u64, wall_ms: i64) -> Result<ClientEntry, String> {
+/// With cluster-wide limits (`scope`) the stored level is the row's, not this instance's: the
+/// entry starts holding no leased token.
+pub(super) fn entry_from_row(
+    row: ClientRow,
+    now: u64,
+    wall_ms: i64,
+    scope: LimitScope,
+) -> Result<ClientEntry, String> {
     let quota = Quota::from_parts(
         u64::try_from(row.capacity).map_err(|_| "capacity")?,
         u64::try_from(row.rate_milli).map_err(|_| "rate")?,
@@ -51,6 +58,7 @@ pub(super) fn entry_from_row(row: ClientRow, now: u64, wall_ms: i64) -> Result<C
         .map(|s| s.parse::<IpNet>().map_err(|_| format!("ip {s}")))
         .collect::<Result<Vec<_>, _>>()?;
     let bucket = match (row.bucket_level, row.bucket_at) {
+        _ if scope == LimitScope::Cluster => Bucket::leased_empty(quota),
         (Some(level), Some(at)) => {
             let elapsed_ns = u64::try_from(wall_ms.saturating_sub(at))
                 .unwrap_or(0)

@@ -202,7 +202,8 @@ impl ClientRegistry {
     fn apply_row(&mut self, row: ClientRow, version: i64) {
         let id = row.client_id.clone();
         let now = self.now();
-        let fresh = match entry_from_row(row, now, unix_ms()) {
+        let scope = self.shared.share.scope();
+        let fresh = match entry_from_row(row, now, unix_ms(), scope) {
             Ok(e) => e,
             Err(field) => {
                 log::error!("stored client {id} is invalid ({field}); change {version} skipped");
@@ -212,7 +213,7 @@ impl ClientRegistry {
         let entry = match self.table().get(&id) {
             Some(current) => {
                 let quota = fresh.cell.with_bucket(|b| b.quota());
-                current.cell.with_bucket(|b| b.set_quota(quota, now));
+                current.cell.with_bucket(|b| scope.requota(b, quota, now));
                 log::info!("client {id} updated on another instance (change {version})");
                 ClientEntry {
                     cell: current.cell.clone(),

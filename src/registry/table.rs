@@ -6,8 +6,9 @@
 //! instance touches only its own client. Readers on the request path never wait for the
 //! writer beyond one shard's read lock (`dashmap`), and take their token inline.
 //!
-//! The key index maps the first 16 bytes of a key's SHA-256 to the client's [`BucketCell`]:
-//! a decision reads one slot and one cell, and a slot is 24 bytes. Two keys that share 128
+//! The key index maps the first 16 bytes of a key's SHA-256 to the client's entry: a decision
+//! reads one slot, the entry and its cell, and a slot is 24 bytes. The entry (not only the
+//! cell) is there because a lease needs the client's id. Two keys that share 128
 //! bits of their SHA-256 cannot be found with less than 2^64 hashes; the database still
 //! checks the whole hash for uniqueness. The address
 //! index is small (only clients registered by address are in it) and is republished whole
@@ -26,7 +27,7 @@ use arc_swap::ArcSwap;
 use dashmap::DashMap;
 use ipnet::IpNet;
 
-use super::{key_id, BucketCell, ClientEntry, KeyId};
+use super::{key_id, ClientEntry, KeyId};
 
 /// Per prefix length, longest first: masked network address → client.
 type PrefixIndex = Vec<(u8, bool, HashMap<IpAddr, Arc<ClientEntry>>)>;
@@ -67,8 +68,9 @@ impl std::borrow::Borrow<str> for ById {
 pub struct ClientTable {
     /// Ordered by id, for the admin API's pages; written by the actor only.
     by_id: RwLock<BTreeSet<ById>>,
-    /// The request path's index: key (see [`KeyId`]) → the client's cell.
-    by_key: DashMap<KeyId, Arc<BucketCell>, ahash::RandomState>,
+    /// The request path's index: key (see [`KeyId`]) → the client (its cell, and its id for a
+    /// lease).
+    by_key: DashMap<KeyId, Arc<ClientEntry>, ahash::RandomState>,
     /// Clients registered by address.
     by_prefix: ArcSwap<PrefixIndex>,
 }
@@ -99,7 +101,7 @@ impl ClientTable {
         let mut all = Vec::with_capacity(entries.len());
         for e in entries {
             e.cell.set_enabled(e.enabled);
-            t.by_key.insert(e.key_id, e.cell.clone());
+            t.by_key.insert(e.key_id, e.clone());
             if !e.ips().is_empty() {
                 with_ips.push(e.clone());
             }
@@ -120,7 +122,7 @@ impl ClientTable {
             entry.cell.set_enabled(false);
         }
         let old = write(&self.by_id).replace(ById(entry.clone())).map(|o| o.0);
-        self.by_key.insert(entry.key_id, entry.cell.clone());
+        self.by_key.insert(entry.key_id, entry.clone());
         if let Some(old) = &old {
             self.forget_key(old, &entry);
         }
@@ -136,8 +138,8 @@ impl ClientTable {
     /// the slot is still this client's: another may have taken the key.
     fn forget_key(&self, old: &ClientEntry, new: &ClientEntry) {
         if old.key_id != new.key_id {
-            self.by_key.remove_if(&old.key_id, |_, c| {
-                Arc::ptr_eq(c, &old.cell) || Arc::ptr_eq(c, &new.cell)
+            self.by_key.remove_if(&old.key_id, |_, e| {
+                Arc::ptr_eq(&e.cell, &old.cell) || Arc::ptr_eq(&e.cell, &new.cell)
             });
         }
     }
@@ -153,7 +155,7 @@ impl ClientTable {
                 if let Some(old) = by_id.replace(ById(e.clone())) {
                     self.forget_key(&old.0, e);
                 }
-                self.by_key.insert(e.key_id, e.cell.clone());
+                self.by_key.insert(e.key_id, e.clone());
             }
         }
         let with_ips: Vec<&str> = entries
@@ -170,7 +172,7 @@ impl ClientTable {
     pub fn remove(&self, id: &str) -> Option<Arc<ClientEntry>> {
         let old = write(&self.by_id).take(id)?.0;
         self.by_key
-            .remove_if(&old.key_id, |_, c| Arc::ptr_eq(c, &old.cell));
+            .remove_if(&old.key_id, |_, e| Arc::ptr_eq(&e.cell, &old.cell));
         if !old.ips().is_empty() {
             self.reindex_ips(&old.id);
         }
@@ -250,16 +252,16 @@ impl ClientTable {
         self.len() == 0
     }
 
-    /// Runs `f` on the cell of the client owning this key hash, under the index shard's read
-    /// lock (no reference count is touched: a hot client's count would be shared by every
-    /// worker).
-    pub fn with_key<R>(&self, hash: &[u8; 32], f: impl FnOnce(&BucketCell) -> R) -> Option<R> {
-        self.by_key.get(&key_id(hash)).map(|c| f(c.value()))
+    /// Runs `f` on the client owning this key hash, under the index shard's read lock (no
+    /// reference count is touched unless `f` clones: a hot client's count would be shared by
+    /// every worker).
+    pub fn with_key<R>(&self, hash: &[u8; 32], f: impl FnOnce(&Arc<ClientEntry>) -> R) -> Option<R> {
+        self.by_key.get(&key_id(hash)).map(|e| f(e.value()))
     }
 
     /// Whether this key belongs to a client other than `id`.
     pub fn key_taken_by_other(&self, key: &KeyId, id: &str) -> bool {
-        let Some(owner) = self.by_key.get(key).map(|c| c.value().clone()) else {
+        let Some(owner) = self.by_key.get(key).map(|e| e.value().cell.clone()) else {
             return false;
         };
         self.get(id).is_none_or(|e| !Arc::ptr_eq(&e.cell, &owner))
@@ -315,9 +317,9 @@ mod tests {
     use super::*;
     use crate::registry::hash_key;
 
-    /// The id of the client whose cell the key's slot holds.
+    /// The id of the client the key's slot holds, if that client is in the id index too.
     fn owner(t: &ClientTable, key: &[u8]) -> Option<String> {
-        let cell = t.by_key.get(&key_id(&hash_key(key)))?.value().clone();
+        let cell = t.by_key.get(&key_id(&hash_key(key)))?.value().cell.clone();
         t.all()
             .into_iter()
             .find(|e| Arc::ptr_eq(&e.cell, &cell))

@@ -117,7 +117,14 @@ impl ClientRegistry {
         let key_hash = hash_key(key.as_bytes());
         self.check_unique(&input.client_id, Some(&key_id(&key_hash)), &input.ips)?;
         let quota = input.quota;
-        let entry = ClientEntry::created(input, &key, key_hash, self.now(), unix_ms());
+        let scope = self.shared.share.scope();
+        let entry = ClientEntry::created(
+            input,
+            &key,
+            key_hash,
+            scope.fresh_bucket(quota, self.now()),
+            unix_ms(),
+        );
         Ok((Arc::new(entry), quota, key))
     }
 
@@ -139,7 +146,7 @@ impl ClientRegistry {
             act.sync.applied(&entry.id, version);
             log::info!("client {} created (change {version:?})", entry.id);
             Ok(Created {
-                view: ClientView::of(&entry, act.now()),
+                view: ClientView::of(&entry, act.now(), act.shared.share.scope()),
                 api_key: Some(key),
                 created: true,
             })
@@ -166,11 +173,12 @@ impl ClientRegistry {
                 return Err(RegistryError::NotFound);
             };
             let now = act.now();
-            next.cell.with_bucket(|b| b.set_quota(quota, now));
+            let scope = act.shared.share.scope();
+            next.cell.with_bucket(|b| scope.requota(b, quota, now));
             act.table().upsert(next.clone());
             act.sync.applied(&next.id, Some(version));
             log::info!("client {} updated (change {version})", next.id);
-            Ok(ClientView::of(&next, now))
+            Ok(ClientView::of(&next, now, scope))
         }))
     }
 

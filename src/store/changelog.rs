@@ -212,6 +212,8 @@ fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result
             (row.client_id.as_str(), ChangeOp::Upsert)
         }
         ClientWrite::Replace(row) => {
+            // The row's bucket refilled at the old quota up to now; the new one counts from now.
+            super::leases::settle_in_place(conn, &row.client_id)?;
             if replace_row(conn, row).map_err(|e| StoreError::from(e).about(row))? != 1 {
                 return Ok(None);
             }

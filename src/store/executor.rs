@@ -189,19 +189,21 @@ impl Handler<SaveBuckets> for DbExecutor {
             for b in &msg.0 {
                 // Counts only grow: a batch older than what is stored (two flushes in flight
                 // at shutdown) must not move the state back.
-                diesel::update(
-                    clients::table
-                        .find(&b.client_id)
-                        .filter(clients::admitted.le(b.admitted))
-                        .filter(clients::refused.le(b.refused)),
-                )
-                .set((
-                    clients::bucket_level.eq(Some(b.level)),
-                    clients::bucket_at.eq(Some(b.at)),
-                    clients::admitted.eq(b.admitted),
-                    clients::refused.eq(b.refused),
-                ))
-                .execute(conn)?;
+                let row = clients::table
+                    .find(&b.client_id)
+                    .filter(clients::admitted.le(b.admitted))
+                    .filter(clients::refused.le(b.refused));
+                let counts = (clients::admitted.eq(b.admitted), clients::refused.eq(b.refused));
+                match b.level {
+                    Some((level, at)) => diesel::update(row)
+                        .set((
+                            clients::bucket_level.eq(Some(level)),
+                            clients::bucket_at.eq(Some(at)),
+                            counts,
+                        ))
+                        .execute(conn)?,
+                    None => diesel::update(row).set(counts).execute(conn)?,
+                };
             }
             Ok(())
         })

@@ -90,6 +90,8 @@ struct SqliteRow {
 /// no grant.
 pub fn lease(conn: &mut DbConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, StoreError> {
     if asks.is_empty() {
+        // Nothing to lease: a probe of the database (is leasing possible again?).
+        diesel::sql_query("SELECT 1").execute(conn)?;
         return Ok(Vec::new());
     }
     match conn {
@@ -105,43 +107,61 @@ pub fn lease(conn: &mut DbConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGran
                 .bind::<Array<BigInt>, _>(asked)
                 .load(pg)?)
         }
-        DbConnection::Sqlite(lite) => lite.immediate_transaction(|c| {
-            let mut grants = Vec::with_capacity(asks.len());
-            for a in asks {
-                let row: Option<SqliteRow> = diesel::sql_query(
-                    "SELECT capacity, rate_milli, bucket_level, bucket_at, \
-                     CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now_ms \
-                     FROM clients WHERE client_id = $1",
-                )
-                .bind::<Text, _>(&a.client_id)
-                .get_result(c)
-                .optional()?;
-                let Some(row) = row else { continue };
-                let settled = settle(
-                    RowBucket {
-                        capacity: row.capacity,
-                        rate_milli: row.rate_milli,
-                        level: row.bucket_level,
-                        at_ms: row.bucket_at,
-                    },
-                    row.now_ms,
-                    a.returned,
-                    a.asked,
-                );
-                diesel::update(clients::table.find(&a.client_id))
-                    .set((
-                        clients::bucket_level.eq(Some(settled.level)),
-                        clients::bucket_at.eq(Some(settled.at_ms)),
-                    ))
-                    .execute(c)?;
-                grants.push(LeaseGrant {
-                    client_id: a.client_id.clone(),
-                    granted: settled.granted,
-                    level: settled.level,
-                });
-            }
-            Ok::<_, StoreError>(grants)
-        }),
+        DbConnection::Sqlite(lite) => lite.immediate_transaction(|c| settle_sqlite(c, asks)),
+    }
+}
+
+/// [`settle`] on each asked row, inside the caller's SQLite write transaction.
+fn settle_sqlite(c: &mut diesel::SqliteConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, StoreError> {
+    let mut grants = Vec::with_capacity(asks.len());
+    for a in asks {
+        let row: Option<SqliteRow> = diesel::sql_query(
+            "SELECT capacity, rate_milli, bucket_level, bucket_at, \
+             CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now_ms \
+             FROM clients WHERE client_id = $1",
+        )
+        .bind::<Text, _>(&a.client_id)
+        .get_result(c)
+        .optional()?;
+        let Some(row) = row else { continue };
+        let settled = settle(
+            RowBucket {
+                capacity: row.capacity,
+                rate_milli: row.rate_milli,
+                level: row.bucket_level,
+                at_ms: row.bucket_at,
+            },
+            row.now_ms,
+            a.returned,
+            a.asked,
+        );
+        diesel::update(clients::table.find(&a.client_id))
+            .set((
+                clients::bucket_level.eq(Some(settled.level)),
+                clients::bucket_at.eq(Some(settled.at_ms)),
+            ))
+            .execute(c)?;
+        grants.push(LeaseGrant {
+            client_id: a.client_id.clone(),
+            granted: settled.granted,
+            level: settled.level,
+        });
+    }
+    Ok(grants)
+}
+
+/// Refills the row of `client_id` to now at its current quota, inside the caller's
+/// transaction: done before the quota changes, so that the time before the change refills at
+/// the old rate and the time after at the new one.
+pub(super) fn settle_in_place(conn: &mut DbConnection, client_id: &str) -> Result<(), StoreError> {
+    let asks = [LeaseAsk {
+        client_id: client_id.to_string(),
+        returned: 0,
+        asked: 0,
+    }];
+    match conn {
+        DbConnection::Pg(_) => lease(conn, &asks).map(drop),
+        DbConnection::Sqlite(c) => settle_sqlite(c, &asks).map(drop),
     }
 }
 
@@ -158,5 +178,93 @@ impl Handler<Lease> for DbExecutor {
     fn handle(&mut self, msg: Lease, _: &mut Self::Context) -> Self::Result {
         let deadline = std::time::Instant::now() + self.timeout();
         self.run(Some(deadline), move |conn| lease(conn, &msg.0))
+    }
+}
+
+/// A client's row bucket as read now, for the admin API's `tokens`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RowBucketNow {
+    /// The client's id.
+    pub client_id: String,
+    /// Whole tokens the row holds now (refilled to the database's clock, nothing taken).
+    pub tokens: u64,
+}
+
+#[derive(QueryableByName)]
+struct BucketColumns {
+    #[diesel(sql_type = Text)]
+    client_id: String,
+    #[diesel(sql_type = BigInt)]
+    capacity: i64,
+    #[diesel(sql_type = BigInt)]
+    rate_milli: i64,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    bucket_level: Option<i64>,
+    #[diesel(sql_type = Nullable<BigInt>)]
+    bucket_at: Option<i64>,
+    #[diesel(sql_type = BigInt)]
+    now_ms: i64,
+}
+
+/// The tokens in the rows of `ids` now (no lease: nothing is written).
+pub fn row_tokens(conn: &mut DbConnection, ids: &[String]) -> Result<Vec<RowBucketNow>, StoreError> {
+    let now = match conn {
+        DbConnection::Pg(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
+        DbConnection::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
+    };
+    let select = format!(
+        "SELECT client_id, capacity, rate_milli, bucket_level, bucket_at, {now} AS now_ms FROM clients"
+    );
+    let rows: Vec<BucketColumns> = match conn {
+        DbConnection::Pg(c) => diesel::sql_query(format!("{select} WHERE client_id = ANY($1::text[])"))
+            .bind::<Array<Text>, _>(ids)
+            .load(c)?,
+        // Local and cheap: one query per id (a page holds at most a few hundred).
+        DbConnection::Sqlite(c) => {
+            let mut rows = Vec::with_capacity(ids.len());
+            for id in ids {
+                rows.extend(
+                    diesel::sql_query(format!("{select} WHERE client_id = $1"))
+                        .bind::<Text, _>(id)
+                        .get_result::<BucketColumns>(c)
+                        .optional()?,
+                );
+            }
+            rows
+        }
+    };
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let settled = settle(
+                RowBucket {
+                    capacity: r.capacity,
+                    rate_milli: r.rate_milli,
+                    level: r.bucket_level,
+                    at_ms: r.bucket_at,
+                },
+                r.now_ms,
+                0,
+                0,
+            );
+            RowBucketNow {
+                client_id: r.client_id,
+                tokens: u64::try_from(settled.level / 1_000_000_000_000).unwrap_or(0),
+            }
+        })
+        .collect())
+}
+
+/// Read the tokens of some clients' rows, within the database timeout.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<Vec<RowBucketNow>, StoreError>")]
+pub struct GetRowTokens(pub Vec<String>);
+
+impl Handler<GetRowTokens> for DbExecutor {
+    type Result = ResponseFuture<Result<Vec<RowBucketNow>, StoreError>>;
+
+    fn handle(&mut self, msg: GetRowTokens, _: &mut Self::Context) -> Self::Result {
+        let deadline = std::time::Instant::now() + self.timeout();
+        self.run(Some(deadline), move |conn| row_tokens(conn, &msg.0))
     }
 }

@@ -5,7 +5,13 @@
 //! needs no care about what it may miss: after every (re)connection it wakes the catch-up
 //! once, and while it is down the periodic poll serves alone.
 
-use std::time::{Duration, Instant};
+use std::{
+    sync::{
+        atomic::{AtomicBool, Ordering},
+        Arc,
+    },
+    time::{Duration, Instant},
+};
 
 use diesel::{connection::SimpleConnection, pg::PgConnection, Connection};
 
@@ -28,7 +34,10 @@ pub fn spawn_listener(
     timeout: Duration,
     wake: impl Fn() + Send + 'static,
     alive: impl Fn() -> bool + Send + 'static,
-) -> std::io::Result<()> {
+) -> std::io::Result<ListenerHandle> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let stopping = stop.clone();
+    let alive = move || alive() && !stopping.load(Ordering::Relaxed);
     let url = with_pg_timeouts(&url, timeout);
     // Named per process, so that an operator (or a test) can tell the listeners apart.
     let sep = if url.contains('?') { '&' } else { '?' };
@@ -56,7 +65,26 @@ pub fn spawn_listener(
                 std::thread::sleep(RECONNECT_AFTER);
             }
         })
-        .map(|_| ())
+        .map(|thread| ListenerHandle { stop, thread })
+}
+
+/// The listener thread, to stop and wait for at shutdown: a process that exits while the
+/// thread is inside libpq (reading its TLS connection) can crash in the TLS library's exit
+/// handlers.
+#[derive(Debug)]
+pub struct ListenerHandle {
+    stop: Arc<AtomicBool>,
+    thread: std::thread::JoinHandle<()>,
+}
+
+impl ListenerHandle {
+    /// Stops the thread and waits for it (at most a drain period plus one statement).
+    pub fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if self.thread.join().is_err() {
+            log::warn!("the change listener thread panicked");
+        }
+    }
 }
 
 /// Listens until the connection fails (`Err`) or the registry is gone (`Ok`).

@@ -43,10 +43,9 @@ pub struct ClientRow {
 pub struct BucketRow {
     /// Which client.
     pub client_id: String,
-    /// Level in units.
-    pub level: i64,
-    /// Unix ms of the level.
-    pub at: i64,
+    /// Level in units and the Unix ms it was taken at; `None` when the row is the bucket
+    /// (cluster scope: the lease step alone writes the level, and only the counts go behind).
+    pub level: Option<(i64, i64)>,
     /// Admitted count.
     pub admitted: i64,
     /// Refused count.

@@ -3,7 +3,7 @@
 use crate::{
     config::{
         cli::Cli,
-        parse::{parse_bool, parse_forwarded_header, parse_header_name},
+        parse::{parse_bool, parse_forwarded_header, parse_header_name, parse_limit_scope},
         problems::Problems,
     },
     ratelimit::{Quota, QuotaError, MAX_CAPACITY},
@@ -37,7 +37,14 @@ pub(in crate::config) fn limits(p: &mut Problems, cli: &Cli) -> Option<LimitSett
         &cli.forwarded_header,
         parse_forwarded_header(&cli.forwarded_header),
     );
+    let scope = p.check(
+        "TOLLGATE_LIMIT_SCOPE",
+        "limit-scope",
+        &cli.limit_scope,
+        parse_limit_scope(&cli.limit_scope),
+    );
     Some(LimitSettings {
+        scope: scope?,
         api_key_header: api_key_header?,
         default_quota: default_quota?,
         trusted_proxies: trusted_proxies?,

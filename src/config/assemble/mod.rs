@@ -126,7 +126,9 @@ pub(super) fn store(p: &mut Problems, cli: &Cli) -> Option<StoreSettings> {
 pub(super) fn registry(p: &mut Problems, cli: &Cli) -> Option<RegistrySettings> {
     let flush_interval = p.duration("TOLLGATE_FLUSH_INTERVAL", "flush-interval", &cli.flush_interval);
     let sync_interval = p.duration("TOLLGATE_SYNC_INTERVAL", "sync-interval", &cli.sync_interval);
+    let lease_tick = p.duration("TOLLGATE_LEASE_TICK", "lease-tick", &cli.lease_tick);
     Some(RegistrySettings {
+        lease_tick: lease_tick?,
         flush_interval: flush_interval?,
         sweep_interval: Duration::from_secs(1),
         sync_interval: sync_interval?,

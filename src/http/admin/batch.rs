@@ -173,7 +173,13 @@ async fn create_batch(
             }
             BatchError::Unavailable(m) => AdminError::Unavailable(m),
         })?;
-    let clients: Vec<CreatedResponse> = created.into_iter().map(CreatedResponse::from).collect();
+    let clients: Vec<CreatedResponse> = created
+        .into_iter()
+        .map(|mut c| {
+            super::tokens::fill_created(&state, &mut c.view);
+            CreatedResponse::from(c)
+        })
+        .collect();
     Ok(HttpResponse::Created()
         .insert_header((header::CACHE_CONTROL, "no-store"))
         .json(BatchResponse {

@@ -9,7 +9,7 @@ use serde::{
     Deserialize, Deserializer, Serialize,
 };
 
-use super::{error::AdminError, AdminState};
+use super::{error::AdminError, tokens, AdminState};
 use crate::{
     ratelimit::{Quota, QuotaError},
     registry::{
@@ -342,7 +342,8 @@ async fn create(
         .clone()
         .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
     let input = input(id.clone(), r)?;
-    let created = ask(&state, CreateClient(input, state.write_deadline()), &id).await?;
+    let mut created = ask(&state, CreateClient(input, state.write_deadline()), &id).await?;
+    tokens::fill_created(&state, &mut created.view);
     Ok(created_response(created))
 }
 
@@ -361,7 +362,12 @@ async fn put(
         ));
     }
     let input = input(id.clone(), r)?;
-    let done = ask(&state, PutClient(input, state.write_deadline()), &id).await?;
+    let mut done = ask(&state, PutClient(input, state.write_deadline()), &id).await?;
+    if done.created {
+        tokens::fill_created(&state, &mut done.view);
+    } else {
+        tokens::fill(&state, std::slice::from_mut(&mut done.view)).await;
+    }
     Ok(created_response(done))
 }
 
@@ -384,7 +390,7 @@ async fn patch(
         },
         enabled: r.enabled,
     };
-    let view = ask(
+    let mut view = ask(
         &state,
         PatchClient {
             client_id: id.clone(),
@@ -394,6 +400,7 @@ async fn patch(
         &id,
     )
     .await?;
+    tokens::fill(&state, std::slice::from_mut(&mut view)).await;
     Ok(HttpResponse::Ok().json(view))
 }
 
@@ -407,5 +414,7 @@ async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<Ht
     let id = path.into_inner();
     let table = state.registry.table();
     let entry = table.get(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;
-    Ok(HttpResponse::Ok().json(ClientView::of(&entry, state.registry.now())))
+    let mut view = ClientView::of(&entry, state.registry.now(), state.registry.share().scope());
+    tokens::fill(&state, std::slice::from_mut(&mut view)).await;
+    Ok(HttpResponse::Ok().json(view))
 }

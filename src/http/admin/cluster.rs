@@ -1,16 +1,43 @@
-//! `GET /cluster`: the instances sharing this database, as this instance last read them.
+//! `GET /cluster`: the instances sharing this database, as this instance last read them, and
+//! how this instance limits clients now.
 
 use actix_web::{web, HttpResponse};
+use serde::Serialize;
 
 use super::AdminState;
+use crate::{cluster::ClusterView, registry::LimitsMode};
 
 /// Registers the route.
 pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/cluster").route(web::get().to(cluster)));
 }
 
+/// How this instance limits registered clients now.
+#[derive(Debug, Serialize)]
+struct Limits {
+    /// `cluster` (leasing from the rows), `degraded` (the database is away: shares), `local`.
+    mode: LimitsMode,
+    /// The instances alive at the last heartbeat that reached the database: a share is
+    /// `1/live_instances` of a client's capacity and rate, and of the anonymous defaults.
+    live_instances: u32,
+}
+
+#[derive(Debug, Serialize)]
+struct Body {
+    #[serde(flatten)]
+    view: ClusterView,
+    limits: Limits,
+}
+
 /// Served from the heartbeat's latest read: it answers at once even while the database is
 /// down (then `"database": "unreachable"` and the ages keep growing).
 async fn cluster(state: web::Data<AdminState>) -> HttpResponse {
-    HttpResponse::Ok().json(state.cluster.view())
+    let share = state.registry.share();
+    HttpResponse::Ok().json(Body {
+        view: state.cluster.view(),
+        limits: Limits {
+            mode: share.mode(),
+            live_instances: share.live(),
+        },
+    })
 }

@@ -9,6 +9,7 @@ mod cluster;
 mod error;
 mod framework_errors;
 mod paging;
+mod tokens;
 
 pub use auth::AdminToken;
 pub use batch::{BATCH_BODY_LIMIT, MAX_BATCH};

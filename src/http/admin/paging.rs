@@ -75,7 +75,7 @@ pub(super) async fn list(
     }
     let offset = number("offset", 0, usize::MAX)?;
     let table = state.registry.table();
-    let now = state.registry.now();
+    let (now, scope) = (state.registry.now(), state.registry.share().scope());
     // One more than the page tells whether a next page exists.
     let window = match &after {
         Some(a) => table.page_after(Some(a), limit + 1),
@@ -84,8 +84,10 @@ pub(super) async fn list(
     let more = window.len() > limit;
     let page = &window[..window.len().min(limit)];
     let next_after = page.last().filter(|_| more).map(|e| e.id.to_string());
+    let mut clients: Vec<ClientView> = page.iter().map(|e| ClientView::of(e, now, scope)).collect();
+    super::tokens::fill(&state, &mut clients).await;
     Ok(HttpResponse::Ok().json(Page {
-        clients: page.iter().map(|e| ClientView::of(e, now)).collect(),
+        clients,
         total: table.len(),
         limit,
         offset: after.is_none().then_some(offset),

@@ -145,7 +145,7 @@ impl ProxyHandler {
                 .insert_header((header::ALLOW, ALLOWED_METHODS))
                 .finish());
         };
-        let limit_state = self.admit(req)?;
+        let limit_state = self.admit(req).await?;
         let body = self.read_body(req, payload, started).await?;
         let idempotent = matches!(
             *req.method(),

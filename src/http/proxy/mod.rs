@@ -30,7 +30,7 @@ pub use upload::UploadPolicy;
 use crate::{
     pool::PoolHandle,
     ratelimit::{Decision, Quota},
-    registry::{Refusal, RegistryHandle},
+    registry::{Check, Refusal, RegistryHandle},
 };
 
 /// Longest request target (path and query) accepted; longer gets 414.
@@ -90,12 +90,17 @@ impl ProxyHandler {
         }
     }
 
-    /// Charges the request's client one token (inline: no actor round trip).
-    fn admit(&self, req: &HttpRequest) -> Result<Option<(Decision, Quota)>, ProxyError> {
+    /// Charges the request's client one token: inline, with no actor round trip, unless the
+    /// client's lease is empty (then one lease statement, shared with every waiting request).
+    async fn admit(&self, req: &HttpRequest) -> Result<Option<(Decision, Quota)>, ProxyError> {
         let Some(limiter) = &self.limiter else {
             return Ok(None);
         };
-        match limiter.check(req.headers(), req.peer_addr().map(|a| a.ip())) {
+        let verdict = match limiter.check(req.headers(), req.peer_addr().map(|a| a.ip())) {
+            Check::Done(verdict) => verdict,
+            Check::Lease(entry) => limiter.lease_and_take(entry).await,
+        };
+        match verdict {
             Ok(verdict) => Ok(Some(verdict)),
             Err(Refusal::UnknownApiKey) => Err(ProxyError::UnknownApiKey),
             Err(Refusal::ApiKeyRequired) => Err(ProxyError::ApiKeyRequired),

@@ -1,0 +1,371 @@
+//! The [`Leaser`] actor: leases tokens for this instance's busy clients from their rows.
+//!
+//! - **Each tick** (`TOLLGATE_LEASE_TICK`) one statement asks for every busy client what its
+//!   demand of the last tick says it will spend ([`lease::ask`]) and gives back the tokens of
+//!   clients idle for [`IDLE_TICKS`].
+//! - **On demand**: a request whose client holds no token waits for the next statement, sent
+//!   at once when none is in flight; every request waiting meanwhile shares it (one statement
+//!   in flight at a time).
+//! - **Row empty**: the client is refused locally, with the right `Retry-After`, until the row
+//!   has refilled (see [`empty_for`]); nobody asks the database before then.
+//! - **Database away**: a failed statement switches this instance to its share (`C/N`, `R/N`
+//!   of every client, see [`ClusterShare`]), logged once; each tick probes the database, and
+//!   the first statement that works switches back.
+
+use std::{collections::HashMap, sync::Arc, time::Duration};
+
+use actix::{
+    Actor, ActorFutureExt, Addr, AsyncContext, Context, Handler, Message, ResponseFuture, WrapFuture,
+};
+use tokio::sync::oneshot;
+
+use super::{ClientEntry, Limiter};
+use crate::{
+    cluster::{ClusterHandle, DatabaseStatus},
+    ratelimit::{
+        lease::{self, refill_wait_ns},
+        Clock,
+    },
+    store::{DbExecutor, Lease, LeaseAsk, LeaseGrant},
+};
+
+/// Ticks without a request after which a client's unused tokens go back to its row.
+pub const IDLE_TICKS: u32 = 3;
+
+/// A client this instance leases for.
+struct Active {
+    entry: Arc<ClientEntry>,
+    /// Requests counted at the last tick (admitted + refused): the next tick's demand is the
+    /// difference.
+    seen: u64,
+    /// Requests waiting for a lease now.
+    waiting: u64,
+    /// Ticks in a row without a request.
+    idle: u32,
+}
+
+/// One client of a statement in flight.
+struct Sent {
+    entry: Arc<ClientEntry>,
+    asked: u64,
+    returned: u64,
+    waiting: u64,
+}
+
+/// Leases tokens for this instance's clients (cluster scope only).
+pub struct Leaser {
+    shared: Arc<Limiter>,
+    db: Addr<DbExecutor>,
+    cluster: Option<ClusterHandle>,
+    tick: Duration,
+    active: HashMap<Box<str>, Active>,
+    /// Requests waiting for the next statement.
+    waiters: Vec<oneshot::Sender<()>>,
+    in_flight: bool,
+    /// Another statement is due once the one in flight is back: a full tick, or only for
+    /// the requests that arrived meanwhile.
+    again: Option<bool>,
+}
+
+/// How long a row that granted `granted` of `asked` tokens, left at `level` units, is taken to
+/// be empty: until one token is back, and not before a tick's worth of what was asked (a
+/// client over its limit then costs the database at most one statement per tick).
+pub fn empty_for(level: i64, asked: u64, granted: u64, rate_milli: u64, tick: Duration) -> Option<u64> {
+    if granted >= asked {
+        return None;
+    }
+    let one = refill_wait_ns(level, 1, rate_milli);
+    let batch = refill_wait_ns(level, asked, rate_milli);
+    let tick = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX);
+    Some(one.max(batch.min(tick)))
+}
+
+impl Leaser {
+    /// A leaser over the request path's state, leasing through `db`; `cluster` tells how many
+    /// instances are alive (none: this one alone).
+    pub fn new(
+        shared: Arc<Limiter>,
+        db: Addr<DbExecutor>,
+        cluster: Option<ClusterHandle>,
+        tick: Duration,
+    ) -> Leaser {
+        Leaser {
+            shared,
+            db,
+            cluster,
+            tick: tick.max(Duration::from_millis(10)),
+            active: HashMap::new(),
+            waiters: Vec::new(),
+            in_flight: false,
+            again: None,
+        }
+    }
+
+    /// The clients to ask for now: on a tick every busy client (and the idle ones' tokens
+    /// back), otherwise only those with requests waiting.
+    fn batch(&mut self, tick: bool) -> Vec<Sent> {
+        let now = self.shared.clock.now();
+        let live = self.shared.share.live();
+        let mut sent = Vec::new();
+        self.active.retain(|_, a| {
+            let counted = a.entry.cell.counted();
+            let demand = counted.saturating_sub(a.seen);
+            let mut returned = 0;
+            if tick {
+                a.seen = counted;
+                a.idle = if demand == 0 && a.waiting == 0 {
+                    a.idle + 1
+                } else {
+                    0
+                };
+                if a.idle >= IDLE_TICKS {
+                    returned = a.entry.cell.with_bucket(|b| b.give_back());
+                }
+            } else if a.waiting == 0 {
+                return true;
+            }
+            let (on_hand, empty, capacity) = a
+                .entry
+                .cell
+                .with_bucket(|b| (b.leased(), b.known_empty(now), b.quota().capacity()));
+            let asked = if returned > 0 || (empty && a.waiting == 0) {
+                0
+            } else {
+                lease::ask(demand, a.waiting, on_hand, capacity, live)
+            };
+            if asked > 0 || returned > 0 {
+                sent.push(Sent {
+                    entry: a.entry.clone(),
+                    asked,
+                    returned,
+                    waiting: a.waiting,
+                });
+            }
+            a.idle < IDLE_TICKS
+        });
+        sent
+    }
+
+    /// Sends a statement (a full tick or the waiting requests' one), unless one is in flight.
+    fn send(&mut self, tick: bool, ctx: &mut Context<Self>) {
+        if self.in_flight {
+            self.again = Some(self.again.unwrap_or(false) || tick);
+            return;
+        }
+        let sent = self.batch(tick);
+        let degraded = self.shared.share.is_degraded();
+        if sent.is_empty() && !degraded {
+            for w in self.waiters.drain(..) {
+                let _ = w.send(());
+            }
+            return;
+        }
+        let waiters = std::mem::take(&mut self.waiters);
+        let asks = sent
+            .iter()
+            .map(|s| LeaseAsk {
+                client_id: s.entry.id.to_string(),
+                returned: i64::try_from(s.returned).unwrap_or(i64::MAX),
+                asked: i64::try_from(s.asked).unwrap_or(i64::MAX),
+            })
+            .collect();
+        self.in_flight = true;
+        let f = self
+            .db
+            .send(Lease(asks))
+            .into_actor(self)
+            .map(move |res, act, ctx| {
+                act.in_flight = false;
+                match res {
+                    Ok(Ok(grants)) => act.granted(&sent, grants),
+                    Ok(Err(e)) => act.failed(&sent, &e.to_string()),
+                    Err(e) => act.failed(&sent, &e.to_string()),
+                }
+                for w in waiters {
+                    let _ = w.send(());
+                }
+                if let Some(tick) = act.again.take() {
+                    act.send(tick, ctx);
+                }
+            });
+        ctx.spawn(f);
+    }
+
+    fn granted(&mut self, sent: &[Sent], grants: Vec<LeaseGrant>) {
+        if self.shared.share.set_degraded(false, 0) {
+            log::info!(
+                "leasing tokens from the database works again: clients' limits are cluster-wide again"
+            );
+        }
+        let now = self.shared.clock.now();
+        let by_id: HashMap<&str, &LeaseGrant> = grants.iter().map(|g| (g.client_id.as_str(), g)).collect();
+        for s in sent {
+            self.settled(s);
+            let (granted, until) = match by_id.get(&*s.entry.id) {
+                Some(g) => {
+                    let granted = u64::try_from(g.granted).unwrap_or(0);
+                    let rate = s.entry.cell.with_bucket(|b| b.quota().rate_milli());
+                    (granted, empty_for(g.level, s.asked, granted, rate, self.tick))
+                }
+                // Deleted meanwhile: nothing to lease, and nothing to ask for a tick.
+                None => (
+                    0,
+                    (s.asked > 0).then(|| u64::try_from(self.tick.as_nanos()).unwrap_or(0)),
+                ),
+            };
+            s.entry
+                .cell
+                .with_bucket(|b| b.add_leased(granted, until.map(|d| now.saturating_add(d))));
+        }
+    }
+
+    fn failed(&mut self, sent: &[Sent], error: &str) {
+        for s in sent {
+            self.settled(s);
+            // Tokens that could not be given back are still this instance's.
+            if s.returned > 0 {
+                s.entry.cell.with_bucket(|b| b.add_leased(s.returned, None));
+            }
+        }
+        if self.shared.share.set_degraded(true, self.shared.clock.now()) {
+            log::warn!(
+                "leasing tokens from the database failed ({error}); each client gets this \
+                 instance's share of its limit (1/{} of capacity and rate) until it works again",
+                self.shared.share.live()
+            );
+        }
+    }
+
+    /// The waiting requests `s` carried are answered.
+    fn settled(&mut self, s: &Sent) {
+        if let Some(a) = self.active.get_mut(&*s.entry.id) {
+            a.waiting = a.waiting.saturating_sub(s.waiting);
+        }
+    }
+
+    /// Refreshes the number of live instances from the last heartbeat that reached the
+    /// database (while it is away, the number from before the outage stands).
+    fn refresh_live(&self) {
+        if let Some(cluster) = &self.cluster {
+            let view = cluster.view();
+            if view.database == DatabaseStatus::Ok {
+                self.shared
+                    .share
+                    .set_live(view.instances.iter().filter(|i| i.alive).count());
+            }
+        }
+    }
+}
+
+impl Actor for Leaser {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.refresh_live();
+        ctx.run_interval(self.tick, |act, ctx| {
+            act.refresh_live();
+            act.send(true, ctx);
+        });
+    }
+}
+
+/// A request needs a token of `0`'s client: answered once a statement asked for it.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Want(pub Arc<ClientEntry>);
+
+impl Handler<Want> for Leaser {
+    type Result = ResponseFuture<()>;
+
+    fn handle(&mut self, msg: Want, ctx: &mut Context<Self>) -> Self::Result {
+        let entry = msg.0;
+        let counted = entry.cell.counted();
+        let a = self.active.entry(entry.id.clone()).or_insert_with(|| Active {
+            entry: entry.clone(),
+            seen: counted,
+            waiting: 0,
+            idle: 0,
+        });
+        // The newest version of the client's settings (the cell is shared by all of them).
+        a.entry = entry;
+        a.waiting += 1;
+        a.idle = 0;
+        let (tx, rx) = oneshot::channel();
+        self.waiters.push(tx);
+        self.send(false, ctx);
+        Box::pin(async move {
+            let _ = rx.await;
+        })
+    }
+}
+
+/// Gives every token this instance holds back to the rows (graceful shutdown, after the
+/// proxy drained): a restart then loses nothing. Answers how many tokens went back.
+#[derive(Message)]
+#[rtype(result = "Result<u64, String>")]
+pub struct GiveBack;
+
+impl Handler<GiveBack> for Leaser {
+    type Result = ResponseFuture<Result<u64, String>>;
+
+    fn handle(&mut self, _: GiveBack, _: &mut Context<Self>) -> Self::Result {
+        let mut back = Vec::new();
+        for a in self.active.values() {
+            let returned = a.entry.cell.with_bucket(|b| b.give_back());
+            if returned > 0 {
+                back.push(LeaseAsk {
+                    client_id: a.entry.id.to_string(),
+                    returned: i64::try_from(returned).unwrap_or(i64::MAX),
+                    asked: 0,
+                });
+            }
+        }
+        self.active.clear();
+        let total = back.iter().map(|a| a.returned.unsigned_abs()).sum();
+        let db = self.db.clone();
+        Box::pin(async move {
+            if back.is_empty() {
+                return Ok(0);
+            }
+            match db.send(Lease(back)).await {
+                Ok(Ok(_)) => Ok(total),
+                Ok(Err(e)) => Err(e.to_string()),
+                Err(e) => Err(e.to_string()),
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: u64 = 1_000_000;
+    const U: i64 = 1_000_000_000_000;
+
+    #[test]
+    fn an_empty_row_is_left_alone_until_it_refilled() {
+        let tick = Duration::from_millis(100);
+        // (level left, asked, granted, rate per 1000 s) → ns the row counts as empty
+        let cases = [
+            (0, 5, 5, 10_000, None),
+            (0, 5, 9, 10_000, None),
+            // 10/s: one token in 100 ms.
+            (0, 5, 2, 10_000, Some(100 * MS)),
+            (U / 2, 1, 0, 10_000, Some(50 * MS)),
+            // 0.2/s: one token in 5 s (the Retry-After).
+            (0, 2, 0, 200, Some(5_000 * MS)),
+            // 1000/s: one token in 1 ms, but asked for 16: not again before 16 ms.
+            (0, 16, 0, 1_000_000, Some(16 * MS)),
+            // …and never later than a tick for what was asked.
+            (0, 500, 0, 1_000_000, Some(100 * MS)),
+        ];
+        for (level, asked, granted, rate, want) in cases {
+            assert_eq!(
+                empty_for(level, asked, granted, rate, tick),
+                want,
+                "level {level}, asked {asked}, granted {granted}, rate {rate}"
+            );
+        }
+    }
+}
