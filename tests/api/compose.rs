@@ -1,7 +1,17 @@
 //! The container files against the binary: every variable docker-compose.yml sets is one the
 //! binary reads, every variable it interpolates is in .env.example, the Dockerfile's runtime
-//! stage runs the binary as a non-root user, and the compose environment passes the gateway's
-//! own validation. No docker is needed: the files are read as text, the real binary is run.
+//! stage runs the binary as a non-root user, and each gateway's compose environment passes the
+//! gateway's own validation. `lb` checks the two gateways against the load balancer in front of
+//! them (docker/haproxy.cfg). No docker is needed: the files are read as text, the real binary
+//! is run.
+//!
+//! - `reader`: docker-compose.yml and env files read as text, compose's interpolation;
+//! - `haproxy`: docker/haproxy.cfg read as text;
+//! - `lb`: the replicas, the ports and the load balancer's configuration against each other.
+
+mod haproxy;
+mod lb;
+mod reader;
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -11,6 +21,7 @@ use std::{
 };
 
 use crate::helpers::TempDir;
+use reader::{compose_services, env_file, interpolate, interpolated_names, Service};
 
 /// Variables of .env.example that only docker-compose.yml uses (the postgres container and the
 /// gateway's DATABASE_URL); the binary itself never reads them.
@@ -24,219 +35,42 @@ fn repo_file(name: &str) -> String {
     std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
 }
 
-/// One service of docker-compose.yml, as far as these tests need it.
-#[derive(Debug, Default)]
-struct Service {
-    /// Scalar keys directly under the service (`stop_grace_period: 40s`).
-    keys: BTreeMap<String, String>,
-    /// Its `environment:` entries, name and raw (not yet interpolated) value, in file order.
-    env: Vec<(String, String)>,
+fn services() -> BTreeMap<String, Service> {
+    compose_services(&repo_file("docker-compose.yml"))
 }
 
-fn unquote(s: &str) -> &str {
-    let s = s.trim();
-    for q in ['"', '\''] {
-        if let Some(inner) = s.strip_prefix(q).and_then(|r| r.strip_suffix(q)) {
-            return inner;
-        }
-    }
-    s
-}
-
-fn indent_of(line: &str) -> usize {
-    line.len() - line.trim_start_matches(' ').len()
-}
-
-/// A small line-based reader of docker-compose.yml: the services under `services:`, their
-/// scalar keys, and their `environment:` entries in list (`- NAME=value`) or map
-/// (`NAME: value`) form. It fails loudly on anything in an environment block it does not
-/// understand, and when it finds no variables at all.
-fn compose_services(yaml: &str) -> BTreeMap<String, Service> {
-    let mut services: BTreeMap<String, Service> = BTreeMap::new();
-    let (mut in_services, mut current, mut in_env) = (false, None::<String>, false);
-    let (mut service_indent, mut key_indent) = (None::<usize>, None::<usize>);
-    for (n, line) in yaml.lines().enumerate() {
-        let n = n + 1;
-        let text = line.trim();
-        if text.is_empty() || text.starts_with('#') {
-            continue;
-        }
-        assert!(!line.starts_with('\t'), "docker-compose.yml:{n}: tab indentation");
-        let indent = indent_of(line);
-        if indent == 0 {
-            in_services = text == "services:";
-            (current, in_env) = (None, false);
-            continue;
-        }
-        if !in_services {
-            continue;
-        }
-        let service_indent = *service_indent.get_or_insert(indent);
-        if indent == service_indent {
-            let name = text
-                .strip_suffix(':')
-                .unwrap_or_else(|| panic!("docker-compose.yml:{n}: expected `SERVICE:`, got {text:?}"));
-            services.entry(name.to_string()).or_default();
-            (current, in_env, key_indent) = (Some(name.to_string()), false, None);
-            continue;
-        }
-        let Some(service) = current.as_ref().and_then(|c| services.get_mut(c)) else {
-            panic!("docker-compose.yml:{n}: indented line outside a service: {text:?}");
-        };
-        let key_indent = *key_indent.get_or_insert(indent);
-        if indent == key_indent {
-            in_env = text == "environment:";
-            if !in_env {
-                if let Some((key, value)) = text.split_once(':') {
-                    if !value.trim().is_empty() {
-                        service
-                            .keys
-                            .insert(key.trim().to_string(), unquote(value).to_string());
-                    }
-                }
-            }
-            continue;
-        }
-        if !in_env || indent < key_indent {
-            continue;
-        }
-        let (name, value) = match text.strip_prefix("- ") {
-            Some(item) => unquote(item)
-                .split_once('=')
-                .unwrap_or_else(|| panic!("docker-compose.yml:{n}: expected `- NAME=value`, got {text:?}")),
-            None => text
-                .split_once(':')
-                .map(|(k, v)| (k.trim(), unquote(v)))
-                .unwrap_or_else(|| panic!("docker-compose.yml:{n}: expected `NAME: value`, got {text:?}")),
-        };
-        assert!(
-            is_var_name(name),
-            "docker-compose.yml:{n}: {name:?} is not an environment variable name"
-        );
-        service.env.push((name.to_string(), value.to_string()));
-    }
-    let vars: usize = services.values().map(|s| s.env.len()).sum();
-    assert!(
-        vars > 0,
-        "found no environment variables in docker-compose.yml: has its layout changed? {services:?}"
-    );
-    services
-}
-
-fn is_var_name(s: &str) -> bool {
-    let mut chars = s.chars();
-    matches!(chars.next(), Some(c) if c.is_ascii_uppercase() || c == '_')
-        && chars.all(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_')
-}
-
-/// `NAME=value` lines of an env file, in order.
-fn env_file(text: &str) -> Vec<(String, String)> {
-    text.lines()
-        .enumerate()
-        .map(|(n, l)| (n + 1, l.trim()))
-        .filter(|(_, l)| !l.is_empty() && !l.starts_with('#'))
-        .map(|(n, l)| {
-            let (name, value) = l
-                .split_once('=')
-                .unwrap_or_else(|| panic!(".env.example:{n}: expected NAME=value, got {l:?}"));
-            assert!(is_var_name(name), ".env.example:{n}: bad name {name:?}");
-            (name.to_string(), value.to_string())
+/// The gateway replicas: the services that run the tollgate image (`<<: *tollgate-image`)
+/// without a `command:` (the demo backends run `demo-backend`). At least one; how many is
+/// `lb::two_gateways_share_one_database_and_differ_only_in_ports`'s business.
+fn gateways(services: &BTreeMap<String, Service>) -> Vec<(&String, &Service)> {
+    let found: Vec<_> = services
+        .iter()
+        .filter(|(_, s)| {
+            s.keys.get("<<").map(String::as_str) == Some("*tollgate-image") && !s.keys.contains_key("command")
         })
-        .collect()
-}
-
-/// Names compose interpolates in `text` (`${NAME}`, `${NAME:-default}`, `${NAME:?message}`,
-/// …), comment lines aside; `$$` is a literal dollar. A bare `$NAME` is refused so that none
-/// slips through.
-fn interpolated_names(text: &str) -> BTreeSet<String> {
-    let mut names = BTreeSet::new();
-    let text: String = text
-        .lines()
-        .filter(|l| !l.trim_start().starts_with('#'))
-        .collect::<Vec<_>>()
-        .join("\n");
-    let mut rest = text.as_str();
-    while let Some(at) = rest.find('$') {
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            rest = tail;
-            continue;
-        }
-        let braced = after.strip_prefix('{').unwrap_or_else(|| {
-            panic!("docker-compose.yml: use ${{NAME}} (or $$ for a dollar) at {after:.30?}")
-        });
-        let end = braced
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(braced.len());
-        assert!(end > 0, "docker-compose.yml: empty ${{}} at {after:.30?}");
-        names.insert(braced[..end].to_string());
-        rest = &braced[end..];
-    }
-    names
-}
-
-/// Compose's interpolation of one value, with `vars` as the .env file.
-fn interpolate(value: &str, vars: &BTreeMap<String, String>) -> String {
-    let mut out = String::new();
-    let mut rest = value;
-    while let Some(at) = rest.find('$') {
-        out.push_str(&rest[..at]);
-        let after = &rest[at + 1..];
-        if let Some(tail) = after.strip_prefix('$') {
-            out.push('$');
-            rest = tail;
-            continue;
-        }
-        let braced = after
-            .strip_prefix('{')
-            .unwrap_or_else(|| panic!("bare $ in {value:?}: use ${{NAME}} or $$"));
-        let (body, tail) = braced
-            .split_once('}')
-            .unwrap_or_else(|| panic!("unclosed ${{ in {value:?}"));
-        rest = tail;
-        let name_end = body
-            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-            .unwrap_or(body.len());
-        let (name, op) = body.split_at(name_end);
-        let set = vars.get(name).map(String::as_str);
-        let got = match (op.get(..2), op.get(..1)) {
-            (Some(":-"), _) => set.filter(|v| !v.is_empty()).unwrap_or(&op[2..]),
-            (Some(":?"), _) => set
-                .filter(|v| !v.is_empty())
-                .unwrap_or_else(|| panic!("{name} is required ({}) but empty in .env.example", &op[2..])),
-            (_, Some("-")) => set.unwrap_or(&op[1..]),
-            (_, Some("?")) => set.unwrap_or_else(|| panic!("{name} is required but not in .env.example")),
-            _ if op.is_empty() => set.unwrap_or(""),
-            _ => panic!("unsupported interpolation ${{{body}}}"),
-        };
-        out.push_str(got);
-    }
-    out.push_str(rest);
-    out
-}
-
-fn tollgate_service(services: &BTreeMap<String, Service>) -> &Service {
-    services
-        .get("tollgate")
-        .unwrap_or_else(|| panic!("no `tollgate` service in docker-compose.yml: {services:?}"))
+        .collect();
+    assert!(
+        !found.is_empty(),
+        "no gateway service in docker-compose.yml: {services:?}"
+    );
+    found
 }
 
 #[test]
 fn compose_sets_only_variables_the_binary_reads() {
-    let services = compose_services(&repo_file("docker-compose.yml"));
+    let services = services();
     let accepted: BTreeSet<String> = tollgate::config::env_vars().into_iter().collect();
     assert!(accepted.contains("TOLLGATE_BACKENDS"), "{accepted:?}");
 
-    let gateway = tollgate_service(&services);
-    assert!(
-        !gateway.env.is_empty(),
-        "the tollgate service sets no environment"
-    );
-    for (name, _) in &gateway.env {
-        assert!(
-            accepted.contains(name),
-            "tollgate service sets {name}, which the binary does not read; it reads {accepted:?}"
-        );
+    let gateways = gateways(&services);
+    for (service, gateway) in &gateways {
+        assert!(!gateway.env.is_empty(), "{service} sets no environment");
+        for (name, _) in &gateway.env {
+            assert!(
+                accepted.contains(name),
+                "{service} sets {name}, which the binary does not read; it reads {accepted:?}"
+            );
+        }
     }
 
     let backends: Vec<(&String, &Service)> = services
@@ -252,15 +86,13 @@ fn compose_sets_only_variables_the_binary_reads() {
             );
         }
         let url = format!("http://{service}:9000");
-        let listed = gateway
-            .env
-            .iter()
-            .find(|(n, _)| n == "TOLLGATE_BACKENDS")
-            .map(|(_, v)| v);
-        assert!(
-            listed.is_some_and(|v| v.split(',').any(|b| b == url)),
-            "TOLLGATE_BACKENDS of the tollgate service does not list {url}: {listed:?}"
-        );
+        for (gateway_name, gateway) in &gateways {
+            let listed = gateway.env_var("TOLLGATE_BACKENDS");
+            assert!(
+                listed.is_some_and(|v| v.split(',').any(|b| b == url)),
+                "TOLLGATE_BACKENDS of {gateway_name} does not list {url}: {listed:?}"
+            );
+        }
     }
 }
 
@@ -305,25 +137,23 @@ fn env_example_matches_the_compose_interpolation() {
 
 #[test]
 fn stop_grace_period_outlasts_the_drain() {
-    let services = compose_services(&repo_file("docker-compose.yml"));
-    let gateway = tollgate_service(&services);
-    let grace = gateway
-        .keys
-        .get("stop_grace_period")
-        .expect("the tollgate service needs a stop_grace_period");
-    let drain = gateway
-        .env
-        .iter()
-        .find(|(n, _)| n == "TOLLGATE_SHUTDOWN_TIMEOUT")
-        .map_or("30s", |(_, v)| v.as_str());
-    let (grace, drain) = (
-        tollgate::config::parse_duration(grace).unwrap(),
-        tollgate::config::parse_duration(drain).unwrap(),
-    );
-    assert!(
-        grace > drain,
-        "stop_grace_period {grace:?} must be longer than TOLLGATE_SHUTDOWN_TIMEOUT {drain:?}"
-    );
+    let services = services();
+    for (service, gateway) in gateways(&services) {
+        let grace = gateway
+            .keys
+            .get("stop_grace_period")
+            .unwrap_or_else(|| panic!("{service} needs a stop_grace_period"));
+        // The defaults of the binary where the service sets nothing.
+        let delay = gateway.env_var("TOLLGATE_DRAIN_DELAY").unwrap_or("0s");
+        let drain = gateway.env_var("TOLLGATE_SHUTDOWN_TIMEOUT").unwrap_or("30s");
+        let [grace, delay, drain] = [grace.as_str(), delay, drain]
+            .map(|d| tollgate::config::parse_duration(d).unwrap_or_else(|e| panic!("{service}: {d:?}: {e}")));
+        assert!(
+            grace > delay + drain,
+            "{service}: stop_grace_period {grace:?} must be longer than TOLLGATE_DRAIN_DELAY {delay:?} \
+             plus TOLLGATE_SHUTDOWN_TIMEOUT {drain:?}"
+        );
+    }
 }
 
 #[test]
@@ -380,29 +210,34 @@ fn dockerfile_runtime_stage_runs_tollgate_as_non_root() {
     );
 }
 
-/// The tollgate service's environment as compose would pass it with .env.example as .env,
-/// made runnable here: the database unreachable, the listeners on free ports (hosts kept, so
-/// a public admin listener still needs its token).
-fn runnable_gateway_env() -> BTreeMap<String, String> {
-    let services = compose_services(&repo_file("docker-compose.yml"));
+/// Each gateway's environment as compose would pass it with .env.example as .env, made
+/// runnable here: the database unreachable, the listeners on free ports (hosts kept, so a
+/// public admin listener still needs its token).
+fn runnable_gateway_envs() -> Vec<(String, BTreeMap<String, String>)> {
+    let services = services();
+    gateways(&services)
+        .into_iter()
+        .map(|(name, gateway)| (name.clone(), runnable_gateway_env(name, gateway)))
+        .collect()
+}
+
+fn runnable_gateway_env(service: &str, gateway: &Service) -> BTreeMap<String, String> {
     let example: BTreeMap<String, String> = env_file(&repo_file(".env.example")).into_iter().collect();
-    let mut env: BTreeMap<String, String> = tollgate_service(&services)
+    let mut env: BTreeMap<String, String> = gateway
         .env
         .iter()
         .map(|(name, raw)| (name.clone(), interpolate(raw, &example)))
         .collect();
     let url = env
         .get("DATABASE_URL")
-        .expect("the tollgate service sets no DATABASE_URL");
+        .unwrap_or_else(|| panic!("{service} sets no DATABASE_URL"));
     assert!(
         url.starts_with("postgres://") && url.contains("@postgres:5432/"),
         "{url}"
     );
     env.insert("DATABASE_URL".into(), "postgres://postgres@127.0.0.1:1/x".into());
     for var in ["TOLLGATE_LISTEN", "TOLLGATE_ADMIN_LISTEN"] {
-        let addr = env
-            .get(var)
-            .unwrap_or_else(|| panic!("the tollgate service sets no {var}"));
+        let addr = env.get(var).unwrap_or_else(|| panic!("{service} sets no {var}"));
         let (host, _port) = addr.rsplit_once(':').unwrap();
         env.insert(var.into(), format!("{host}:0"));
     }
@@ -445,29 +280,31 @@ fn run_gateway(env: &BTreeMap<String, String>) -> (Option<i32>, String) {
 
 #[test]
 fn compose_environment_passes_the_gateways_validation() {
-    let env = runnable_gateway_env();
-    let (code, stderr) = run_gateway(&env);
-    // 2 would be "invalid configuration"; past validation the unreachable database ends it.
-    assert_eq!(
-        code,
-        Some(1),
-        "expected exit 1 (database unreachable), got {code:?}:\n{stderr}"
-    );
-    assert!(stderr.contains("database"), "{stderr}");
-    assert!(!stderr.contains("invalid configuration"), "{stderr}");
+    for (service, env) in runnable_gateway_envs() {
+        let (code, stderr) = run_gateway(&env);
+        // 2 would be "invalid configuration"; past validation the unreachable database ends it.
+        assert_eq!(
+            code,
+            Some(1),
+            "{service}: expected exit 1 (database unreachable), got {code:?}:\n{stderr}"
+        );
+        assert!(stderr.contains("database"), "{service}: {stderr}");
+        assert!(!stderr.contains("invalid configuration"), "{service}: {stderr}");
+    }
 }
 
 #[test]
 fn compose_admin_listener_is_public_so_the_token_is_required() {
     // The control for the test above: the same environment without the token is refused, so
     // that test does reach validation and the token there is needed.
-    let mut env = runnable_gateway_env();
-    env.remove("TOLLGATE_ADMIN_TOKEN")
-        .expect("the tollgate service sets no TOLLGATE_ADMIN_TOKEN");
-    let (code, stderr) = run_gateway(&env);
-    assert_eq!(code, Some(2), "{stderr}");
-    assert!(
-        stderr.contains("invalid configuration") && stderr.contains("TOLLGATE_ADMIN_TOKEN"),
-        "{stderr}"
-    );
+    for (service, mut env) in runnable_gateway_envs() {
+        env.remove("TOLLGATE_ADMIN_TOKEN")
+            .unwrap_or_else(|| panic!("{service} sets no TOLLGATE_ADMIN_TOKEN"));
+        let (code, stderr) = run_gateway(&env);
+        assert_eq!(code, Some(2), "{service}: {stderr}");
+        assert!(
+            stderr.contains("invalid configuration") && stderr.contains("TOLLGATE_ADMIN_TOKEN"),
+            "{service}: {stderr}"
+        );
+    }
 }
