@@ -170,6 +170,7 @@ impl Leaser {
             })
             .collect();
         self.in_flight = true;
+        self.shared.share.count_statement(tick);
         let f = self
             .db
             .send(Lease(asks))

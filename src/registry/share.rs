@@ -58,6 +58,8 @@ pub struct ClusterShare {
     degraded: AtomicBool,
     /// When the current outage began (the registry's clock).
     since: AtomicU64,
+    /// Lease statements sent on a tick, and on demand (a request waiting).
+    statements: [AtomicU64; 2],
 }
 
 impl ClusterShare {
@@ -68,6 +70,7 @@ impl ClusterShare {
             live: AtomicU32::new(1),
             degraded: AtomicBool::new(false),
             since: AtomicU64::new(0),
+            statements: [AtomicU64::new(0), AtomicU64::new(0)],
         }
     }
 
@@ -99,6 +102,19 @@ impl ClusterShare {
             self.since.store(now, Ordering::Relaxed);
         }
         self.degraded.swap(on, Ordering::Relaxed) != on
+    }
+
+    /// Counts a lease statement sent on a tick or on demand.
+    pub fn count_statement(&self, tick: bool) {
+        self.statements[usize::from(!tick)].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Lease statements sent so far: (on ticks, on demand).
+    pub fn statements(&self) -> (u64, u64) {
+        (
+            self.statements[0].load(Ordering::Relaxed),
+            self.statements[1].load(Ordering::Relaxed),
+        )
     }
 
     /// When the current outage began.

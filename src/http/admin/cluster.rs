@@ -20,6 +20,15 @@ struct Limits {
     /// The instances alive at the last heartbeat that reached the database: a share is
     /// `1/live_instances` of a client's capacity and rate, and of the anonymous defaults.
     live_instances: u32,
+    /// Lease statements this instance sent since it started, on ticks (at most one per
+    /// `TOLLGATE_LEASE_TICK`) and on demand (requests waiting, coalesced).
+    lease_statements: LeaseStatements,
+}
+
+#[derive(Debug, Serialize)]
+struct LeaseStatements {
+    tick: u64,
+    on_demand: u64,
 }
 
 #[derive(Debug, Serialize)]
@@ -38,6 +47,10 @@ async fn cluster(state: web::Data<AdminState>) -> HttpResponse {
         limits: Limits {
             mode: share.mode(),
             live_instances: share.live(),
+            lease_statements: {
+                let (tick, on_demand) = share.statements();
+                LeaseStatements { tick, on_demand }
+            },
         },
     })
 }
