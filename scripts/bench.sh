@@ -24,6 +24,14 @@
 #                        always here, for one client whose limit is never reached) and `tollgate_off`
 #                        (TOLLGATE_RATE_LIMIT=false, :8282); defaults ANCHORS=nginx and
 #                        BASELINE=tollgate_off, so the ratio column is on / off.
+#   CLUSTER_PAIRS        1 = cluster-wide limits versus per-instance buckets, on PostgreSQL
+#                        (PG_URL [postgres://postgres@127.0.0.1:5432], a scratch database is
+#                        created and dropped): two gateways with TOLLGATE_LIMIT_SCOPE=cluster
+#                        behind one HAProxy (`cluster`, :8290) and two with =local behind
+#                        another (`local`, :8291), all four on the one database, for one client
+#                        registered by address (127.0.0.1/32, a limit never reached) so that
+#                        every request is charged to the same row; defaults ANCHORS=nginx and
+#                        BASELINE=local, so the ratio column is cluster / local.
 #
 # The gateway runs from a temporary directory, without the caller's TOLLGATE_*, RUST_LOG and
 # DATABASE_URL, so neither the repo's .env nor a stray export changes what is measured: use
@@ -85,7 +93,7 @@ case "${PIN:-none}" in
     custom) if [[ -n "${PROXY_CPUS:-}" ]]; then pin=(taskset -c "$PROXY_CPUS"); fi ;;
 esac
 
-for p in "$PORT" "$ADMIN_PORT" 8282 8283; do
+for p in "$PORT" "$ADMIN_PORT" 8282 8283 8290 8291 8300 8301 8302 8303 8310 8311 8312 8313; do
     if port_open "$p"; then die "port $p is already in use (a gateway left running?)"; fi
 done
 
@@ -105,6 +113,7 @@ cleanup() {
         log "gateway log (last 20 lines of $(wc -l <"$WORK/gateway.log")):"
         tail -n 20 "$WORK/gateway.log" >&2
     fi
+    if declare -F drop_db >/dev/null; then drop_db; fi
     rm -rf "$WORK"
     exit "$rc"
 }
@@ -135,10 +144,65 @@ start_gateway() {
     done
     port_open "$port" || die "gateway $name did not listen on :$port within 10 s"
     log "$name pid $pid on :$port${TOLLGATE_EXTRA_ENV:+ with $TOLLGATE_EXTRA_ENV}"
-    targets+=("$name=$port:$pid")
+    [[ -n "${GW_QUIET:-}" ]] || targets+=("$name=$port:$pid")
 }
 
-if [[ "${COMPARE_RATE_LIMIT:-0}" == 1 ]]; then
+# start_pair NAME LB_PORT FIRST_PORT SCOPE: two gateways on the bench database (proxy ports
+# FIRST_PORT and FIRST_PORT+2, admin +1 and +3) behind one HAProxy on LB_PORT.
+start_pair() {
+    local name=$1 lb=$2 first=$3 scope=$4 i port servers=""
+    for i in 0 1; do
+        port=$((first + 2 * i))
+        GW_QUIET=1 start_gateway "${name}_$i" "$port" "$((port + 1))" \
+            "DATABASE_URL=$BENCH_DB_URL" "TOLLGATE_LIMIT_SCOPE=$scope"
+        servers+="    server ${name}_$i 127.0.0.1:$port"$'\n'
+    done
+    cat >"$WORK/$name-haproxy.cfg" <<CFG
+global
+    nbthread 1
+defaults
+    mode http
+    timeout connect 5s
+    timeout client 60s
+    timeout server 60s
+    http-reuse always
+frontend f
+    bind 127.0.0.1:$lb
+    default_backend b
+backend b
+    balance roundrobin
+$servers
+CFG
+    "${pin[@]}" haproxy -f "$WORK/$name-haproxy.cfg" -db >>"$WORK/haproxy.log" 2>&1 &
+    GW_PIDS+=("$!")
+    for _ in $(seq 50); do port_open "$lb" && break; sleep 0.1; done
+    port_open "$lb" || die "HAProxy of $name did not listen on :$lb"
+    # The gateways and their HAProxy count as one target: CPU of the whole pair.
+    targets+=("$name=$lb")
+}
+
+if [[ "${CLUSTER_PAIRS:-0}" == 1 ]]; then
+    command -v haproxy >/dev/null || die "CLUSTER_PAIRS=1 needs haproxy (apt-get install haproxy)"
+    command -v psql >/dev/null || die "CLUSTER_PAIRS=1 needs psql"
+    export ANCHORS=${ANCHORS:-nginx} BASELINE=${BASELINE:-local}
+    PG_URL=${PG_URL:-postgres://postgres@127.0.0.1:5432}
+    BENCH_DB=tollgate_bench_$$
+    psql "$PG_URL/postgres" -qc "CREATE DATABASE $BENCH_DB" >&2 || die "cannot create $BENCH_DB on $PG_URL"
+    BENCH_DB_URL=$PG_URL/$BENCH_DB
+    drop_db() { psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >&2 || true; }
+    start_pair cluster 8290 8300 cluster
+    start_pair local 8291 8310 local
+    # One client for every request (by address): never limited, always charged.
+    curl -fsS -o /dev/null -X POST "http://127.0.0.1:8301/clients" -H 'content-type: application/json' \
+        -d '{"client_id":"bench","capacity":1000000,"rate_per_sec":1000000,"ips":["127.0.0.1/32"]}' \
+        || die "cannot register the bench client"
+    for admin in 8303 8311 8313; do
+        for _ in $(seq 50); do
+            curl -fsS -o /dev/null "http://127.0.0.1:$admin/clients/bench" && break
+            sleep 0.1
+        done
+    done
+elif [[ "${COMPARE_RATE_LIMIT:-0}" == 1 ]]; then
     export ANCHORS=${ANCHORS:-nginx} BASELINE=${BASELINE:-tollgate_off}
     start_gateway tollgate "$PORT" "$ADMIN_PORT"
     start_gateway tollgate_off 8282 8283 TOLLGATE_RATE_LIMIT=false

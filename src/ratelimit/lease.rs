@@ -73,23 +73,19 @@ pub fn refill_wait_ns(level: i64, tokens: u64, rate_milli: u64) -> u64 {
     ceil_div(want - have, u128::from(rate_milli.max(1)))
 }
 
-/// How many tokens an instance asks for a client: what its demand of the last tick says it
-/// will spend by the next one (at least the requests waiting now, at least one), never more
-/// than its share of the bucket. A lone instance takes the whole bucket (nobody else needs
-/// it, and its headers then count the client's whole bucket); with several, each asks for at
-/// most `C / N`, so that one busy instance cannot hold the tokens another needs.
+/// How many tokens an instance asks for a client: one for each request waiting now, and
+/// ahead of demand what its last tick says it will spend by the next one, but at most its
+/// share of the bucket. A lone instance takes the whole bucket (nobody else needs it, and its
+/// headers then count the client's whole bucket); with several, each holds at most `C / N`
+/// ahead of demand, so that one busy instance cannot hold the tokens another needs. Never more
+/// than the capacity.
 pub fn ask(demand: u64, waiting: u64, on_hand: u64, capacity: u64, live: u32) -> u64 {
-    let share = if live <= 1 {
+    let ahead = if live <= 1 {
         capacity
     } else {
-        (capacity / u64::from(live)).max(1)
+        demand.max(1).min((capacity / u64::from(live)).max(1))
     };
-    let target = if live <= 1 {
-        share
-    } else {
-        demand.max(waiting).max(1).min(share)
-    };
-    target.saturating_sub(on_hand).max(u64::from(waiting > on_hand))
+    ahead.max(waiting).min(capacity).saturating_sub(on_hand)
 }
 
 impl Quota {
@@ -150,6 +146,18 @@ impl Bucket {
             });
         }
         Leased::Ask
+    }
+
+    /// The decision for a request admitted with a token leased for it (not from the bucket).
+    pub fn reserved_decision(&self) -> Decision {
+        let per_sec = u128::from(self.quota.rate_milli) * NANOS_PER_SEC;
+        let level = u128::from(self.level) / UNIT * UNIT;
+        Decision {
+            allowed: true,
+            remaining: u64::try_from(level / UNIT).unwrap_or(u64::MAX),
+            retry_after_secs: 0,
+            reset_secs: ceil_div(self.quota.full().saturating_sub(level), per_sec),
+        }
     }
 
     /// Adds `tokens` leased at `now`; when the row had fewer than asked, it is empty until
@@ -301,11 +309,12 @@ mod tests {
             (7, 0, 3, 50, 1, 47),
             (0, 0, 50, 50, 1, 0),
             (0, 1, 0, 50, 3, 1),
-            (0, 21, 0, 50, 3, 16),
+            (0, 21, 0, 50, 3, 21),
+            (0, 80, 0, 50, 3, 50),
             (30, 0, 0, 50, 3, 16),
             (5, 0, 2, 50, 3, 3),
             (5, 0, 9, 50, 3, 0),
-            (0, 4, 0, 2, 3, 1),
+            (0, 4, 0, 2, 3, 2),
             (100, 0, 0, 1_000_000, 2, 100),
         ];
         for (demand, waiting, on_hand, capacity, live, want) in cases {

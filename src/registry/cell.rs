@@ -77,6 +77,16 @@ impl BucketCell {
         Some((decision, quota))
     }
 
+    /// Counts a request admitted with a token reserved for it by a lease.
+    pub(super) fn take_reserved(&self) -> (Decision, Quota) {
+        let (decision, quota) = {
+            let b = lock(&self.bucket);
+            (b.reserved_decision(), b.quota())
+        };
+        self.count(true);
+        (decision, quota)
+    }
+
     /// Takes a token of this instance's share among `live` instances (the database is away
     /// since `since`).
     pub(super) fn take_share(&self, live: u32, since: u64, now: u64) -> (Decision, Quota) {

@@ -39,7 +39,9 @@ impl RegistryHandle {
     pub async fn lease_and_take(&self, entry: Arc<ClientEntry>) -> Result<(Decision, Quota), Refusal> {
         if let Some(leaser) = &self.leaser {
             // A leaser gone (shutdown) answers nothing: the retake then refuses.
-            let _ = leaser.send(Want(entry.clone())).await;
+            if let Ok(true) = leaser.send(Want(entry.clone())).await {
+                return Ok(self.shared.take_reserved(&entry));
+            }
         }
         self.shared.retake(&entry)
     }

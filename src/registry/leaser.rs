@@ -59,8 +59,10 @@ pub struct Leaser {
     cluster: Option<ClusterHandle>,
     tick: Duration,
     active: HashMap<Box<str>, Active>,
-    /// Requests waiting for the next statement.
-    waiters: Vec<oneshot::Sender<()>>,
+    /// Requests waiting for the next statement, by client: told whether a token was
+    /// reserved for them (a token granted for a waiting request is its own, not one for
+    /// whichever request reaches the bucket first).
+    waiters: Vec<(Box<str>, oneshot::Sender<bool>)>,
     in_flight: bool,
     /// Another statement is due once the one in flight is back: a full tick, or only for
     /// the requests that arrived meanwhile.
@@ -155,8 +157,8 @@ impl Leaser {
         let sent = self.batch(tick);
         let degraded = self.shared.share.is_degraded();
         if sent.is_empty() && !degraded {
-            for w in self.waiters.drain(..) {
-                let _ = w.send(());
+            for (_, w) in self.waiters.drain(..) {
+                let _ = w.send(false);
             }
             return;
         }
@@ -177,13 +179,14 @@ impl Leaser {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.in_flight = false;
-                match res {
+                let mut reserved = match res {
                     Ok(Ok(grants)) => act.granted(&sent, grants),
                     Ok(Err(e)) => act.failed(&sent, &e.to_string()),
                     Err(e) => act.failed(&sent, &e.to_string()),
-                }
-                for w in waiters {
-                    let _ = w.send(());
+                };
+                for (id, w) in waiters {
+                    let mine = reserved.get_mut(&id).filter(|n| **n > 0).map(|n| *n -= 1);
+                    let _ = w.send(mine.is_some());
                 }
                 if let Some(tick) = act.again.take() {
                     act.send(tick, ctx);
@@ -192,7 +195,9 @@ impl Leaser {
         ctx.spawn(f);
     }
 
-    fn granted(&mut self, sent: &[Sent], grants: Vec<LeaseGrant>) {
+    /// Puts the granted tokens in the buckets, except one for each waiting request, which is
+    /// reserved for it: returns how many were reserved per client.
+    fn granted(&mut self, sent: &[Sent], grants: Vec<LeaseGrant>) -> HashMap<Box<str>, u64> {
         if self.shared.share.set_degraded(false, 0) {
             log::info!(
                 "leasing tokens from the database works again: clients' limits are cluster-wide again"
@@ -200,6 +205,7 @@ impl Leaser {
         }
         let now = self.shared.clock.now();
         let by_id: HashMap<&str, &LeaseGrant> = grants.iter().map(|g| (g.client_id.as_str(), g)).collect();
+        let mut reserved = HashMap::new();
         for s in sent {
             self.settled(s);
             let (granted, until) = match by_id.get(&*s.entry.id) {
@@ -214,13 +220,18 @@ impl Leaser {
                     (s.asked > 0).then(|| u64::try_from(self.tick.as_nanos()).unwrap_or(0)),
                 ),
             };
+            let reserve = granted.min(s.waiting);
+            if reserve > 0 {
+                reserved.insert(s.entry.id.clone(), reserve);
+            }
             s.entry
                 .cell
-                .with_bucket(|b| b.add_leased(granted, until.map(|d| now.saturating_add(d))));
+                .with_bucket(|b| b.add_leased(granted - reserve, until.map(|d| now.saturating_add(d))));
         }
+        reserved
     }
 
-    fn failed(&mut self, sent: &[Sent], error: &str) {
+    fn failed(&mut self, sent: &[Sent], error: &str) -> HashMap<Box<str>, u64> {
         for s in sent {
             self.settled(s);
             // Tokens that could not be given back are still this instance's.
@@ -235,6 +246,7 @@ impl Leaser {
                 self.shared.share.live()
             );
         }
+        HashMap::new()
     }
 
     /// The waiting requests `s` carried are answered.
@@ -270,13 +282,14 @@ impl Actor for Leaser {
     }
 }
 
-/// A request needs a token of `0`'s client: answered once a statement asked for it.
+/// A request needs a token of `0`'s client: answered once a statement asked for it, `true`
+/// when a token was reserved for this request.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "bool")]
 pub struct Want(pub Arc<ClientEntry>);
 
 impl Handler<Want> for Leaser {
-    type Result = ResponseFuture<()>;
+    type Result = ResponseFuture<bool>;
 
     fn handle(&mut self, msg: Want, ctx: &mut Context<Self>) -> Self::Result {
         let entry = msg.0;
@@ -292,11 +305,9 @@ impl Handler<Want> for Leaser {
         a.waiting += 1;
         a.idle = 0;
         let (tx, rx) = oneshot::channel();
-        self.waiters.push(tx);
+        self.waiters.push((a.entry.id.clone(), tx));
         self.send(false, ctx);
-        Box::pin(async move {
-            let _ = rx.await;
-        })
+        Box::pin(async move { rx.await.unwrap_or(false) })
     }
 }
 

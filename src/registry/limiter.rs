@@ -146,6 +146,11 @@ impl Limiter {
         }
     }
 
+    /// Admits a request for which a lease reserved a token.
+    pub fn take_reserved(&self, entry: &ClientEntry) -> (Decision, Quota) {
+        entry.cell.take_reserved()
+    }
+
     fn charge(&self, entry: &Arc<ClientEntry>) -> Check {
         let cell = &entry.cell;
         if !cell.is_enabled() {

@@ -32,9 +32,16 @@ pub(super) async fn fill(state: &AdminState, views: &mut [ClientView]) {
     match state.db.send(GetRowTokens(ids)).await {
         Ok(Ok(rows)) => {
             let by_id: HashMap<String, u64> = rows.into_iter().map(|r| (r.client_id, r.tokens)).collect();
+            let table = state.registry.table();
             for v in views {
                 if let Some(row) = by_id.get(&v.client_id) {
-                    v.tokens = v.tokens.saturating_add(*row).min(v.capacity);
+                    // The tokens held here read after the row's: a lease in between moved
+                    // tokens from the row to here, counted twice rather than not at all
+                    // (and never above the capacity).
+                    let held = table
+                        .get(&v.client_id)
+                        .map_or(v.tokens, |e| e.cell.with_bucket(|b| b.leased()));
+                    v.tokens = held.saturating_add(*row).min(v.capacity);
                 }
             }
         }
