@@ -73,9 +73,11 @@ pub fn refill_wait_ns(level: i64, tokens: u64, rate_milli: u64) -> u64 {
     ceil_div(want - have, u128::from(rate_milli.max(1)))
 }
 
-/// How many tokens an instance asks for a client: one for each request waiting now, and
-/// ahead of demand what its last tick says it will spend by the next one, but at most its
-/// share of the bucket. A lone instance takes the whole bucket (nobody else needs it, and its
+/// How many tokens an instance asks for a client: one for each request waiting now (each
+/// gets its own, whatever is on hand: requests arriving meanwhile spend those), and ahead of
+/// demand twice what its last tick says it will spend by the next one (a margin: demand that
+/// grows within a tick would otherwise wait for on-demand leases), but at most its share of
+/// the bucket. A lone instance takes the whole bucket (nobody else needs it, and its
 /// headers then count the client's whole bucket); with several, each holds at most `C / N`
 /// ahead of demand, so that one busy instance cannot hold the tokens another needs. Never more
 /// than the capacity.
@@ -83,9 +85,13 @@ pub fn ask(demand: u64, waiting: u64, on_hand: u64, capacity: u64, live: u32) ->
     let ahead = if live <= 1 {
         capacity
     } else {
-        demand.max(1).min((capacity / u64::from(live)).max(1))
+        demand.saturating_mul(2).max(1).min((capacity / u64::from(live)).max(1))
     };
-    ahead.max(waiting).min(capacity).saturating_sub(on_hand)
+    ahead
+        .min(capacity)
+        .saturating_sub(on_hand)
+        .max(waiting)
+        .min(capacity)
 }
 
 impl Quota {
@@ -310,12 +316,15 @@ mod tests {
             (0, 0, 50, 50, 1, 0),
             (0, 1, 0, 50, 3, 1),
             (0, 21, 0, 50, 3, 21),
+            (0, 3, 9, 50, 3, 3),
+            (0, 2, 50, 50, 1, 2),
             (0, 80, 0, 50, 3, 50),
             (30, 0, 0, 50, 3, 16),
-            (5, 0, 2, 50, 3, 3),
-            (5, 0, 9, 50, 3, 0),
+            (5, 0, 2, 50, 3, 8),
+            (5, 0, 9, 50, 3, 1),
+            (5, 0, 10, 50, 3, 0),
             (0, 4, 0, 2, 3, 2),
-            (100, 0, 0, 1_000_000, 2, 100),
+            (100, 0, 0, 1_000_000, 2, 200),
         ];
         for (demand, waiting, on_hand, capacity, live, want) in cases {
             assert_eq!(
