@@ -85,7 +85,10 @@ pub fn ask(demand: u64, waiting: u64, on_hand: u64, capacity: u64, live: u32) ->
     let ahead = if live <= 1 {
         capacity
     } else {
-        demand.saturating_mul(2).max(1).min((capacity / u64::from(live)).max(1))
+        demand
+            .saturating_mul(2)
+            .max(1)
+            .min((capacity / u64::from(live)).max(1))
     };
     ahead
         .min(capacity)
