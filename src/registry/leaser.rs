@@ -24,13 +24,13 @@ use crate::{
     cluster::{ClusterHandle, DatabaseStatus},
     ratelimit::{
         lease::{self, refill_wait_ns},
-        Clock,
+        Clock, UNIT,
     },
     store::{DbExecutor, Lease, LeaseAsk, LeaseGrant},
 };
 
 /// Ticks without a request after which a client's unused tokens go back to its row.
-pub const IDLE_TICKS: u32 = 3;
+pub const IDLE_TICKS: u32 = 10;
 
 /// A client this instance leases for.
 struct Active {
@@ -70,16 +70,22 @@ pub struct Leaser {
 }
 
 /// How long a row that granted `granted` of `asked` tokens, left at `level` units, is taken to
-/// be empty: until one token is back, and not before a tick's worth of what was asked (a
-/// client over its limit then costs the database at most one statement per tick).
+/// be empty (it granted less than asked, or has no whole token left): until one token is
+/// back, and not before a tick's worth of what was asked (a client over its limit then costs
+/// the database at most one statement per tick).
 pub fn empty_for(level: i64, asked: u64, granted: u64, rate_milli: u64, tick: Duration) -> Option<u64> {
-    if granted >= asked {
+    if granted >= asked && u128::try_from(level).unwrap_or(0) >= UNIT {
         return None;
     }
     let one = refill_wait_ns(level, 1, rate_milli);
     let batch = refill_wait_ns(level, asked, rate_milli);
     let tick = u64::try_from(tick.as_nanos()).unwrap_or(u64::MAX);
     Some(one.max(batch.min(tick)))
+}
+
+/// Whole tokens a rate refills in `ns` nanoseconds (rounded down).
+fn tokens_per(rate_milli: u64, ns: u64) -> u64 {
+    u64::try_from(u128::from(rate_milli) * u128::from(ns) / UNIT).unwrap_or(u64::MAX)
 }
 
 impl Leaser {
@@ -108,6 +114,7 @@ impl Leaser {
     fn batch(&mut self, tick: bool) -> Vec<Sent> {
         let now = self.shared.clock.now();
         let live = self.shared.share.live();
+        let tick_ns = u64::try_from(self.tick.as_nanos()).unwrap_or(u64::MAX);
         let mut sent = Vec::new();
         self.active.retain(|_, a| {
             let counted = a.entry.cell.counted();
@@ -126,14 +133,15 @@ impl Leaser {
             } else if a.waiting == 0 {
                 return true;
             }
-            let (on_hand, empty, capacity) = a
+            let (on_hand, empty, quota) = a
                 .entry
                 .cell
-                .with_bucket(|b| (b.leased(), b.known_empty(now), b.quota().capacity()));
+                .with_bucket(|b| (b.leased(), b.known_empty(now), b.quota()));
             let asked = if returned > 0 || (empty && a.waiting == 0) {
                 0
             } else {
-                lease::ask(demand, a.waiting, on_hand, capacity, live)
+                let per_tick = tokens_per(quota.rate_milli(), tick_ns);
+                lease::ask(demand.max(per_tick), a.waiting, on_hand, quota.capacity(), live)
             };
             if asked > 0 || returned > 0 {
                 sent.push(Sent {
@@ -353,15 +361,33 @@ mod tests {
     use super::*;
 
     const MS: u64 = 1_000_000;
+    const SEC_NS: u64 = 1_000_000_000;
     const U: i64 = 1_000_000_000_000;
+
+    #[test]
+    fn a_tick_of_refill_is_counted_in_whole_tokens() {
+        let tick = 100 * MS;
+        // (tokens per 1000 s, ns) → tokens
+        for (rate, ns, want) in [
+            (1_000_000, tick, 100),
+            (10_000, tick, 1),
+            (500, tick, 0),
+            (1, 1_000 * SEC_NS, 1),
+        ] {
+            assert_eq!(tokens_per(rate, ns), want, "rate {rate}, {ns} ns");
+        }
+    }
 
     #[test]
     fn an_empty_row_is_left_alone_until_it_refilled() {
         let tick = Duration::from_millis(100);
         // (level left, asked, granted, rate per 1000 s) → ns the row counts as empty
         let cases = [
-            (0, 5, 5, 10_000, None),
-            (0, 5, 9, 10_000, None),
+            (3 * U, 5, 5, 10_000, None),
+            (U, 1, 1, 10_000, None),
+            // Granted in full, but nothing left: empty too (asking again at once finds nothing).
+            (0, 5, 5, 10_000, Some(100 * MS)),
+            (U / 2, 1, 1, 10_000, Some(50 * MS)),
             // 10/s: one token in 100 ms.
             (0, 5, 2, 10_000, Some(100 * MS)),
             (U / 2, 1, 0, 10_000, Some(50 * MS)),
