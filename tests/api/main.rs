@@ -8,6 +8,7 @@ mod batch;
 mod client_limits;
 mod clients;
 mod cluster;
+mod cluster_limits;
 mod cluster_outage;
 mod cluster_sync;
 mod compose;

@@ -2,6 +2,7 @@
 //! `use crate::helpers::*`.
 //!
 //! - `backend`: an actix-web backend that records what it saw and can be killed and restarted;
+//! - `cluster`: N gateway processes on one database, a load driver over them, `GET /cluster`;
 //! - `raw_backend`: a raw TCP backend that plays a script of bytes (for hostile behaviour);
 //! - `db`: a SQLite file or PostgreSQL database per test;
 //! - `gateway`: the gateway in-process on port 0;
@@ -13,6 +14,7 @@
 #![allow(dead_code)]
 
 mod backend;
+mod cluster;
 mod db;
 mod gateway;
 mod port;
@@ -21,6 +23,7 @@ mod raw_backend;
 mod relay;
 
 pub use backend::*;
+pub use cluster::*;
 pub use db::*;
 pub use gateway::*;
 pub use port::*;
