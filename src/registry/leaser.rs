@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Ticks without a request after which a client's unused tokens go back to its row.
-pub const IDLE_TICKS: u32 = 10;
+pub const IDLE_TICKS: u32 = 30;
 
 /// A client this instance leases for.
 struct Active {
@@ -137,7 +137,12 @@ impl Leaser {
                 .entry
                 .cell
                 .with_bucket(|b| (b.leased(), b.known_empty(now), b.quota()));
-            let asked = if returned > 0 || (empty && a.waiting == 0) {
+            if empty && a.waiting > 0 {
+                // The statement just back found the row empty: the requests that waited for
+                // the next one are refused (with the Retry-After of the row), not sent again.
+                a.waiting = 0;
+            }
+            let asked = if returned > 0 || empty {
                 0
             } else {
                 let per_tick = tokens_per(quota.rate_milli(), tick_ns);
