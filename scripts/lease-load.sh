@@ -87,7 +87,7 @@ python3 - "$admin" <<'PY'
 import json, sys, urllib.request
 items = [{"client_id": f"under-{i:04d}", "capacity": 1000000, "rate_per_sec": 1000000,
           "api_key": f"lease-load-under-key-{i:04d}"} for i in range(1000)]
-req = urllib.request.Request(sys.argv[1] + "/clients/batch", data=json.dumps({"items": items}).encode(),
+req = urllib.request.Request(sys.argv[1] + "/clients/batch", data=json.dumps(items).encode(),
                              headers={"content-type": "application/json"}, method="POST")
 urllib.request.urlopen(req).read()
 PY

@@ -219,12 +219,22 @@ impl Bucket {
             self.at = now;
         } else {
             self.at = self.at.max(since);
+            // More on hand than the share holds (leased before another instance joined): the
+            // excess is dropped, fewer never more.
+            self.level = self.level.min(units(share.full()));
         }
         let own = self.quota;
         self.quota = share;
         let d = self.try_take(now);
         self.quota = own;
         d
+    }
+
+    /// Ends a share (leasing works again): what is left of it was made locally, not leased,
+    /// and is dropped.
+    pub fn end_share(&mut self) {
+        self.level = 0;
+        self.at = self.at.min(LEASED);
     }
 
     /// Whether the row was found empty and has not refilled a token by `now`.
@@ -402,6 +412,21 @@ mod tests {
         let mut fresh = Bucket::leased_empty(q);
         let admitted = (0..20).filter(|_| fresh.take_share(share, t, t).allowed).count();
         assert_eq!(admitted, 10);
+    }
+
+    #[test]
+    fn a_share_never_holds_more_than_itself_and_what_is_left_of_it_is_dropped_at_the_end() {
+        let q = Quota::new(100, 10.0).unwrap();
+        let mut b = Bucket::leased_empty(q);
+        // 80 held, the row empty for 20 s; then a second instance joins and the database fails.
+        b.add_leased(80, Some(20 * SEC));
+        let share = q.share(2);
+        let d = b.take_share(share, SEC, SEC);
+        assert!(d.allowed);
+        assert_eq!((d.remaining, d.reset_secs), (49, 1), "clamped to the share of 50");
+        b.end_share();
+        assert_eq!(b.leased(), 0);
+        assert_eq!(b.take_leased(2 * SEC), Leased::Ask, "leasing again, from the row");
     }
 
     #[test]

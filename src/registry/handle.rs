@@ -40,7 +40,7 @@ impl RegistryHandle {
         if let Some(leaser) = &self.leaser {
             // A leaser gone (shutdown) answers nothing: the retake then refuses.
             if let Ok(true) = leaser.send(Want(entry.clone())).await {
-                return Ok(self.shared.take_reserved(&entry));
+                return self.shared.take_reserved(&entry);
             }
         }
         self.shared.retake(&entry)

@@ -83,6 +83,15 @@ pub fn empty_for(level: i64, asked: u64, granted: u64, rate_milli: u64, tick: Du
     Some(one.max(batch.min(tick)))
 }
 
+/// Whether `entry` is still the client registered under its id (same cell): tokens of a client
+/// deleted meanwhile must not go to a new row with the same id.
+fn current(shared: &Limiter, entry: &ClientEntry) -> bool {
+    shared
+        .table
+        .get(&entry.id)
+        .is_some_and(|e| Arc::ptr_eq(&e.cell, &entry.cell))
+}
+
 /// Whole tokens a rate refills in `ns` nanoseconds (rounded down).
 fn tokens_per(rate_milli: u64, ns: u64) -> u64 {
     u64::try_from(u128::from(rate_milli) * u128::from(ns) / UNIT).unwrap_or(u64::MAX)
@@ -129,6 +138,10 @@ impl Leaser {
                 };
                 if a.idle >= IDLE_TICKS {
                     returned = a.entry.cell.with_bucket(|b| b.give_back());
+                    if !current(&self.shared, &a.entry) {
+                        // Deleted (and maybe created again): its tokens were the old row's.
+                        returned = 0;
+                    }
                 }
             } else if a.waiting == 0 {
                 return true;
@@ -212,8 +225,17 @@ impl Leaser {
     /// reserved for it: returns how many were reserved per client.
     fn granted(&mut self, sent: &[Sent], grants: Vec<LeaseGrant>) -> HashMap<Box<str>, u64> {
         if self.shared.share.set_degraded(false, 0) {
+            // What is left of the shares was made here, not leased from a row: dropped as
+            // leasing resumes (spent or given back as leased tokens, it would count twice).
+            // Shares stop first, so that none refills during the sweep.
+            let mut swept = 0usize;
+            self.shared.table.for_each(|e| {
+                e.cell.with_bucket(|b| b.end_share());
+                swept += 1;
+            });
             log::info!(
-                "leasing tokens from the database works again: clients' limits are cluster-wide again"
+                "leasing tokens from the database works again: clients' limits are cluster-wide \
+                 again (the shares of {swept} client(s) dropped)"
             );
         }
         let now = self.shared.clock.now();
@@ -246,11 +268,9 @@ impl Leaser {
 
     fn failed(&mut self, sent: &[Sent], error: &str) -> HashMap<Box<str>, u64> {
         for s in sent {
+            // Tokens being given back are dropped, not kept: a statement that timed out here
+            // may still commit, and the row would then have them too (fewer, never more).
             self.settled(s);
-            // Tokens that could not be given back are still this instance's.
-            if s.returned > 0 {
-                s.entry.cell.with_bucket(|b| b.add_leased(s.returned, None));
-            }
         }
         if self.shared.share.set_degraded(true, self.shared.clock.now()) {
             log::warn!(
@@ -274,7 +294,15 @@ impl Leaser {
     fn refresh_live(&self) {
         if let Some(cluster) = &self.cluster {
             let view = cluster.view();
-            if view.database == DatabaseStatus::Ok {
+            // Only from a fresh read: a heartbeat stuck on a silent network ages the last rows
+            // until every instance, this one too, looks dead (and N would fall to 1 just as
+            // the outage begins).
+            let fresh_within = view.heartbeat_interval_ms as f64 * 1.5 / 1000.0;
+            let fresh = view
+                .instances
+                .iter()
+                .any(|i| i.this && i.seconds_since_heartbeat <= fresh_within);
+            if view.database == DatabaseStatus::Ok && fresh {
                 self.shared
                     .share
                     .set_live(view.instances.iter().filter(|i| i.alive).count());
@@ -313,7 +341,11 @@ impl Handler<Want> for Leaser {
             waiting: 0,
             idle: 0,
         });
-        // The newest version of the client's settings (the cell is shared by all of them).
+        // The newest version of the client's settings (the cell is shared by all of them; a new
+        // cell is a client deleted and created again: its counts start again).
+        if !Arc::ptr_eq(&a.entry.cell, &entry.cell) {
+            a.seen = counted;
+        }
         a.entry = entry;
         a.waiting += 1;
         a.idle = 0;
@@ -337,7 +369,7 @@ impl Handler<GiveBack> for Leaser {
         let mut back = Vec::new();
         for a in self.active.values() {
             let returned = a.entry.cell.with_bucket(|b| b.give_back());
-            if returned > 0 {
+            if returned > 0 && current(&self.shared, &a.entry) {
                 back.push(LeaseAsk {
                     client_id: a.entry.id.to_string(),
                     returned: i64::try_from(returned).unwrap_or(i64::MAX),

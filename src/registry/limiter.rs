@@ -146,9 +146,13 @@ impl Limiter {
         }
     }
 
-    /// Admits a request for which a lease reserved a token.
-    pub fn take_reserved(&self, entry: &ClientEntry) -> (Decision, Quota) {
-        entry.cell.take_reserved()
+    /// Admits a request for which a lease reserved a token (unless the client was disabled
+    /// meanwhile: the token is then dropped).
+    pub fn take_reserved(&self, entry: &ClientEntry) -> Result<(Decision, Quota), Refusal> {
+        if !entry.cell.is_enabled() {
+            return Err(Refusal::ClientDisabled);
+        }
+        Ok(entry.cell.take_reserved())
     }
 
     fn charge(&self, entry: &Arc<ClientEntry>) -> Check {

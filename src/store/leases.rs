@@ -62,7 +62,7 @@ fn pg_statement() -> String {
     format!(
         "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(id, ret, ask)), \
          locked AS MATERIALIZED (SELECT c.client_id FROM clients c JOIN r ON r.id = c.client_id \
-           ORDER BY c.client_id FOR UPDATE OF c), \
+           ORDER BY c.client_id COLLATE \"C\" FOR UPDATE OF c), \
          n AS MATERIALIZED (SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS ms) \
          UPDATE clients c SET last_grant = {grant}, bucket_level = {level} - {grant} * {u}, \
            bucket_at = GREATEST(n.ms, COALESCE(c.bucket_at, n.ms)) \
