@@ -32,6 +32,7 @@
 #                        registered by address (127.0.0.1/32, a limit never reached) so that
 #                        every request is charged to the same row; defaults ANCHORS=nginx and
 #                        BASELINE=local, so the ratio column is cluster / local.
+#                        PAIRS_ORDER=local-first runs the local pair first in each round.
 #
 # The gateway runs from a temporary directory, without the caller's TOLLGATE_*, RUST_LOG and
 # DATABASE_URL, so neither the repo's .env nor a stray export changes what is measured: use
@@ -190,8 +191,15 @@ if [[ "${CLUSTER_PAIRS:-0}" == 1 ]]; then
     psql "$PG_URL/postgres" -qc "CREATE DATABASE $BENCH_DB" >&2 || die "cannot create $BENCH_DB on $PG_URL"
     BENCH_DB_URL=$PG_URL/$BENCH_DB
     drop_db() { psql "$PG_URL/postgres" -qc "DROP DATABASE IF EXISTS $BENCH_DB WITH (FORCE)" >&2 || true; }
-    start_pair cluster 8290 8300 cluster
-    start_pair local 8291 8310 local
+    # The harness runs targets in the order given: PAIRS_ORDER=local-first swaps them, to see
+    # that the ratio does not come from the order.
+    if [[ "${PAIRS_ORDER:-cluster-first}" == local-first ]]; then
+        start_pair local 8291 8310 local
+        start_pair cluster 8290 8300 cluster
+    else
+        start_pair cluster 8290 8300 cluster
+        start_pair local 8291 8310 local
+    fi
     # One client for every request (by address): never limited, always charged.
     curl -fsS -o /dev/null -X POST "http://127.0.0.1:8301/clients" -H 'content-type: application/json' \
         -d '{"client_id":"bench","capacity":1000000,"rate_per_sec":1000000,"ips":["127.0.0.1/32"]}' \

@@ -80,7 +80,8 @@ pub fn refill_wait_ns(level: i64, tokens: u64, rate_milli: u64) -> u64 {
 /// the bucket. A lone instance takes the whole bucket (nobody else needs it, and its
 /// headers then count the client's whole bucket); with several, each holds at most `C / N`
 /// ahead of demand, so that one busy instance cannot hold the tokens another needs. Never more
-/// than the capacity.
+/// than the capacity. Ahead of demand it tops up only once it holds less than half of that
+/// (a busy client far from its limit then costs a statement now and then, not every tick).
 pub fn ask(demand: u64, waiting: u64, on_hand: u64, capacity: u64, live: u32) -> u64 {
     let ahead = if live <= 1 {
         capacity
@@ -90,11 +91,13 @@ pub fn ask(demand: u64, waiting: u64, on_hand: u64, capacity: u64, live: u32) ->
             .max(1)
             .min((capacity / u64::from(live)).max(1))
     };
-    ahead
-        .min(capacity)
-        .saturating_sub(on_hand)
-        .max(waiting)
-        .min(capacity)
+    let ahead = ahead.min(capacity);
+    let top_up = if on_hand.saturating_mul(2) >= ahead {
+        0
+    } else {
+        ahead - on_hand
+    };
+    top_up.max(waiting).min(capacity)
 }
 
 impl Quota {
@@ -334,7 +337,8 @@ mod tests {
             (0, 80, 0, 50, 3, 50),
             (30, 0, 0, 50, 3, 16),
             (5, 0, 2, 50, 3, 8),
-            (5, 0, 9, 50, 3, 1),
+            (5, 0, 9, 50, 3, 0),
+            (5, 0, 4, 50, 3, 6),
             (5, 0, 10, 50, 3, 0),
             (0, 4, 0, 2, 3, 2),
             (100, 0, 0, 1_000_000, 2, 200),

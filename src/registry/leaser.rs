@@ -30,7 +30,7 @@ use crate::{
 };
 
 /// Ticks without a request after which a client's unused tokens go back to its row.
-pub const IDLE_TICKS: u32 = 30;
+pub const IDLE_TICKS: u32 = 100;
 
 /// A client this instance leases for.
 struct Active {

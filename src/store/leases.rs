@@ -72,8 +72,11 @@ fn pg_statement() -> String {
     )
 }
 
+/// A client's bucket columns and the database's time, as read for a lease or a view.
 #[derive(QueryableByName)]
-struct SqliteRow {
+struct RowColumns {
+    #[diesel(sql_type = Text)]
+    client_id: String,
     #[diesel(sql_type = BigInt)]
     capacity: i64,
     #[diesel(sql_type = BigInt)]
@@ -84,6 +87,35 @@ struct SqliteRow {
     bucket_at: Option<i64>,
     #[diesel(sql_type = BigInt)]
     now_ms: i64,
+}
+
+impl RowColumns {
+    fn bucket(&self) -> RowBucket {
+        RowBucket {
+            capacity: self.capacity,
+            rate_milli: self.rate_milli,
+            level: self.bucket_level,
+            at_ms: self.bucket_at,
+        }
+    }
+}
+
+const PG_NOW: &str = "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)";
+const SQLITE_NOW: &str = "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)";
+
+/// The SELECT of [`RowColumns`] (the filter to add), with `now` the database's time.
+fn select_columns(now: &str) -> String {
+    format!("SELECT client_id, capacity, rate_milli, bucket_level, bucket_at, {now} AS now_ms FROM clients")
+}
+
+/// The columns of one client's row (SQLite).
+fn sqlite_row(c: &mut diesel::SqliteConnection, id: &str) -> Result<Option<RowColumns>, StoreError> {
+    Ok(
+        diesel::sql_query(format!("{} WHERE client_id = $1", select_columns(SQLITE_NOW)))
+            .bind::<Text, _>(id)
+            .get_result::<RowColumns>(c)
+            .optional()?,
+    )
 }
 
 /// Leases for every client of `asks` in one round trip; a client that no longer exists gets
@@ -115,26 +147,10 @@ pub fn lease(conn: &mut DbConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGran
 fn settle_sqlite(c: &mut diesel::SqliteConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, StoreError> {
     let mut grants = Vec::with_capacity(asks.len());
     for a in asks {
-        let row: Option<SqliteRow> = diesel::sql_query(
-            "SELECT capacity, rate_milli, bucket_level, bucket_at, \
-             CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER) AS now_ms \
-             FROM clients WHERE client_id = $1",
-        )
-        .bind::<Text, _>(&a.client_id)
-        .get_result(c)
-        .optional()?;
-        let Some(row) = row else { continue };
-        let settled = settle(
-            RowBucket {
-                capacity: row.capacity,
-                rate_milli: row.rate_milli,
-                level: row.bucket_level,
-                at_ms: row.bucket_at,
-            },
-            row.now_ms,
-            a.returned,
-            a.asked,
-        );
+        let Some(row) = sqlite_row(c, &a.client_id)? else {
+            continue;
+        };
+        let settled = settle(row.bucket(), row.now_ms, a.returned, a.asked);
         diesel::update(clients::table.find(&a.client_id))
             .set((
                 clients::bucket_level.eq(Some(settled.level)),
@@ -190,67 +206,29 @@ pub struct RowBucketNow {
     pub tokens: u64,
 }
 
-#[derive(QueryableByName)]
-struct BucketColumns {
-    #[diesel(sql_type = Text)]
-    client_id: String,
-    #[diesel(sql_type = BigInt)]
-    capacity: i64,
-    #[diesel(sql_type = BigInt)]
-    rate_milli: i64,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    bucket_level: Option<i64>,
-    #[diesel(sql_type = Nullable<BigInt>)]
-    bucket_at: Option<i64>,
-    #[diesel(sql_type = BigInt)]
-    now_ms: i64,
-}
-
 /// The tokens in the rows of `ids` now (no lease: nothing is written).
 pub fn row_tokens(conn: &mut DbConnection, ids: &[String]) -> Result<Vec<RowBucketNow>, StoreError> {
-    let now = match conn {
-        DbConnection::Pg(_) => "CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT)",
-        DbConnection::Sqlite(_) => "CAST((julianday('now') - 2440587.5) * 86400000.0 AS INTEGER)",
-    };
-    let select = format!(
-        "SELECT client_id, capacity, rate_milli, bucket_level, bucket_at, {now} AS now_ms FROM clients"
-    );
-    let rows: Vec<BucketColumns> = match conn {
-        DbConnection::Pg(c) => diesel::sql_query(format!("{select} WHERE client_id = ANY($1::text[])"))
-            .bind::<Array<Text>, _>(ids)
-            .load(c)?,
+    let rows: Vec<RowColumns> = match conn {
+        DbConnection::Pg(c) => diesel::sql_query(format!(
+            "{} WHERE client_id = ANY($1::text[])",
+            select_columns(PG_NOW)
+        ))
+        .bind::<Array<Text>, _>(ids)
+        .load(c)?,
         // Local and cheap: one query per id (a page holds at most a few hundred).
         DbConnection::Sqlite(c) => {
             let mut rows = Vec::with_capacity(ids.len());
             for id in ids {
-                rows.extend(
-                    diesel::sql_query(format!("{select} WHERE client_id = $1"))
-                        .bind::<Text, _>(id)
-                        .get_result::<BucketColumns>(c)
-                        .optional()?,
-                );
+                rows.extend(sqlite_row(c, id)?);
             }
             rows
         }
     };
     Ok(rows
         .into_iter()
-        .map(|r| {
-            let settled = settle(
-                RowBucket {
-                    capacity: r.capacity,
-                    rate_milli: r.rate_milli,
-                    level: r.bucket_level,
-                    at_ms: r.bucket_at,
-                },
-                r.now_ms,
-                0,
-                0,
-            );
-            RowBucketNow {
-                client_id: r.client_id,
-                tokens: u64::try_from(settled.level / 1_000_000_000_000).unwrap_or(0),
-            }
+        .map(|r| RowBucketNow {
+            tokens: u64::try_from(settle(r.bucket(), r.now_ms, 0, 0).level / 1_000_000_000_000).unwrap_or(0),
+            client_id: r.client_id,
         })
         .collect())
 }
