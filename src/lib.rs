@@ -37,6 +37,7 @@ pub mod error_body;
 pub mod http;
 pub mod listeners;
 pub mod logfmt;
+pub mod logging;
 pub mod logthrottle;
 pub mod pool;
 pub mod ratelimit;

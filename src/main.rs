@@ -14,17 +14,6 @@ use tollgate::{
 #[global_allocator]
 static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-fn init_logging(filter: &str) {
-    env_logger::Builder::new()
-        // actix-http logs every malformed request at ERROR: a client could flood the log. The
-        // gateway answers those itself and logs them at DEBUG; `RUST_LOG` can still turn
-        // this module back on (a later directive for the same module wins).
-        .filter_module("actix_http::h1::dispatcher", log::LevelFilter::Off)
-        .parse_filters(filter)
-        .format_timestamp_millis()
-        .init();
-}
-
 fn main() -> ExitCode {
     match dotenvy::dotenv() {
         Ok(_) => {}
@@ -37,7 +26,10 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
 
     if let Some(Command::DemoBackend { listen, name }) = &cli.command {
-        init_logging(&cli.log);
+        tollgate::logging::init(
+            &cli.log,
+            tollgate::logging::LogFormat::parse(&cli.log_format).unwrap_or_default(),
+        );
         let result = actix_web::rt::System::new().block_on(async {
             let listener = std::net::TcpListener::bind(listen)?;
             // The bound address, so that port 0 is usable (the tests start it so).
@@ -66,7 +58,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    init_logging(&settings.log);
+    tollgate::logging::init(&settings.log, settings.log_format);
 
     let system = actix_web::rt::System::new();
     let result = system.block_on(async {

@@ -193,6 +193,11 @@ pub struct Cli {
     #[arg(long = "log", env = "RUST_LOG", default_value = "info")]
     pub log: String,
 
+    /// Log line format: `text` (env_logger's) or `json` (one object per line: timestamp,
+    /// level, target, message, and the access log's fields as their own keys).
+    #[arg(long, env = "TOLLGATE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+
     /// Start three demo backends on loopback and proxy to them only (TOLLGATE_BACKENDS and the
     /// stored backend list are ignored and left alone).
     #[arg(long, env = "TOLLGATE_DEMO")]

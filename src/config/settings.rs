@@ -5,6 +5,7 @@ use std::{net::SocketAddr, time::Duration};
 use super::{assemble, cli::Cli, problems::ConfigError, problems::Problems};
 use crate::{
     http::{admin::AdminSettings, proxy::ProxySettings},
+    logging::LogFormat,
     pool::{BackendSpec, PoolSettings},
     registry::{LimitSettings, RegistrySettings},
     store::StoreSettings,
@@ -49,6 +50,8 @@ pub struct Settings {
     pub store: StoreSettings,
     /// env_logger filter.
     pub log: String,
+    /// Log line format.
+    pub log_format: LogFormat,
     /// Demo mode: start three demo backends.
     pub demo: bool,
 }
@@ -72,6 +75,12 @@ impl Settings {
         };
         let proxy = assemble::proxy(&mut p, cli, strip_header);
         let log = assemble::log(&mut p, cli);
+        let log_format = p.check(
+            "TOLLGATE_LOG_FORMAT",
+            "log-format",
+            &cli.log_format,
+            LogFormat::parse(&cli.log_format),
+        );
         p.into_result()?;
         // Every part is Some: a None always recorded a problem, and there are none.
         let all = || {
@@ -86,6 +95,7 @@ impl Settings {
                 registry: registry?,
                 store: store?,
                 log: log?,
+                log_format: log_format?,
                 demo: cli.demo,
             })
         };

@@ -22,7 +22,8 @@ impl Settings {
              shutdown_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
              db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
-             client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?}",
+             client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?} \
+             limit_scope={:?} lease_tick={:?} log_format={:?}",
             server.listen,
             self.admin.listen,
             if self.admin.token.is_some() {
@@ -66,6 +67,9 @@ impl Settings {
             proxy.upload.min_rate,
             proxy.upload.grace,
             proxy.upstream_body_timeout,
+            limits.scope,
+            self.registry.lease_tick,
+            self.log_format,
         )
     }
 }

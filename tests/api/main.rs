@@ -21,6 +21,7 @@ mod hostile;
 mod identity;
 mod leases;
 mod logcapture;
+mod logs;
 mod operations;
 mod panic;
 mod paths;

@@ -225,8 +225,19 @@ impl AccessRecord {
 
     /// Writes the access-log line (target `tollgate::access`).
     pub fn log(&self, bytes: u64, outcome: &str) {
+        let duration_us = u64::try_from(self.started.elapsed().as_micros()).unwrap_or(u64::MAX);
+        // The fields again as key-values: the JSON log format writes them as keys of their own.
         log::info!(
             target: "tollgate::access",
+            request_id = self.request_id.as_str(),
+            client = self.client.as_str(),
+            method = self.method.as_str(),
+            path = self.path.as_str(),
+            status = self.status,
+            backend = self.backend.as_str(),
+            duration_us = duration_us,
+            bytes = bytes,
+            outcome = outcome.trim();
             "{} {} \"{} {}\" {} backend={} {}us {}B{}",
             Escaped(&self.request_id),
             self.client,
@@ -234,7 +245,7 @@ impl AccessRecord {
             Escaped(&self.path),
             self.status,
             self.backend,
-            self.started.elapsed().as_micros(),
+            duration_us,
             bytes,
             outcome
         );
