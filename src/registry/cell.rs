@@ -26,6 +26,8 @@ pub struct BucketCell {
     /// The published settings' `enabled`, copied here by the client table when it publishes a
     /// version, so that the request path needs nothing else.
     enabled: AtomicBool,
+    /// The published settings' `enforce` (`false`: shadow mode), copied like `enabled`.
+    enforce: AtomicBool,
     refused: AtomicU64,
     /// Requests counted (admitted + refused) when the bucket was last written behind: the
     /// counts only grow, so an unchanged sum means an unchanged bucket.
@@ -39,6 +41,7 @@ impl BucketCell {
             bucket: Mutex::new(bucket),
             // Closed until the client table publishes the client's setting.
             enabled: AtomicBool::new(false),
+            enforce: AtomicBool::new(true),
             admitted: AtomicU64::new(admitted),
             refused: AtomicU64::new(refused),
             flushed: AtomicU64::new(admitted.saturating_add(refused)),
@@ -48,6 +51,16 @@ impl BucketCell {
     /// Whether the client's requests are accepted (as last published).
     pub fn is_enabled(&self) -> bool {
         self.enabled.load(Ordering::Relaxed)
+    }
+
+    /// Whether refusals are enforced (as last published; `false`: shadow mode).
+    pub fn enforces(&self) -> bool {
+        self.enforce.load(Ordering::Relaxed)
+    }
+
+    /// Publishes the client's `enforce` setting to the request path.
+    pub(super) fn set_enforce(&self, enforce: bool) {
+        self.enforce.store(enforce, Ordering::Relaxed);
     }
 
     /// Publishes the client's `enabled` setting to the request path.
@@ -97,6 +110,11 @@ impl BucketCell {
         };
         self.count(decision.allowed);
         (decision, quota)
+    }
+
+    /// Counts a request refused without a bucket decision (a lease that brought nothing).
+    pub(super) fn count_refused(&self) {
+        self.count(false);
     }
 
     fn count(&self, allowed: bool) {

@@ -26,6 +26,8 @@ pub struct ClientEntry {
     pub key_prefix: KeyPrefix,
     /// Whether its requests are accepted (the request path reads the cell's copy).
     pub enabled: bool,
+    /// Whether its refusals are enforced (`false`: shadow mode; the cell has a copy).
+    pub enforce: bool,
     /// Unix ms.
     pub created_at: i64,
     /// Unix ms.
@@ -52,6 +54,7 @@ impl ClientEntry {
             key_id: key_id(&key_hash),
             key_prefix: KeyPrefix::of_key(key),
             enabled: input.enabled,
+            enforce: input.enforce,
             created_at: now_ms,
             updated_at: now_ms,
             cell: Arc::new(BucketCell::new(bucket, 0, 0)),
@@ -95,6 +98,7 @@ impl ClientEntry {
             key_id: key_id(&super::hash_key(key)),
             key_prefix: KeyPrefix::default(),
             enabled: true,
+            enforce: true,
             created_at: 0,
             updated_at: 0,
             cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),

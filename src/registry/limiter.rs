@@ -45,6 +45,19 @@ pub enum Refusal {
     RateLimited(Decision, Quota),
 }
 
+/// A refusal of a client in shadow mode (`enforce` off) lets the request through, with the
+/// decision (and so its RateLimit headers) as enforcement would have made it; the refusal
+/// was counted.
+fn shadowed(
+    cell: &super::BucketCell,
+    verdict: Result<(Decision, Quota), Refusal>,
+) -> Result<(Decision, Quota), Refusal> {
+    match verdict {
+        Err(Refusal::RateLimited(d, q)) if !cell.enforces() => Ok((d, q)),
+        other => other,
+    }
+}
+
 /// What the request path decided, or that it must lease first.
 #[derive(Debug)]
 pub enum Check {
@@ -133,15 +146,19 @@ impl Limiter {
             // just as the database came back: refused, to be tried again.
             Check::Lease(entry) => {
                 let quota = entry.cell.with_bucket(|b| b.quota());
-                Err(Refusal::RateLimited(
-                    Decision {
-                        allowed: false,
-                        remaining: 0,
-                        retry_after_secs: 1,
-                        reset_secs: quota.window_secs(),
-                    },
-                    quota,
-                ))
+                entry.cell.count_refused();
+                shadowed(
+                    &entry.cell,
+                    Err(Refusal::RateLimited(
+                        Decision {
+                            allowed: false,
+                            remaining: 0,
+                            retry_after_secs: 1,
+                            reset_secs: quota.window_secs(),
+                        },
+                        quota,
+                    )),
+                )
             }
         }
     }
@@ -171,10 +188,13 @@ impl Limiter {
                 None => return Check::Lease(entry.clone()),
             },
         };
-        Check::Done(match verdict {
-            (d, q) if d.allowed => Ok((d, q)),
-            (d, q) => Err(Refusal::RateLimited(d, q)),
-        })
+        Check::Done(shadowed(
+            cell,
+            match verdict {
+                (d, q) if d.allowed => Ok((d, q)),
+                (d, q) => Err(Refusal::RateLimited(d, q)),
+            },
+        ))
     }
 
     fn take_anonymous(&self, ip: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {

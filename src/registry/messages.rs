@@ -25,6 +25,8 @@ pub struct ClientInput {
     pub ips: Vec<IpNet>,
     /// Whether requests are accepted.
     pub enabled: bool,
+    /// Whether refusals are enforced (`false`: shadow mode).
+    pub enforce: bool,
 }
 
 /// A partial update, validated field by field (the quota as a whole by the registry).
@@ -42,6 +44,8 @@ pub struct ClientPatch {
     pub name: Option<Option<String>>,
     /// Enable or disable.
     pub enabled: Option<bool>,
+    /// Enforce refusals, or only count them (shadow mode).
+    pub enforce: Option<bool>,
 }
 
 /// Why a change was refused.
@@ -128,6 +132,8 @@ pub struct ClientView {
     pub rate_per_sec: f64,
     /// Whether requests are accepted.
     pub enabled: bool,
+    /// `false`: shadow mode (never refused; would-be refusals counted in `refused`).
+    pub enforce: bool,
     /// Addresses and CIDR blocks.
     pub ips: Vec<String>,
     /// First characters of the API key.
@@ -166,6 +172,7 @@ impl ClientView {
             capacity: quota.capacity(),
             rate_per_sec: quota.rate_per_sec(),
             enabled: entry.enabled,
+            enforce: entry.enforce,
             ips: entry.ips().iter().map(ToString::to_string).collect(),
             key_prefix: entry.key_prefix.to_string(),
             tokens,

@@ -73,6 +73,7 @@ pub(super) fn entry_from_row(
         key_id: key_id(&key_hash),
         key_prefix: KeyPrefix::from(row.key_prefix.as_str()),
         enabled: row.enabled,
+        enforce: row.enforce,
         created_at: row.created_at,
         updated_at: row.updated_at,
         cell: Arc::new(BucketCell::new(
@@ -101,6 +102,7 @@ pub(super) fn row_of(e: &ClientEntry, quota: Quota, key_hash: Option<&[u8; 32]>)
         capacity: i64::try_from(quota.capacity()).unwrap_or(i64::MAX),
         rate_milli: i64::try_from(quota.rate_milli()).unwrap_or(i64::MAX),
         enabled: e.enabled,
+        enforce: e.enforce,
         created_at: e.created_at,
         updated_at: e.updated_at,
         bucket_level: None,

@@ -101,6 +101,7 @@ impl ClientTable {
         let mut all = Vec::with_capacity(entries.len());
         for e in entries {
             e.cell.set_enabled(e.enabled);
+            e.cell.set_enforce(e.enforce);
             t.by_key.insert(e.key_id, e.clone());
             if !e.ips().is_empty() {
                 with_ips.push(e.clone());
@@ -121,6 +122,7 @@ impl ClientTable {
         if !entry.enabled {
             entry.cell.set_enabled(false);
         }
+        entry.cell.set_enforce(entry.enforce);
         let old = write(&self.by_id).replace(ById(entry.clone())).map(|o| o.0);
         self.by_key.insert(entry.key_id, entry.clone());
         if let Some(old) = &old {
@@ -150,6 +152,7 @@ impl ClientTable {
             let mut by_id = write(&self.by_id);
             for e in entries {
                 e.cell.set_enabled(e.enabled);
+                e.cell.set_enforce(e.enforce);
                 // New ids when the batch was checked; one may have arrived since through the
                 // change log (created elsewhere): its key slot goes with it.
                 if let Some(old) = by_id.replace(ById(e.clone())) {

@@ -149,6 +149,7 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
             clients::capacity.eq(r.capacity),
             clients::rate_milli.eq(r.rate_milli),
             clients::enabled.eq(r.enabled),
+            clients::enforce.eq(r.enforce),
             clients::updated_at.eq(r.updated_at),
         ))
         .execute(conn)

@@ -34,8 +34,10 @@ pub struct ClientRow {
     pub bucket_at: Option<i64>,
     /// Requests admitted since creation.
     pub admitted: i64,
-    /// Requests refused since creation.
+    /// Requests refused since creation (with `enforce` off: would have been refused).
     pub refused: i64,
+    /// Whether refusals are enforced (`false`: shadow mode, requests are never refused).
+    pub enforce: bool,
 }
 
 /// The write-behind state of one client's bucket.

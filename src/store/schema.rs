@@ -16,6 +16,7 @@ diesel::table! {
         bucket_at -> Nullable<BigInt>,
         admitted -> BigInt,
         refused -> BigInt,
+        enforce -> Bool,
     }
 }
 

@@ -177,3 +177,57 @@ async fn wrong_keys_are_rate_limited_per_address(db: TestDb) {
     assert_eq!(backend.proxied().len(), 0);
 }
 both_databases!(wrong_keys_are_rate_limited_per_address);
+
+/// Shadow mode: a client with `"enforce": false` at three times its rate gets only 200s, with
+/// the RateLimit headers enforcement would send, and its refused count is what enforcement
+/// refuses: an enforced twin under the same requests, in step, is refused exactly as often.
+async fn a_shadow_client_is_never_refused_and_counts_what_would_have_been(db: TestDb) {
+    let backend = TestBackend::start("a");
+    let gw = gateway(&db, &backend, &[]).await;
+    let (shadow_key, twin_key) = ("shadow-client-key-0123456789", "enforced-twin-key-0123456789");
+    for (id, key, enforce) in [("shadow", shadow_key, false), ("twin", twin_key, true)] {
+        let body =
+            json!({"client_id": id, "capacity": 5, "rate_per_sec": 10, "api_key": key, "enforce": enforce});
+        let (status, _, view) = send(&gw, "POST", "/clients", Some(body)).await;
+        assert_eq!(status, 201, "{view}");
+        assert_eq!(view["enforce"], enforce);
+    }
+    // 30 requests a second each for 2 s: three times the rate.
+    let (mut shadow, mut twin) = (Vec::new(), Vec::new());
+    let start = std::time::Instant::now();
+    for i in 0..60u32 {
+        let due = start + std::time::Duration::from_millis(u64::from(i) * 1000 / 30);
+        actix_rt::time::sleep_until(due.into()).await;
+        let (s, h, _) = gw.get_with_key("/s", shadow_key).await;
+        shadow.push((s, h.get("ratelimit").map(|v| v.to_str().unwrap().to_string())));
+        twin.push(gw.get_with_key("/s", twin_key).await.0);
+    }
+    assert!(shadow.iter().all(|(s, _)| *s == 200), "{shadow:?}");
+    assert!(
+        shadow.iter().all(|(_, h)| h.is_some()),
+        "RateLimit headers on every answer"
+    );
+    let twin_refused = twin.iter().filter(|s| **s == 429).count() as u64;
+    assert!(twin_refused >= 30, "the twin is over its limit: {twin:?}");
+    let s = send(&gw, "GET", "/clients/shadow", None).await.2;
+    let t = send(&gw, "GET", "/clients/twin", None).await.2;
+    let (s_refused, t_refused) = (s["refused"].as_u64().unwrap(), t["refused"].as_u64().unwrap());
+    assert_eq!(t_refused, twin_refused, "{t}");
+    assert_eq!(s["admitted"].as_u64().unwrap() + s_refused, 60, "{s}");
+    // In step with the twin, a refill tick apart at most.
+    assert!(
+        s_refused.abs_diff(t_refused) <= 2,
+        "shadow refused {s_refused}, twin {t_refused}"
+    );
+    // Enforcing from now on: refused at once.
+    let (status, _, _) = send(&gw, "PATCH", "/clients/shadow", Some(json!({"enforce": true}))).await;
+    assert_eq!(status, 200);
+    let mut refused = 0;
+    for _ in 0..10 {
+        if gw.get_with_key("/s", shadow_key).await.0 == 429 {
+            refused += 1;
+        }
+    }
+    assert!(refused >= 4, "enforced again: {refused} of 10 refused");
+}
+both_databases!(a_shadow_client_is_never_refused_and_counts_what_would_have_been);

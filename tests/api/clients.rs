@@ -341,6 +341,7 @@ fn foreign_row(id: &str, key: &str) -> tollgate::store::ClientRow {
         bucket_at: None,
         admitted: 0,
         refused: 0,
+        enforce: true,
     }
 }
 

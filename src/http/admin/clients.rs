@@ -45,6 +45,7 @@ pub struct ClientRequest {
     ips: Option<Vec<String>>,
     name: Option<String>,
     enabled: Option<bool>,
+    enforce: Option<bool>,
 }
 
 /// Body of `PATCH /clients/{id}`.
@@ -58,6 +59,7 @@ pub struct ClientPatchRequest {
     #[serde(default, deserialize_with = "present")]
     name: Option<Option<String>>,
     enabled: Option<bool>,
+    enforce: Option<bool>,
 }
 
 /// `Some(None)` for an explicit `null`, so that PATCH can clear a field.
@@ -280,6 +282,7 @@ pub(super) fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, 
         api_key: valid_key(r.api_key)?,
         ips: valid_ips(r.ips)?.unwrap_or_default(),
         enabled: r.enabled.unwrap_or(true),
+        enforce: r.enforce.unwrap_or(true),
     })
 }
 
@@ -389,6 +392,7 @@ async fn patch(
             None => None,
         },
         enabled: r.enabled,
+        enforce: r.enforce,
     };
     let mut view = ask(
         &state,
