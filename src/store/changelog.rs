@@ -142,17 +142,33 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
             ))
             .execute(conn)?;
     }
-    diesel::update(clients::table.find(&r.client_id))
-        .set((
-            clients::name.eq(&r.name),
-            clients::ips.eq(&r.ips),
-            clients::capacity.eq(r.capacity),
-            clients::rate_milli.eq(r.rate_milli),
-            clients::enabled.eq(r.enabled),
-            clients::enforce.eq(r.enforce),
-            clients::updated_at.eq(r.updated_at),
-        ))
-        .execute(conn)
+    let settings = (
+        clients::name.eq(&r.name),
+        clients::ips.eq(&r.ips),
+        clients::capacity.eq(r.capacity),
+        clients::rate_milli.eq(r.rate_milli),
+        clients::enabled.eq(r.enabled),
+        clients::enforce.eq(r.enforce),
+        clients::updated_at.eq(r.updated_at),
+    );
+    match conn {
+        // The bucket settled at the old quota in the same statement (SET reads the old values):
+        // no round trip more for an admin write.
+        DbConnection::Pg(pg) => diesel::update(clients::table.find(&r.client_id))
+            .set((
+                settings,
+                clients::bucket_level.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                >(&super::leases::pg_settled_level())),
+                clients::bucket_at.eq(diesel::dsl::sql::<
+                    diesel::sql_types::Nullable<diesel::sql_types::BigInt>,
+                >(&super::leases::pg_settled_at())),
+            ))
+            .execute(pg),
+        DbConnection::Sqlite(_) => diesel::update(clients::table.find(&r.client_id))
+            .set(settings)
+            .execute(conn),
+    }
 }
 
 /// Records a change of `entity` and returns its version (the notification was queued with
@@ -213,8 +229,11 @@ fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result
             (row.client_id.as_str(), ChangeOp::Upsert)
         }
         ClientWrite::Replace(row) => {
-            // The row's bucket refilled at the old quota up to now; the new one counts from now.
-            super::leases::settle_in_place(conn, &row.client_id)?;
+            // The row's bucket refilled at the old quota up to now; the new one counts from now
+            // (PostgreSQL: in the replacing UPDATE itself, see `replace_row`).
+            if let DbConnection::Sqlite(_) = conn {
+                super::leases::settle_in_place(conn, &row.client_id)?;
+            }
             if replace_row(conn, row).map_err(|e| StoreError::from(e).about(row))? != 1 {
                 return Ok(None);
             }

@@ -72,6 +72,23 @@ fn pg_statement() -> String {
     )
 }
 
+/// The row's level refilled to now at its stored (old) quota, as an SQL expression over the
+/// row's own columns (PostgreSQL); `NULL` (full) stays `NULL`.
+pub(super) fn pg_settled_level() -> String {
+    let u = UNIT_SQL;
+    let rate = "GREATEST(clients.rate_milli * 1000000, 1)";
+    let full = format!("clients.capacity * {u}");
+    format!(
+        "CASE WHEN clients.bucket_level IS NULL THEN NULL ELSE LEAST({full}, clients.bucket_level \
+           + {rate} * LEAST(GREATEST({PG_NOW} - COALESCE(clients.bucket_at, {PG_NOW}), 0), {full} / {rate} + 1)) END"
+    )
+}
+
+/// The row's refill time after [`pg_settled_level`]: now, never moved back.
+pub(super) fn pg_settled_at() -> String {
+    format!("CASE WHEN clients.bucket_at IS NULL THEN NULL ELSE GREATEST({PG_NOW}, clients.bucket_at) END")
+}
+
 /// A client's bucket columns and the database's time, as read for a lease or a view.
 #[derive(QueryableByName)]
 struct RowColumns {
