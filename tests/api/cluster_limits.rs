@@ -319,17 +319,6 @@ async fn two_hundred_clients_under_their_limit_cost_each_instance_at_most_a_stat
     assert_statements_bounded("200 clients under their limit", &run, &counted);
 }
 
-async fn status_with_key(gw: &GatewayProcess, key: &str) -> u16 {
-    let mut r = client()
-        .get(gw.url("/restart"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-        .unwrap();
-    let _ = r.body().await;
-    r.status().as_u16()
-}
-
 /// An exhausted client (C = 5, R = 0.001) is still exhausted once every instance stopped
 /// gracefully and started again (PostgreSQL: three instances; SQLite: one).
 async fn an_exhausted_client_stays_exhausted_when_every_instance_restarts(db: TestDb) {
@@ -346,7 +335,7 @@ async fn an_exhausted_client_stays_exhausted_when_every_instance_restarts(db: Te
     // has not: the cluster admits exactly five however they are spread).
     let mut statuses = Vec::new();
     for i in 0..40 {
-        statuses.push(status_with_key(cluster.gw(i % n), &k).await);
+        statuses.push(cluster.gw(i % n).status_with_key(&k).await);
     }
     let admitted = statuses.iter().filter(|&&s| s == 200).count();
     println!("before the restart ({n} instances): {statuses:?}");
@@ -370,7 +359,7 @@ async fn an_exhausted_client_stays_exhausted_when_every_instance_restarts(db: Te
     wait_known(&cluster.instances, &["spent"]).await;
     let mut after = Vec::new();
     for gw in &cluster.instances {
-        after.push(status_with_key(gw, &k).await);
+        after.push(gw.status_with_key(&k).await);
     }
     println!("first request on each restarted instance: {after:?}");
     assert!(

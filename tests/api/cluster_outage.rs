@@ -80,21 +80,6 @@ async fn wait_limits(gws: &[&GatewayProcess], mode: &str, live: u64, deadline: D
     start.elapsed()
 }
 
-async fn status_with_key(gw: &GatewayProcess) -> u16 {
-    match client()
-        .get(gw.url("/once"))
-        .insert_header(("x-api-key", KEY))
-        .send()
-        .await
-    {
-        Ok(mut r) => {
-            let _ = r.body().await;
-            r.status().as_u16()
-        }
-        Err(_) => 0,
-    }
-}
-
 fn per_instance(tallies: &[Tally]) -> String {
     tallies
         .iter()
@@ -309,7 +294,7 @@ async fn consume(gws: &[GatewayProcess], want: usize, limit: usize) -> Vec<u16> 
         if statuses.iter().filter(|s| **s == 200).count() == want {
             break;
         }
-        statuses.push(status_with_key(&gws[i % gws.len()]).await);
+        statuses.push(gws[i % gws.len()].status_with_key(KEY).await);
     }
     statuses
 }

@@ -37,22 +37,6 @@ async fn admin(gw: &GatewayProcess, method: &str, path: &str, body: Option<Value
     (status, body)
 }
 
-async fn status_with_key(gw: &GatewayProcess, key: &str) -> u16 {
-    let c = client();
-    match c
-        .get(gw.url("/sync"))
-        .insert_header(("x-api-key", key))
-        .send()
-        .await
-    {
-        Ok(mut r) => {
-            let _ = r.body().await;
-            r.status().as_u16()
-        }
-        Err(_) => 0,
-    }
-}
-
 /// Polls `check` every 5 ms until it holds; returns the time taken, panics after `deadline`.
 async fn time_until<F, Fut>(what: &str, deadline: Duration, mut check: F) -> Duration
 where
@@ -77,7 +61,7 @@ async fn reaches_all(
 ) -> Duration {
     for gw in gws {
         let left = WITHIN.saturating_sub(since.elapsed());
-        time_until(what, left, || async { status_with_key(gw, key).await == status }).await;
+        time_until(what, left, || async { gw.status_with_key(key).await == status }).await;
     }
     let took = since.elapsed();
     assert!(took <= WITHIN, "{what}: took {took:?}");
@@ -148,7 +132,7 @@ async fn changes_on_one_instance_reach_the_two_others_within_a_second() {
     assert!(since.elapsed() <= WITHIN);
     let mut statuses = Vec::new();
     for gw in [&b, &c, &b, &c] {
-        statuses.push(status_with_key(gw, &key(1)).await);
+        statuses.push(gw.status_with_key(&key(1)).await);
     }
     assert_eq!(statuses.iter().filter(|s| **s == 200).count(), 1, "{statuses:?}");
     assert_eq!(statuses.iter().filter(|s| **s == 429).count(), 3, "{statuses:?}");
@@ -255,7 +239,7 @@ async fn a_lost_notification_is_made_up_by_the_poll() {
     let took = time_until(
         "the change on B through the poll",
         poll + Duration::from_millis(300),
-        || async { status_with_key(&b, &key(7)).await == 200 },
+        || async { b.status_with_key(&key(7)).await == 200 },
     )
     .await;
     assert!(
@@ -289,7 +273,7 @@ async fn two_processes_on_one_sqlite_file_share_changes_within_the_poll_period()
     let body = json!({"client_id": "shared", "capacity": 10, "rate_per_sec": 0.001, "api_key": key(1)});
     assert_eq!(admin(&a, "POST", "/clients", Some(body)).await.0, 201);
     let took = time_until("created on A, admitted on B", period, || async {
-        status_with_key(&b, &key(1)).await == 200
+        b.status_with_key(&key(1)).await == 200
     })
     .await;
     println!("SQLite: created on A, admitted on B after {took:?}");
@@ -297,9 +281,9 @@ async fn two_processes_on_one_sqlite_file_share_changes_within_the_poll_period()
     // B empties its bucket (one token went to the poll above); a change made on A re-reads
     // the settings but gives B's bucket no token back.
     for _ in 0..9 {
-        assert_eq!(status_with_key(&b, &key(1)).await, 200);
+        assert_eq!(b.status_with_key(&key(1)).await, 200);
     }
-    assert_eq!(status_with_key(&b, &key(1)).await, 429);
+    assert_eq!(b.status_with_key(&key(1)).await, 429);
     assert_eq!(
         admin(&a, "PATCH", "/clients/shared", Some(json!({"name": "renamed"})))
             .await
@@ -310,7 +294,7 @@ async fn two_processes_on_one_sqlite_file_share_changes_within_the_poll_period()
         admin(&b, "GET", "/clients/shared", None).await.1["name"] == "renamed"
     })
     .await;
-    assert_eq!(status_with_key(&b, &key(1)).await, 429);
+    assert_eq!(b.status_with_key(&key(1)).await, 429);
 
     assert_eq!(
         admin(&b, "PATCH", "/clients/shared", Some(json!({"enabled": false})))
@@ -319,13 +303,13 @@ async fn two_processes_on_one_sqlite_file_share_changes_within_the_poll_period()
         200
     );
     time_until("disabled on B, refused on A", period, || async {
-        status_with_key(&a, &key(1)).await == 403
+        a.status_with_key(&key(1)).await == 403
     })
     .await;
 
     assert_eq!(admin(&a, "DELETE", "/clients/shared", None).await.0, 204);
     time_until("deleted on A, unknown on B", period, || async {
-        status_with_key(&b, &key(1)).await == 401
+        b.status_with_key(&key(1)).await == 401
     })
     .await;
 }

@@ -198,6 +198,23 @@ impl GatewayProcess {
         format!("http://127.0.0.1:{}{path}", self.port)
     }
 
+    /// The status of a proxied GET with API key `key` (its body read); 0 when the connection
+    /// failed.
+    pub async fn status_with_key(&self, key: &str) -> u16 {
+        match crate::helpers::client()
+            .get(self.url("/keyed"))
+            .insert_header(("x-api-key", key))
+            .send()
+            .await
+        {
+            Ok(mut r) => {
+                let _ = r.body().await;
+                r.status().as_u16()
+            }
+            Err(_) => 0,
+        }
+    }
+
     pub fn admin_url(&self, path: &str) -> String {
         format!("http://127.0.0.1:{}{path}", self.admin_port)
     }
