@@ -28,6 +28,8 @@
 //! - [`demo`]: demo backends for `--demo` and the compose stack.
 //! - [`logfmt`]: escaping of untrusted values in logs.
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
+//! - [`metrics`]: Prometheus metrics: lock-free counters on the request path, read and
+//!   encoded at scrape time.
 
 pub mod backend_list;
 pub mod cluster;
@@ -39,6 +41,7 @@ pub mod listeners;
 pub mod logfmt;
 pub mod logging;
 pub mod logthrottle;
+pub mod metrics;
 pub mod pool;
 pub mod ratelimit;
 pub mod registry;

@@ -14,11 +14,12 @@ use crate::{
     config::Settings,
     demo,
     http::{
-        admin::{self, AdminState},
+        admin::{self, AdminState, MetricsState},
         proxy::{self, ProxyHandler},
         server::{serve, ServeOptions},
     },
     listeners::{self, Inherited, InheritedError},
+    metrics::TrafficSet,
     pool::{BackendDef, BackendSpec, PoolHandle},
     registry::{CatchUp, ClientLoader, ClientRegistry, RegistryHandle},
     shutdown,
@@ -315,6 +316,8 @@ impl Application {
         let proxy_settings = settings.proxy.clone();
         let (connect_timeout, upstream_timeout) = (server.connect_timeout, proxy_settings.upstream_timeout);
         let proxy_pool = pool.clone();
+        let traffic = Arc::new(TrafficSet::default());
+        let worker_traffic = settings.metrics.enabled.then(|| traffic.clone());
         let limiter = settings.rate_limit.then(|| registry.clone());
         if limiter.is_none() {
             log::warn!("rate limiting is off (TOLLGATE_RATE_LIMIT=false): no client is charged");
@@ -329,6 +332,8 @@ impl Application {
                 proxy_pool.clone(),
                 proxy_settings.clone(),
                 limiter.clone(),
+                // Each worker records into counters of its own; a scrape adds them up.
+                worker_traffic.as_ref().map(|t| t.add_worker()),
             );
             #[cfg(not(feature = "proxy-actor"))]
             let app = App::new()
@@ -354,6 +359,12 @@ impl Application {
             cluster: member.handle(),
             db_timeout: settings.store.checkout_timeout,
             store: store_health,
+            metrics: MetricsState {
+                settings: settings.metrics,
+                rate_limit: settings.rate_limit,
+                traffic,
+                admin_writes: Default::default(),
+            },
         });
         let admin_options = ServeOptions {
             workers: 1,

@@ -172,6 +172,19 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_LEASE_TICK", default_value = "100ms")]
     pub lease_tick: String,
 
+    /// Prometheus metrics on or off (off: nothing is recorded on the request path and
+    /// `/metrics` answers 404; for measuring what recording costs).
+    #[arg(long, env = "TOLLGATE_METRICS", default_value = "true")]
+    pub metrics: String,
+
+    /// Serve `/metrics` without the admin token (for a scraper that cannot send one).
+    #[arg(long, env = "TOLLGATE_METRICS_PUBLIC", default_value = "false")]
+    pub metrics_public: String,
+
+    /// Registered clients given series of their own in `/metrics`: the busiest this many.
+    #[arg(long, env = "TOLLGATE_METRICS_CLIENT_LIMIT", default_value = "1000")]
+    pub metrics_client_limit: String,
+
     /// How often changed bucket states are written to the database.
     #[arg(long, env = "TOLLGATE_FLUSH_INTERVAL", default_value = "1s")]
     pub flush_interval: String,

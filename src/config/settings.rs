@@ -6,6 +6,7 @@ use super::{assemble, cli::Cli, problems::ConfigError, problems::Problems};
 use crate::{
     http::{admin::AdminSettings, proxy::ProxySettings},
     logging::LogFormat,
+    metrics::MetricsSettings,
     pool::{BackendSpec, PoolSettings},
     registry::{LimitSettings, RegistrySettings},
     store::StoreSettings,
@@ -44,6 +45,8 @@ pub struct Settings {
     pub limits: LimitSettings,
     /// Rate limiting on or off.
     pub rate_limit: bool,
+    /// Prometheus metrics.
+    pub metrics: MetricsSettings,
     /// Timers of the client registry.
     pub registry: RegistrySettings,
     /// Database and its timeouts.
@@ -68,6 +71,7 @@ impl Settings {
         let registry = assemble::registry(&mut p, cli);
         let limits = assemble::limits(&mut p, cli);
         let rate_limit = assemble::rate_limit(&mut p, cli);
+        let metrics = assemble::metrics(&mut p, cli);
         // Backends never see the API key while the gateway is the one checking it.
         let strip_header = match (&limits, rate_limit) {
             (Some(l), Some(true)) => Some(l.api_key_header.clone()),
@@ -92,6 +96,7 @@ impl Settings {
                 proxy: proxy?,
                 limits: limits?,
                 rate_limit: rate_limit?,
+                metrics: metrics?,
                 registry: registry?,
                 store: store?,
                 log: log?,

@@ -23,7 +23,8 @@ impl Settings {
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
              db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
              client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?} \
-             limit_scope={:?} lease_tick={:?} log_format={:?}",
+             limit_scope={:?} lease_tick={:?} log_format={:?} metrics={} metrics_public={} \
+             metrics_client_limit={}",
             server.listen,
             self.admin.listen,
             if self.admin.token.is_some() {
@@ -70,6 +71,9 @@ impl Settings {
             limits.scope,
             self.registry.lease_tick,
             self.log_format,
+            self.metrics.enabled,
+            self.metrics.public,
+            self.metrics.client_limit,
         )
     }
 }

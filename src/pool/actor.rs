@@ -279,6 +279,8 @@ impl Handler<GetBackends> for BackendPool {
                     requests_total: b.requests(),
                     failures_total: b.failures(),
                     last_check: m.last.clone(),
+                    answers: b.upstream.answers(),
+                    failures_by_kind: b.upstream.failures(),
                 }
             })
             .collect();

@@ -11,7 +11,7 @@ use actix_web::http::uri::{Authority, PathAndQuery, Scheme, Uri};
 
 use super::select::Load;
 use super::BackendSpec;
-use crate::ratelimit::Clock;
+use crate::{metrics::UpstreamCounters, ratelimit::Clock};
 
 /// One backend with its live counters.
 pub struct Backend {
@@ -34,6 +34,8 @@ pub struct Backend {
     pub(super) failures: AtomicU64,
     /// When the backend last answered proxied traffic, on the pool's clock (0: never).
     pub(super) last_answer: AtomicU64,
+    /// Answers by status class and failures by kind, for `/metrics`.
+    pub upstream: UpstreamCounters,
     /// The pool's clock, which times `last_answer` (held here so that a request's lease
     /// needs no reference of its own).
     pub(super) clock: Arc<dyn Clock>,
@@ -68,6 +70,7 @@ impl Backend {
             requests: AtomicU64::new(0),
             failures: AtomicU64::new(0),
             last_answer: AtomicU64::new(0),
+            upstream: UpstreamCounters::default(),
             clock,
         }
     }

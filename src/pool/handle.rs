@@ -16,7 +16,10 @@ use super::{
     shared::Shared,
     Strategy,
 };
-use crate::ratelimit::{Clock, MonotonicClock};
+use crate::{
+    metrics::FailureKind,
+    ratelimit::{Clock, MonotonicClock},
+};
 
 /// A cheap, cloneable view of the pool for request handlers.
 #[derive(Clone)]
@@ -124,9 +127,10 @@ impl Lease {
         &self.backend
     }
 
-    /// Counts a failed request against the backend (for `/backends`).
-    pub fn count_failure(&self) {
+    /// Counts a failed request against the backend (for `/backends` and `/metrics`).
+    pub fn count_failure(&self, kind: FailureKind) {
         self.backend.failures.fetch_add(1, Ordering::Relaxed);
+        self.backend.upstream.count_failure(kind);
     }
 
     /// The backend sent a response head with `status`: proof that it is up, which keeps a

@@ -110,4 +110,10 @@ pub struct BackendStatus {
     pub failures_total: u64,
     /// Most recent health check, if one has finished.
     pub last_check: Option<CheckResult>,
+    /// Answers by status class (`1xx`..`5xx`), for `/metrics`.
+    #[serde(skip)]
+    pub answers: [u64; 5],
+    /// Failures by kind (`metrics::FAILURE_KINDS`), for `/metrics`.
+    #[serde(skip)]
+    pub failures_by_kind: [u64; 5],
 }

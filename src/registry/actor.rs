@@ -177,22 +177,36 @@ impl ClientRegistry {
         let shared = self.shared.clone();
         let db = self.db.clone();
         async move {
-            let dirty = actix_rt::task::spawn_blocking(move || dirty_buckets(&shared))
-                .await
-                .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
-            let n = dirty.len();
-            if n == 0 {
-                return Ok(0);
+            let started = std::time::Instant::now();
+            let written = write_behind(&shared, &db).await;
+            // A flush that found nothing changed wrote nothing: not counted.
+            if !matches!(written, Ok(0)) {
+                shared
+                    .write_behind
+                    .record(written.as_ref().ok().copied(), started.elapsed());
             }
-            let (rows, cells): (Vec<BucketRow>, Vec<(Arc<BucketCell>, u64)>) = dirty.into_iter().unzip();
-            flatten(db.send(SaveBuckets(rows)).await)?;
-            for (cell, counted) in cells {
-                cell.mark_flushed(counted);
-            }
-            Ok(n)
+            written
         }
         .into_actor(self)
     }
+}
+
+/// One write-behind flush: the changed buckets, scanned on a blocking thread, in one write.
+async fn write_behind(shared: &Arc<Limiter>, db: &Addr<DbExecutor>) -> Result<usize, RegistryError> {
+    let scanned = shared.clone();
+    let dirty = actix_rt::task::spawn_blocking(move || dirty_buckets(&scanned))
+        .await
+        .map_err(|e| RegistryError::Unavailable(e.to_string()))?;
+    let n = dirty.len();
+    if n == 0 {
+        return Ok(0);
+    }
+    let (rows, cells): (Vec<BucketRow>, Vec<(Arc<BucketCell>, u64)>) = dirty.into_iter().unzip();
+    flatten(db.send(SaveBuckets(rows)).await)?;
+    for (cell, counted) in cells {
+        cell.mark_flushed(counted);
+    }
+    Ok(n)
 }
 
 /// Index pages scanned at a time by the write-behind (the index's lock is free in between).

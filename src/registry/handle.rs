@@ -55,6 +55,16 @@ impl RegistryHandle {
         }
     }
 
+    /// Rate-limit decisions since start (for `/metrics`).
+    pub fn decisions(&self) -> &crate::metrics::DecisionCounts {
+        self.shared.decisions()
+    }
+
+    /// The bucket write-behind's flushes since start (for `/metrics`).
+    pub fn write_behind(&self) -> &crate::metrics::WriteBehindStats {
+        self.shared.write_behind()
+    }
+
     /// This instance's part of the cluster (limits mode, live instances).
     pub fn share(&self) -> &Arc<super::ClusterShare> {
         self.shared.share()

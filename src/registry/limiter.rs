@@ -13,7 +13,10 @@ use super::{
     anonymous_key, client_ip, hash_key, AnonBuckets, ClientEntry, ClientTable, ClusterShare, ForwardedHeader,
     LimitScope,
 };
-use crate::ratelimit::{Clock, Decision, MonotonicClock, Quota};
+use crate::{
+    metrics::{CallerKind, DecisionCounts, Outcome, WriteBehindStats},
+    ratelimit::{Clock, Decision, MonotonicClock, Quota},
+};
 
 /// How requests are matched to clients and limited.
 #[derive(Debug, Clone)]
@@ -47,13 +50,25 @@ pub enum Refusal {
 
 /// A refusal of a client in shadow mode (`enforce` off) lets the request through, with the
 /// decision (and so its RateLimit headers) as enforcement would have made it; the refusal
-/// was counted.
+/// was counted. Every decision on a registered client passes here and is counted.
 fn shadowed(
+    decisions: &DecisionCounts,
     cell: &super::BucketCell,
     verdict: Result<(Decision, Quota), Refusal>,
 ) -> Result<(Decision, Quota), Refusal> {
     match verdict {
-        Err(Refusal::RateLimited(d, q)) if !cell.enforces() => Ok((d, q)),
+        Err(Refusal::RateLimited(d, q)) if !cell.enforces() => {
+            decisions.count(CallerKind::Client, Outcome::ShadowRefused);
+            Ok((d, q))
+        }
+        Err(Refusal::RateLimited(d, q)) => {
+            decisions.count(CallerKind::Client, Outcome::Refused);
+            Err(Refusal::RateLimited(d, q))
+        }
+        Ok(v) => {
+            decisions.count(CallerKind::Client, Outcome::Admitted);
+            Ok(v)
+        }
         other => other,
     }
 }
@@ -78,6 +93,10 @@ pub struct Limiter {
     pub(super) share: Arc<ClusterShare>,
     /// Newest change-log version applied to `table` (for status pages).
     pub(super) applied_version: AtomicI64,
+    /// Decisions since start, for `/metrics`.
+    pub(super) decisions: DecisionCounts,
+    /// The bucket write-behind's flushes, for `/metrics`.
+    pub(super) write_behind: WriteBehindStats,
 }
 
 impl Limiter {
@@ -95,6 +114,8 @@ impl Limiter {
             settings,
             share,
             applied_version: AtomicI64::new(0),
+            decisions: DecisionCounts::default(),
+            write_behind: WriteBehindStats::default(),
         })
     }
 
@@ -148,6 +169,7 @@ impl Limiter {
                 let quota = entry.cell.with_bucket(|b| b.quota());
                 entry.cell.count_refused();
                 shadowed(
+                    &self.decisions,
                     &entry.cell,
                     Err(Refusal::RateLimited(
                         Decision {
@@ -169,6 +191,7 @@ impl Limiter {
         if !entry.cell.is_enabled() {
             return Err(Refusal::ClientDisabled);
         }
+        self.decisions.count(CallerKind::Client, Outcome::Admitted);
         Ok(entry.cell.take_reserved())
     }
 
@@ -189,6 +212,7 @@ impl Limiter {
             },
         };
         Check::Done(shadowed(
+            &self.decisions,
             cell,
             match verdict {
                 (d, q) if d.allowed => Ok((d, q)),
@@ -208,8 +232,10 @@ impl Limiter {
             .anon
             .take(ip.map_or(0, anonymous_key), quota, self.clock.now());
         if decision.allowed {
+            self.decisions.count(CallerKind::Anonymous, Outcome::Admitted);
             Ok((decision, quota))
         } else {
+            self.decisions.count(CallerKind::Anonymous, Outcome::Refused);
             Err(Refusal::RateLimited(decision, quota))
         }
     }
@@ -227,5 +253,15 @@ impl Limiter {
     /// This instance's part of the cluster.
     pub fn share(&self) -> &Arc<ClusterShare> {
         &self.share
+    }
+
+    /// Rate-limit decisions since start.
+    pub fn decisions(&self) -> &DecisionCounts {
+        &self.decisions
+    }
+
+    /// The bucket write-behind's flushes since start.
+    pub fn write_behind(&self) -> &WriteBehindStats {
+        &self.write_behind
     }
 }

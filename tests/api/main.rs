@@ -22,6 +22,7 @@ mod identity;
 mod leases;
 mod logcapture;
 mod logs;
+mod metrics;
 mod operations;
 mod panic;
 mod paths;

@@ -20,6 +20,7 @@ use super::{
 };
 use crate::{
     http::admin::{AdminSettings, AdminToken},
+    metrics::MetricsSettings,
     pool::BackendSpec,
     registry::RegistrySettings,
     store::{redact_password, StoreSettings},
@@ -132,6 +133,33 @@ pub(super) fn registry(p: &mut Problems, cli: &Cli) -> Option<RegistrySettings> 
         flush_interval: flush_interval?,
         sweep_interval: Duration::from_secs(1),
         sync_interval: sync_interval?,
+    })
+}
+
+/// Metrics on or off, who may read them, and how many clients get series of their own.
+pub(super) fn metrics(p: &mut Problems, cli: &Cli) -> Option<MetricsSettings> {
+    let enabled = p.check(
+        "TOLLGATE_METRICS",
+        "metrics",
+        &cli.metrics,
+        parse_bool(&cli.metrics),
+    );
+    let public = p.check(
+        "TOLLGATE_METRICS_PUBLIC",
+        "metrics-public",
+        &cli.metrics_public,
+        parse_bool(&cli.metrics_public),
+    );
+    let client_limit = p.check(
+        "TOLLGATE_METRICS_CLIENT_LIMIT",
+        "metrics-client-limit",
+        &cli.metrics_client_limit,
+        parse_int(&cli.metrics_client_limit, 0, 100_000),
+    );
+    Some(MetricsSettings {
+        enabled: enabled?,
+        public: public?,
+        client_limit: usize::try_from(client_limit?).ok()?,
     })
 }
 

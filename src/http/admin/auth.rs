@@ -3,9 +3,9 @@
 use actix_web::{
     body::MessageBody,
     dev::{ServiceRequest, ServiceResponse},
-    http::{header, StatusCode},
+    http::{header, header::HeaderMap, StatusCode},
     middleware::Next,
-    web,
+    web, HttpResponse,
 };
 use secrecy::{ExposeSecret, SecretString};
 use subtle::ConstantTimeEq;
@@ -39,33 +39,40 @@ fn bearer_credentials(value: &str) -> Option<&str> {
         .then(|| credentials.trim_start_matches(' '))
 }
 
+/// The `401` for a request without the configured bearer token (`None`: let it through).
+pub(super) fn refusal(headers: &HeaderMap, token: Option<&AdminToken>) -> Option<HttpResponse> {
+    let expected = token?;
+    let presented = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(bearer_credentials)
+        .unwrap_or("");
+    if expected.matches(presented) {
+        return None;
+    }
+    let request_id = request_id(headers);
+    Some(
+        error_body::builder(StatusCode::UNAUTHORIZED, &request_id)
+            .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tollgate-admin\""))
+            .json(error_body::ErrorBody {
+                code: 401,
+                message: "Missing or wrong bearer token",
+                error: "unauthorized",
+                request_id: &request_id,
+            }),
+    )
+}
+
 /// Refuses requests without the configured bearer token.
 pub(super) async fn require_token(
     req: ServiceRequest,
     next: Next<impl MessageBody + 'static>,
 ) -> Result<ServiceResponse<actix_web::body::BoxBody>, actix_web::Error> {
-    let expected = req
+    let token = req
         .app_data::<web::Data<AdminState>>()
         .and_then(|s| s.token.clone());
-    if let Some(expected) = expected {
-        let presented = req
-            .headers()
-            .get(header::AUTHORIZATION)
-            .and_then(|v| v.to_str().ok())
-            .and_then(bearer_credentials)
-            .unwrap_or("");
-        if !expected.matches(presented) {
-            let request_id = request_id(req.headers());
-            let resp = error_body::builder(StatusCode::UNAUTHORIZED, &request_id)
-                .insert_header((header::WWW_AUTHENTICATE, "Bearer realm=\"tollgate-admin\""))
-                .json(error_body::ErrorBody {
-                    code: 401,
-                    message: "Missing or wrong bearer token",
-                    error: "unauthorized",
-                    request_id: &request_id,
-                });
-            return Ok(req.into_response(resp));
-        }
+    if let Some(resp) = refusal(req.headers(), token.as_ref()) {
+        return Ok(req.into_response(resp));
     }
     Ok(next.call(req).await?.map_into_boxed_body())
 }

@@ -8,6 +8,7 @@ mod clients;
 mod cluster;
 mod error;
 mod framework_errors;
+mod metrics;
 mod paging;
 mod tokens;
 
@@ -15,6 +16,7 @@ pub use auth::AdminToken;
 pub use batch::{BATCH_BODY_LIMIT, MAX_BATCH};
 pub use error::AdminError;
 pub use framework_errors::ADMIN_BODY_LIMIT;
+pub use metrics::MetricsState;
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -60,6 +62,8 @@ pub struct AdminState {
     pub db_timeout: std::time::Duration,
     /// The store's health: `/readyz` answers 503 while the SQLite file is lost.
     pub store: StoreHealth,
+    /// What `/metrics` reads beyond the pool and the registry.
+    pub metrics: MetricsState,
 }
 
 impl AdminState {
@@ -79,8 +83,10 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.app_data(web::PayloadConfig::new(ADMIN_BODY_LIMIT)).service(
         web::scope("")
             .wrap(from_fn(framework_errors::json_bodies))
+            .wrap(from_fn(metrics::count_writes))
             .service(web::resource("/healthz").route(web::get().to(healthz)))
             .service(web::resource("/readyz").route(web::get().to(readyz)))
+            .configure(metrics::configure)
             .service(
                 web::scope("")
                     .wrap(from_fn(auth::require_token))

@@ -4,6 +4,7 @@ use std::{
     cell::{Cell, RefCell},
     pin::Pin,
     rc::Rc,
+    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -20,7 +21,11 @@ use super::{
     deadline::LazyDeadline,
     upload::{PacedPayload, SlowUpload, UploadError},
 };
-use crate::{logfmt::Escaped, pool::Lease};
+use crate::{
+    logfmt::Escaped,
+    metrics::{FailureKind, Traffic},
+    pool::Lease,
+};
 
 /// Why the client's body could not be read to its end.
 #[derive(Debug, Clone)]
@@ -266,11 +271,19 @@ pub struct DownstreamBody<S> {
     /// Start of the current wait; `None` while the body flows (no clock read per chunk).
     waiting_since: Option<Instant>,
     deadline: LazyDeadline,
+    /// This worker's counters and the request's arrival (`None` with metrics off).
+    timing: Option<(Arc<Traffic>, Instant)>,
 }
 
 impl<S> DownstreamBody<S> {
     /// Wraps the backend's response stream.
-    pub fn new(inner: S, lease: Lease, log: Option<AccessRecord>, idle: Duration) -> Self {
+    pub fn new(
+        inner: S,
+        lease: Lease,
+        log: Option<AccessRecord>,
+        idle: Duration,
+        timing: Option<(Arc<Traffic>, Instant)>,
+    ) -> Self {
         DownstreamBody {
             inner,
             lease: Some(lease),
@@ -281,13 +294,14 @@ impl<S> DownstreamBody<S> {
             idle,
             waiting_since: None,
             deadline: LazyDeadline::default(),
+            timing,
         }
     }
 
     fn fail(&mut self, cause: &dyn std::fmt::Display) {
         self.failed = true;
         if let Some(lease) = &self.lease {
-            lease.count_failure();
+            lease.count_failure(FailureKind::Body);
             if let Some(left_out) = crate::logthrottle::admit("upstream_aborted") {
                 log::warn!(
                     "backend {} failed mid-response: {cause}; aborting the client connection{}",
@@ -348,6 +362,9 @@ impl<S> Drop for DownstreamBody<S> {
                 " client-aborted"
             };
             record.log(self.bytes, outcome);
+        }
+        if let Some((traffic, started)) = &self.timing {
+            traffic.request_duration.observe(started.elapsed());
         }
         self.lease.take();
     }

@@ -28,6 +28,7 @@ use super::{
 };
 use crate::{
     logfmt::Escaped,
+    metrics::FailureKind,
     ratelimit::{Decision, Quota},
 };
 
@@ -141,6 +142,10 @@ impl ProxyHandler {
         started: Instant,
     ) -> Result<HttpResponse, ProxyError> {
         let Some(target) = Self::target(req)? else {
+            if let Some(m) = &self.metrics {
+                m.count_own_answer(StatusCode::NO_CONTENT.as_u16());
+                m.request_duration.observe(started.elapsed());
+            }
             return Ok(HttpResponse::NoContent()
                 .insert_header((header::ALLOW, ALLOWED_METHODS))
                 .finish());
@@ -168,6 +173,9 @@ impl ProxyHandler {
                 return Err(previous.unwrap_or(ProxyError::NoHealthyBackend));
             };
             if let Some(err) = previous.take() {
+                if let Some(m) = &self.metrics {
+                    m.count_retry();
+                }
                 // One line per second at most: with every backend refusing, each request retries.
                 if let Some(left_out) = crate::logthrottle::admit("retry") {
                     log::warn!(
@@ -202,6 +210,7 @@ impl ProxyHandler {
                 // The client's credential for the gateway is not the backend's business.
                 headers.remove(name);
             }
+            let sent_at = self.metrics.is_some().then(Instant::now);
             let sent = match &body {
                 RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
                 RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
@@ -243,7 +252,12 @@ impl ProxyHandler {
                 }
             };
             let e = match sent {
-                Ok(resp) => return Ok(self.respond(req, resp, lease, request_id, started, limit_state)),
+                Ok(resp) => {
+                    if let (Some(m), Some(at)) = (&self.metrics, sent_at) {
+                        m.upstream_head.observe(at.elapsed());
+                    }
+                    return Ok(self.respond(req, resp, lease, request_id, started, limit_state));
+                }
                 Err(e) => e,
             };
             if let RequestBody::Streamed(src, _) = &body {
@@ -257,9 +271,9 @@ impl ProxyHandler {
                     return Err(client_body_error(failure));
                 }
             }
-            lease.count_failure();
-            let base = lease.backend().base.clone();
             let failure = retry::classify(&e);
+            lease.count_failure(failure_kind(failure));
+            let base = lease.backend().base.clone();
             let cause = e.to_string();
             if let Failure::Connect { .. } = failure {
                 self.pool.report_connect_failure(lease.backend(), cause.clone());
@@ -299,6 +313,9 @@ impl ProxyHandler {
     {
         let status = resp.status();
         lease.record_response(status.as_u16());
+        if self.metrics.is_some() {
+            lease.backend().upstream.count_answer(status.as_u16());
+        }
         let mut out = HttpResponse::build(status);
 
         let length = resp
@@ -318,6 +335,7 @@ impl ProxyHandler {
             lease,
             record,
             self.settings.upstream_body_timeout,
+            self.metrics.clone().map(|m| (m, started)),
         );
         let head = *req.method() == Method::HEAD;
         let mut response = match (length, no_body) {
@@ -350,6 +368,16 @@ impl ProxyHandler {
             }
         }
         response
+    }
+}
+
+/// The `/metrics` kind of a failed attempt.
+fn failure_kind(failure: Failure) -> FailureKind {
+    match failure {
+        Failure::Connect { timeout: false } => FailureKind::Connect,
+        Failure::Connect { timeout: true } => FailureKind::ConnectTimeout,
+        Failure::AfterSend { timeout: true } => FailureKind::ResponseTimeout,
+        Failure::AfterSend { timeout: false } => FailureKind::Broken,
     }
 }
 

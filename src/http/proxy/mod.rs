@@ -70,6 +70,8 @@ pub struct ProxyHandler {
     /// `None` when rate limiting is off.
     limiter: Option<RegistryHandle>,
     access_log: bool,
+    /// This worker's request counters (`None`: `TOLLGATE_METRICS=false`).
+    metrics: Option<std::sync::Arc<crate::metrics::Traffic>>,
 }
 
 impl ProxyHandler {
@@ -79,6 +81,7 @@ impl ProxyHandler {
         pool: PoolHandle,
         settings: ProxySettings,
         limiter: Option<RegistryHandle>,
+        metrics: Option<std::sync::Arc<crate::metrics::Traffic>>,
     ) -> ProxyHandler {
         let access_log = log::log_enabled!(target: "tollgate::access", log::Level::Info);
         ProxyHandler {
@@ -87,6 +90,7 @@ impl ProxyHandler {
             settings,
             limiter,
             access_log,
+            metrics,
         }
     }
 

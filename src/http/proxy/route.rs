@@ -20,6 +20,10 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
         Ok(resp) => resp,
         Err(err) => {
             let resp = err.to_response(&rid);
+            if let Some(m) = &proxy.metrics {
+                m.count_own_answer(resp.status().as_u16());
+                m.request_duration.observe(started.elapsed());
+            }
             if resp.status().is_server_error() {
                 // A flood of failing requests gets one line per second per cause.
                 if let Some(left_out) = crate::logthrottle::admit(err.parts().1) {

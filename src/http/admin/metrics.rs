@@ -1,0 +1,154 @@
+//! `GET /metrics`: Prometheus metrics of this instance (OpenMetrics text), and the counting
+//! of admin writes.
+
+use std::sync::Arc;
+
+use actix_web::{
+    body::MessageBody,
+    dev::{ServiceRequest, ServiceResponse},
+    http::{header, Method, StatusCode},
+    middleware::Next,
+    web, HttpRequest, HttpResponse,
+};
+
+use super::{auth, AdminState};
+use crate::{
+    error_body,
+    metrics::{
+        sample_process, AdminWrites, BackendSample, MetricsSettings, Scrape, TopClients, TrafficSet,
+        CONTENT_TYPE,
+    },
+    pool::GetBackends,
+    registry::RegistryHandle,
+    request_id::request_id,
+};
+
+/// What `/metrics` reads beyond the pool and the registry.
+pub struct MetricsState {
+    /// `TOLLGATE_METRICS*`.
+    pub settings: MetricsSettings,
+    /// Rate limiting on: decisions and clients are shown.
+    pub rate_limit: bool,
+    /// The proxy workers' counters.
+    pub traffic: Arc<TrafficSet>,
+    /// Admin writes by result.
+    pub admin_writes: AdminWrites,
+}
+
+/// Client-index pages scanned at a time for the busiest clients (the index's lock is free
+/// in between, so admin writes do not wait for a scan of a million clients).
+const SCAN_PAGE: usize = 4096;
+
+/// Registers the route: next to the probes, as the token is checked here (it is optional
+/// for `/metrics` with `TOLLGATE_METRICS_PUBLIC`).
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
+}
+
+async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+    let m = &state.metrics;
+    let rid = request_id(req.headers());
+    if !m.settings.enabled {
+        return error_body::respond(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            "Metrics are off (TOLLGATE_METRICS=false)",
+            &rid,
+        );
+    }
+    if !m.settings.public {
+        if let Some(refused) = auth::refusal(req.headers(), state.token.as_ref()) {
+            return refused;
+        }
+    }
+    let pool = match state.pool.addr().send(GetBackends).await {
+        Ok(status) => status,
+        Err(e) => {
+            log::warn!("metrics: the backend pool did not answer: {e}");
+            return error_body::respond(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "Shutting down",
+                &rid,
+            );
+        }
+    };
+    let clients = if m.rate_limit {
+        let (registry, limit) = (state.registry.clone(), m.settings.client_limit);
+        actix_rt::task::spawn_blocking(move || busiest(&registry, limit))
+            .await
+            .unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    let scrape = Scrape {
+        backends: pool
+            .backends
+            .into_iter()
+            .map(|b| BackendSample {
+                up: b.state == "healthy",
+                in_flight: b.in_flight as u64,
+                answers: b.answers,
+                failures: b.failures_by_kind,
+                url: b.url,
+            })
+            .collect(),
+        traffic: m.traffic.totals(),
+        decisions: m.rate_limit.then(|| state.registry.decisions().snapshot()),
+        clients,
+        write_behind: m.rate_limit.then(|| {
+            let w = state.registry.write_behind();
+            (w.counts(), w.duration.snapshot())
+        }),
+        admin_writes: m.admin_writes.snapshot(),
+        process: sample_process(),
+    };
+    match scrape.render() {
+        Ok(text) => HttpResponse::Ok()
+            .insert_header((header::CONTENT_TYPE, CONTENT_TYPE))
+            .body(text),
+        Err(e) => {
+            log::warn!("metrics: encoding failed: {e}");
+            error_body::respond(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal",
+                "Internal error",
+                &rid,
+            )
+        }
+    }
+}
+
+/// The busiest `limit` registered clients, a page of the id index at a time.
+fn busiest(registry: &RegistryHandle, limit: usize) -> Vec<crate::metrics::ClientCounts> {
+    let mut top = TopClients::new(limit);
+    let mut after: Option<String> = None;
+    loop {
+        let page = registry.table().page_after(after.as_deref(), SCAN_PAGE);
+        let Some(last) = page.last() else { break };
+        after = Some(last.id.to_string());
+        for e in &page {
+            top.offer(&e.id, e.cell.admitted(), e.cell.refused());
+        }
+    }
+    top.into_sorted()
+}
+
+/// Counts admin writes by result (`tollgate_admin_writes_total`).
+pub(super) async fn count_writes(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let write = matches!(
+        *req.method(),
+        Method::POST | Method::PUT | Method::PATCH | Method::DELETE
+    );
+    let state = write
+        .then(|| req.app_data::<web::Data<AdminState>>().cloned())
+        .flatten();
+    let resp = next.call(req).await?;
+    if let Some(state) = state {
+        state.metrics.admin_writes.count(resp.status().as_u16());
+    }
+    Ok(resp)
+}
