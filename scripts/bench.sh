@@ -24,6 +24,10 @@
 #                        always here, for one client whose limit is never reached) and `tollgate_off`
 #                        (TOLLGATE_RATE_LIMIT=false, :8282); defaults ANCHORS=nginx and
 #                        BASELINE=tollgate_off, so the ratio column is on / off.
+#   COMPARE_METRICS      1 = metrics recorded versus not in the same run: `tollgate` (metrics on,
+#                        as always here) and `tollgate_nometrics` (TOLLGATE_METRICS=false,
+#                        :8282); defaults ANCHORS=nginx and BASELINE=tollgate_nometrics, so the
+#                        ratio column is on / off.
 #   CLUSTER_PAIRS        1 = cluster-wide limits versus per-instance buckets, on PostgreSQL
 #                        (PG_URL [postgres://postgres@127.0.0.1:5432], a scratch database is
 #                        created and dropped): two gateways with TOLLGATE_LIMIT_SCOPE=cluster
@@ -214,6 +218,10 @@ elif [[ "${COMPARE_RATE_LIMIT:-0}" == 1 ]]; then
     export ANCHORS=${ANCHORS:-nginx} BASELINE=${BASELINE:-tollgate_off}
     start_gateway tollgate "$PORT" "$ADMIN_PORT"
     start_gateway tollgate_off 8282 8283 TOLLGATE_RATE_LIMIT=false
+elif [[ "${COMPARE_METRICS:-0}" == 1 ]]; then
+    export ANCHORS=${ANCHORS:-nginx} BASELINE=${BASELINE:-tollgate_nometrics}
+    start_gateway tollgate "$PORT" "$ADMIN_PORT"
+    start_gateway tollgate_nometrics 8282 8283 TOLLGATE_METRICS=false
 elif [[ -n "${COMPARE_BIN:-}" ]]; then
     [[ -x "$COMPARE_BIN" ]] || die "COMPARE_BIN=$COMPARE_BIN is not an executable"
     start_gateway tollgate "$PORT" "$ADMIN_PORT"

@@ -293,6 +293,7 @@ impl Application {
             BackendFeed::new(pool.addr().clone().recipient()),
             Some(member.handle()),
         );
+        registry.decisions().set_enabled(settings.metrics.enabled);
         let mut listener = None;
         if let DatabaseUrl::Postgres(url) = &settings.store.url {
             let (wake, alive) = (registry.addr().clone(), registry.addr().clone());

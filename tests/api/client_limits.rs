@@ -7,6 +7,7 @@ use crate::{
     both_databases,
     clients::{gateway, send},
     helpers::*,
+    metrics::{scrape, Metrics},
 };
 
 async fn limits_are_live_without_restart(db: TestDb) {
@@ -219,6 +220,16 @@ async fn a_shadow_client_is_never_refused_and_counts_what_would_have_been(db: Te
         s_refused.abs_diff(t_refused) <= 2,
         "shadow refused {s_refused}, twin {t_refused}"
     );
+    // The metrics label the shadow refusals apart.
+    let m = Metrics::parse(&scrape(&gw, None).await.1);
+    let refused = |shadow: &str| {
+        m.value(
+            "tollgate_ratelimit_decisions_total",
+            &[("kind", "client"), ("result", "refused"), ("shadow", shadow)],
+        )
+    };
+    assert_eq!(refused("true"), s_refused as f64);
+    assert_eq!(refused("false"), t_refused as f64);
     // Enforcing from now on: refused at once.
     let (status, _, _) = send(&gw, "PATCH", "/clients/shadow", Some(json!({"enforce": true}))).await;
     assert_eq!(status, 200);

@@ -24,7 +24,7 @@ const FAST_CHECKS: [&str; 8] = [
 ];
 
 /// The scrape, parsed (panics on anything a Prometheus parser refuses).
-async fn scrape(gw: &TestGateway, token: Option<&str>) -> (u16, String) {
+pub async fn scrape(gw: &TestGateway, token: Option<&str>) -> (u16, String) {
     let mut req = gw.client.get(gw.admin_url("/metrics"));
     if let Some(t) = token {
         req = req.insert_header(("Authorization", format!("Bearer {t}")));
@@ -34,16 +34,16 @@ async fn scrape(gw: &TestGateway, token: Option<&str>) -> (u16, String) {
     (resp.status().as_u16(), String::from_utf8(body.to_vec()).unwrap())
 }
 
-struct Metrics(Scrape);
+pub struct Metrics(Scrape);
 
 impl Metrics {
-    fn parse(text: &str) -> Metrics {
+    pub fn parse(text: &str) -> Metrics {
         assert!(text.ends_with("# EOF\n"), "OpenMetrics ends with # EOF");
         Metrics(Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).expect("a valid exposition"))
     }
 
     /// The value of the one sample `name{labels}`; `None` when there is none.
-    fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    pub fn get(&self, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         let found: Vec<f64> = self
             .0
             .samples
@@ -58,7 +58,7 @@ impl Metrics {
         found.first().copied()
     }
 
-    fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
+    pub fn value(&self, name: &str, labels: &[(&str, &str)]) -> f64 {
         self.get(name, labels)
             .unwrap_or_else(|| panic!("no sample {name}{labels:?}"))
     }
