@@ -6,7 +6,7 @@
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
 
-use super::{clients::parse_json, error::AdminError, AdminState};
+use super::{error::AdminError, json::parse_json, AdminState};
 use crate::{
     backend_list::def_from_row,
     pool::{ApplyBackendChanges, BackendChange, BackendSpec, BackendStatus, GetBackends, PoolStatus},

@@ -14,7 +14,7 @@ use serde_json::value::RawValue;
 use super::{
     clients::{self, ClientRequest, CreatedResponse},
     error::AdminError,
-    AdminState,
+    json, AdminState,
 };
 use crate::registry::{BatchError, ClientInput, CreateClients};
 
@@ -86,7 +86,7 @@ fn repeated<K: std::hash::Hash + Eq>(
 
 /// Parses and validates every item; all problems at once, not only the first.
 fn validate(req: &HttpRequest, body: &[u8]) -> Result<Vec<ClientInput>, AdminError> {
-    clients::require_json(req)?;
+    json::require_json(req)?;
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             AdminError::MalformedJson(e.to_string())
@@ -104,7 +104,7 @@ fn validate(req: &HttpRequest, body: &[u8]) -> Result<Vec<ClientInput>, AdminErr
     let mut inputs = Vec::with_capacity(items.len());
     let (mut ids, mut keys, mut nets) = (HashMap::new(), HashMap::new(), HashMap::new());
     for (i, raw) in items.iter().enumerate() {
-        let parsed = clients::parse_json::<ClientRequest>(req, raw.get().as_bytes()).and_then(|r| {
+        let parsed = json::parse_json::<ClientRequest>(req, raw.get().as_bytes()).and_then(|r| {
             let id = r
                 .client_id
                 .clone()

@@ -8,6 +8,7 @@ mod clients;
 mod cluster;
 mod error;
 mod framework_errors;
+mod json;
 mod paging;
 mod tokens;
 
