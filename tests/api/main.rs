@@ -22,6 +22,7 @@ mod identity;
 mod leases;
 mod logcapture;
 mod logs;
+mod openapi;
 mod operations;
 mod panic;
 mod paths;
