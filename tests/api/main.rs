@@ -29,6 +29,7 @@ mod paths;
 mod process;
 mod proxy;
 mod ratelimit;
+mod schemathesis_finds;
 mod sick_db;
 mod slow;
 mod start_errors;

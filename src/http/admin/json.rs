@@ -77,6 +77,9 @@ impl<'de> Deserialize<'de> for StrictJson {
 
 struct StrictVisitor;
 
+/// 2^53: every whole f64 below it in magnitude is exact.
+const MAX_EXACT: f64 = 9_007_199_254_740_992.0;
+
 impl<'de> Visitor<'de> for StrictVisitor {
     type Value = serde_json::Value;
 
@@ -97,6 +100,14 @@ impl<'de> Visitor<'de> for StrictVisitor {
     }
 
     fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        // A whole number written with a fraction or an exponent (`30.0`, `1e3`, as Python's
+        // json module writes a float) is the integer it denotes, as JSON Schema's `integer`
+        // says: the whole-number fields take it, and `30.5` is still refused. Beyond 2^53 an
+        // f64 is not exact; such a value stays a float, and the integer fields refuse it.
+        if v.fract() == 0.0 && v.abs() < MAX_EXACT {
+            // Cannot truncate: whole and below 2^53 in magnitude.
+            return Ok(serde_json::Value::from(v as i64));
+        }
         Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
     }
 
