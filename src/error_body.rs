@@ -11,13 +11,21 @@ use serde::Serialize;
 pub const REQUEST_ID: &str = "x-request-id";
 
 /// The error body.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(example = json!({
+    "code": 422,
+    "message": "capacity: must be a whole number from 1 to 1000000",
+    "error": "validation_failed",
+    "request_id": "3f2c1a9e-8d4b-4e0f-9a61-2b7c5d0e4f13"
+}))]
 pub struct ErrorBody<'a> {
     /// HTTP status code, repeated in the body.
+    #[schema(minimum = 400, maximum = 599)]
     pub code: u16,
     /// Human-readable message.
     pub message: &'a str,
     /// Stable machine-readable error name.
+    #[schema(example = "validation_failed")]
     pub error: &'a str,
     /// The request's id.
     pub request_id: &'a str,

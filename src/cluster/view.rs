@@ -9,7 +9,7 @@ use super::liveness::{Liveness, State};
 use crate::store::InstanceRow;
 
 /// Whether this instance's last heartbeat reached the database.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum DatabaseStatus {
     /// The last heartbeat was written and the instances read.
@@ -19,7 +19,7 @@ pub enum DatabaseStatus {
 }
 
 /// One instance in `GET /cluster`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct InstanceView {
     /// Random id, new at each process start.
     pub instance_id: String,
@@ -47,7 +47,7 @@ pub struct InstanceView {
 }
 
 /// The body of `GET /cluster`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ClusterView {
     /// The instance answering.
     pub instance_id: String,

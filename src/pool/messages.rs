@@ -60,15 +60,17 @@ pub struct ApplyBackendChanges {
 pub struct Stop;
 
 /// Outcome of the most recent health check of a backend.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct CheckResult {
     /// Whether the check passed (2xx or 3xx within the timeout).
     pub ok: bool,
     /// HTTP status, when a response arrived.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub status: Option<u16>,
     /// Why it failed, when it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     pub error: Option<String>,
     /// When the check finished (RFC 3339, UTC).
     pub at: String,
@@ -77,7 +79,7 @@ pub struct CheckResult {
 }
 
 /// The pool as `GET /backends` shows it.
-#[derive(Debug, Clone, Serialize, MessageResponse)]
+#[derive(Debug, Clone, Serialize, MessageResponse, utoipa::ToSchema)]
 pub struct PoolStatus {
     /// Selection strategy.
     pub strategy: String,
@@ -88,7 +90,7 @@ pub struct PoolStatus {
 }
 
 /// One backend as `GET /backends` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct BackendStatus {
     /// Stable id.
     pub id: String,
@@ -99,6 +101,7 @@ pub struct BackendStatus {
     /// `false`: takes no new requests.
     pub enabled: bool,
     /// `healthy`, `unhealthy`, `pending` (first check running), `disabled` or `draining`.
+    #[schema(value_type = String, pattern = "^(healthy|unhealthy|pending|disabled|draining)$")]
     pub state: &'static str,
     /// Whether its checks say it is up (in panic mode it takes traffic even when not).
     pub healthy: bool,
@@ -109,6 +112,7 @@ pub struct BackendStatus {
     /// Failed requests since start.
     pub failures_total: u64,
     /// Most recent health check, if one has finished.
+    #[schema(required = true)]
     pub last_check: Option<CheckResult>,
     /// Answers by status class (`1xx`..`5xx`), for `/metrics`.
     #[serde(skip)]

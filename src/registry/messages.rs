@@ -120,11 +120,12 @@ pub struct RemoveClient(pub String, pub Instant);
 pub struct Flush;
 
 /// A client as the admin API shows it. The API key itself is never shown again.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct ClientView {
     /// Id.
     pub client_id: String,
     /// Display name.
+    #[schema(required = true)]
     pub name: Option<String>,
     /// Bucket capacity.
     pub capacity: u64,

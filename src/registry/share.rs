@@ -37,7 +37,7 @@ impl LimitScope {
 }
 
 /// How this instance limits registered clients now, for `GET /cluster`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum LimitsMode {
     /// Tokens are leased from the database rows.

@@ -5,8 +5,20 @@
 
 use actix_web::{http::header, web, HttpRequest, HttpResponse};
 use serde::Deserialize;
+use utoipa::{
+    openapi::{RefOr, Schema},
+    PartialSchema, ToSchema,
+};
 
-use super::{clients::parse_json, error::AdminError, AdminState};
+use super::{
+    error::AdminError,
+    json::parse_json,
+    openapi::{
+        BadRequest, Conflict, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+        ValidationFailed,
+    },
+    AdminState,
+};
 use crate::{
     backend_list::def_from_row,
     pool::{ApplyBackendChanges, BackendChange, BackendSpec, BackendStatus, GetBackends, PoolStatus},
@@ -29,19 +41,47 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Body of `POST /backends`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BackendRequest {
+    /// Base URL: `http://host[:port][/prefix]`, no query, fragment or user info.
+    #[schema(example = "http://10.0.0.5:9000", pattern = "^[Hh][Tt][Tt][Pp]://[^?#@]+$")]
     url: String,
+    /// Relative share of traffic (default 1).
+    #[schema(nullable = false, minimum = 1, maximum = 1000)]
     weight: Option<u32>,
 }
 
-/// Body of `PATCH /backends/{id}`.
-#[derive(Debug, Deserialize)]
+/// Body of `PATCH /backends/{id}`: at least one of the fields.
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 struct BackendPatchRequest {
+    /// Relative share of traffic.
+    #[schema(nullable = false, minimum = 1, maximum = 1000)]
     weight: Option<u32>,
+    /// `false`: the backend takes no new requests.
+    #[schema(nullable = false)]
     enabled: Option<bool>,
+}
+
+/// The schema of a `PATCH /backends/{id}` body: [`BackendPatchRequest`]'s, with at least one
+/// property. (utoipa-gen 5.5's `#[schema(min_properties = 1)]` writes `maxProperties: 1`.)
+struct BackendPatch;
+
+impl PartialSchema for BackendPatch {
+    fn schema() -> RefOr<Schema> {
+        let mut schema = BackendPatchRequest::schema();
+        if let RefOr::T(Schema::Object(object)) = &mut schema {
+            object.min_properties = Some(1);
+        }
+        schema
+    }
+}
+
+impl ToSchema for BackendPatch {
+    fn name() -> std::borrow::Cow<'static, str> {
+        "BackendPatchRequest".into()
+    }
 }
 
 fn valid_weight(weight: u32) -> Result<i64, AdminError> {
@@ -73,11 +113,40 @@ async fn one(state: &AdminState, id: &str) -> Result<BackendStatus, AdminError> 
         .ok_or_else(|| AdminError::BackendNotFound(id.to_string()))
 }
 
-async fn list(state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+/// The backends, their health and traffic, and the selection strategy.
+#[utoipa::path(
+    get,
+    path = "/backends",
+    operation_id = "list_backends",
+    tag = "backends",
+    responses(
+        (status = 200, description = "Every listed backend", body = PoolStatus),
+        (status = 401, response = Unauthorized),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn list(state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
     Ok(HttpResponse::Ok().json(status(&state).await?))
 }
 
-async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+/// One backend.
+#[utoipa::path(
+    get,
+    path = "/backends/{id}",
+    operation_id = "get_backend",
+    tag = "backends",
+    params(("id" = String, Path, description = "Backend id (`b-…`, or `demo-N` with --demo)")),
+    responses(
+        (status = 200, description = "The backend", body = BackendStatus),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn get(
+    path: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
     Ok(HttpResponse::Ok().json(one(&state, &path).await?))
 }
 
@@ -123,7 +192,26 @@ async fn write(state: &AdminState, write: BackendWrite) -> Result<Option<String>
     Ok(Some(id))
 }
 
-async fn create(
+/// Adds a backend to every instance's list.
+#[utoipa::path(
+    post,
+    path = "/backends",
+    operation_id = "create_backend",
+    tag = "backends",
+    request_body = BackendRequest,
+    responses(
+        (status = 201, description = "Added; `Location` is its URL", body = BackendStatus,
+            headers(("Location" = String, description = "`/backends/{id}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn create(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AdminState>,
@@ -140,7 +228,26 @@ async fn create(
         .json(view))
 }
 
-async fn patch(
+/// Changes a backend's weight or takes it in or out of rotation.
+#[utoipa::path(
+    patch,
+    path = "/backends/{id}",
+    operation_id = "patch_backend",
+    tag = "backends",
+    params(("id" = String, Path, description = "Backend id")),
+    request_body = BackendPatch,
+    responses(
+        (status = 200, description = "The backend as changed", body = BackendStatus),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
@@ -163,7 +270,24 @@ async fn patch(
     Ok(HttpResponse::Ok().json(one(&state, &id).await?))
 }
 
-async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+/// Removes a backend: it takes no new requests and leaves the list once idle.
+#[utoipa::path(
+    delete,
+    path = "/backends/{id}",
+    operation_id = "delete_backend",
+    tag = "backends",
+    params(("id" = String, Path, description = "Backend id")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn delete(
+    path: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     write(&state, BackendWrite::Delete(id.clone()))
         .await?

@@ -10,10 +10,20 @@ use std::collections::HashMap;
 use actix_web::{guard, http::header, web, HttpRequest, HttpResponse};
 use serde::Serialize;
 use serde_json::value::RawValue;
+use utoipa::{
+    openapi::{schema::ArrayBuilder, RefOr, Schema},
+    PartialSchema, ToSchema,
+};
 
 use super::{
-    clients::{self, ClientRequest, CreatedResponse},
+    client_body::{self, ClientRequest, NewClientRequest},
+    clients::CreatedResponse,
     error::AdminError,
+    json,
+    openapi::{
+        BadRequest, Conflict, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+        ValidationFailed,
+    },
     AdminState,
 };
 use crate::registry::{BatchError, ClientInput, CreateClients};
@@ -38,10 +48,26 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The schema of a batch body: 1 to [`MAX_BATCH`] clients, each a [`NewClientRequest`].
+struct BatchRequest;
+
+impl PartialSchema for BatchRequest {
+    fn schema() -> RefOr<Schema> {
+        ArrayBuilder::new()
+            .items(NewClientRequest::schema())
+            .min_items(Some(1))
+            .max_items(Some(MAX_BATCH))
+            .into()
+    }
+}
+
+impl ToSchema for BatchRequest {}
+
 /// Body of a created batch.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct BatchResponse {
     /// How many clients were created.
+    #[schema(minimum = 1, maximum = 10_000)]
     created: usize,
     /// Each one, with its API key (shown this once), in the order of the request.
     clients: Vec<CreatedResponse>,
@@ -86,7 +112,7 @@ fn repeated<K: std::hash::Hash + Eq>(
 
 /// Parses and validates every item; all problems at once, not only the first.
 fn validate(req: &HttpRequest, body: &[u8]) -> Result<Vec<ClientInput>, AdminError> {
-    clients::require_json(req)?;
+    json::require_json(req)?;
     let items: Vec<&RawValue> = serde_json::from_slice(body).map_err(|e| {
         if e.is_syntax() || e.is_eof() {
             AdminError::MalformedJson(e.to_string())
@@ -104,12 +130,12 @@ fn validate(req: &HttpRequest, body: &[u8]) -> Result<Vec<ClientInput>, AdminErr
     let mut inputs = Vec::with_capacity(items.len());
     let (mut ids, mut keys, mut nets) = (HashMap::new(), HashMap::new(), HashMap::new());
     for (i, raw) in items.iter().enumerate() {
-        let parsed = clients::parse_json::<ClientRequest>(req, raw.get().as_bytes()).and_then(|r| {
+        let parsed = json::parse_json::<ClientRequest>(req, raw.get().as_bytes()).and_then(|r| {
             let id = r
                 .client_id
                 .clone()
                 .ok_or_else(|| AdminError::invalid("client_id", "missing field `client_id`"))?;
-            clients::input(id, r)
+            client_body::input(id, r)
         });
         match parsed {
             Ok(input) => {
@@ -140,7 +166,29 @@ fn validate(req: &HttpRequest, body: &[u8]) -> Result<Vec<ClientInput>, AdminErr
     }
 }
 
-async fn create_batch(
+/// Registers up to 10,000 clients in one transaction, all or none.
+#[utoipa::path(
+    post,
+    path = "/clients/batch",
+    operation_id = "create_clients",
+    tag = "clients",
+    request_body(
+        content = BatchRequest,
+        description = "1 to 10,000 clients, each as the body of `POST /clients` (`client_id` \
+            required), no two with the same id, API key or address"
+    ),
+    responses(
+        (status = 201, description = "All registered", body = BatchResponse),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn create_batch(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AdminState>,

@@ -4,18 +4,20 @@ use actix_web::{
     http::{header, StatusCode},
     web, HttpRequest, HttpResponse,
 };
-use serde::{
-    de::{DeserializeOwned, MapAccess, SeqAccess, Visitor},
-    Deserialize, Deserializer, Serialize,
-};
+use serde::Serialize;
 
-use super::{error::AdminError, tokens, AdminState};
-use crate::{
-    ratelimit::{Quota, QuotaError},
-    registry::{
-        parse_nets, ClientInput, ClientPatch, ClientRegistry, ClientView, CreateClient, Created, PatchClient,
-        PutClient, RegistryError, RemoveClient,
+use super::{
+    client_body::{self, input, ClientPatchRequest, ClientRequest, NewClientRequest},
+    error::AdminError,
+    json::parse_json,
+    openapi::{
+        BadRequest, Conflict, NotFound, PayloadTooLarge, Unauthorized, Unavailable, UnsupportedMediaType,
+        ValidationFailed,
     },
+    tokens, AdminState,
+};
+use crate::registry::{
+    ClientRegistry, ClientView, CreateClient, Created, PatchClient, PutClient, RegistryError, RemoveClient,
 };
 
 /// Registers the routes.
@@ -34,256 +36,15 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
-/// Body of `POST /clients` and `PUT /clients/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientRequest {
-    pub(super) client_id: Option<String>,
-    capacity: u64,
-    rate_per_sec: f64,
-    api_key: Option<String>,
-    ips: Option<Vec<String>>,
-    name: Option<String>,
-    enabled: Option<bool>,
-    enforce: Option<bool>,
-}
-
-/// Body of `PATCH /clients/{id}`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ClientPatchRequest {
-    capacity: Option<u64>,
-    rate_per_sec: Option<f64>,
-    api_key: Option<String>,
-    ips: Option<Vec<String>>,
-    #[serde(default, deserialize_with = "present")]
-    name: Option<Option<String>>,
-    enabled: Option<bool>,
-    enforce: Option<bool>,
-}
-
-/// `Some(None)` for an explicit `null`, so that PATCH can clear a field.
-fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Option<String>>, D::Error> {
-    Option::<String>::deserialize(d).map(Some)
-}
-
 /// A client as returned on creation: the only time its API key is shown.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct CreatedResponse {
     #[serde(flatten)]
     client: ClientView,
+    /// The API key, when one was given (shown this once).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     api_key: Option<String>,
-}
-
-/// Fields whose `null` means something (`"name": null` clears the name); a `null` for any
-/// other field is refused rather than read as "absent".
-const NULLABLE: &[&str] = &["name"];
-
-/// 415 unless the body is declared as JSON.
-pub(super) fn require_json(req: &HttpRequest) -> Result<(), AdminError> {
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("");
-    let mime = content_type.split(';').next().unwrap_or("").trim();
-    if mime.eq_ignore_ascii_case("application/json") {
-        Ok(())
-    } else {
-        Err(AdminError::UnsupportedMediaType)
-    }
-}
-
-/// Parses a JSON body: 415 unless declared JSON, 400 unless JSON, 422 naming the field
-/// for a missing, unknown, mistyped, repeated or wrongly `null` one.
-pub(super) fn parse_json<T: DeserializeOwned>(req: &HttpRequest, body: &[u8]) -> Result<T, AdminError> {
-    require_json(req)?;
-    let value = serde_json::from_slice::<StrictJson>(body)
-        .map_err(|e| match duplicate_in_message(&e.to_string()) {
-            Some(key) if e.is_data() => AdminError::invalid(&key, "given more than once"),
-            _ => AdminError::MalformedJson(e.to_string()),
-        })?
-        .0;
-    let Some(object) = value.as_object() else {
-        return Err(AdminError::invalid("body", "expected a JSON object"));
-    };
-    if let Some((key, _)) = object
-        .iter()
-        .find(|(k, v)| v.is_null() && !NULLABLE.contains(&k.as_str()))
-    {
-        return Err(AdminError::invalid(key, "must not be null"));
-    }
-    serde_path_to_error::deserialize(value).map_err(|e| {
-        let path = e.path().to_string();
-        let inner = e.into_inner().to_string();
-        // serde names an unknown or missing field in its message; the path is the parent then.
-        let field = field_in_message(&inner).unwrap_or(path);
-        AdminError::Invalid {
-            field,
-            message: inner,
-        }
-    })
-}
-
-/// A JSON value whose objects hold each key once: serde_json would keep the last of two
-/// silently, and an operator who wrote a field twice meant one of them.
-struct StrictJson(serde_json::Value);
-
-const DUPLICATE: &str = "duplicate key `";
-
-fn duplicate_in_message(message: &str) -> Option<String> {
-    Some(message.strip_prefix(DUPLICATE)?.split('`').next()?.to_string())
-}
-
-impl<'de> Deserialize<'de> for StrictJson {
-    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<StrictJson, D::Error> {
-        d.deserialize_any(StrictVisitor).map(StrictJson)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = serde_json::Value;
-
-    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
-        f.write_str("a JSON value")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, serde_json::Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
-        Ok(v.into())
-    }
-
-    fn visit_unit<E>(self) -> Result<Self::Value, E> {
-        Ok(serde_json::Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(StrictJson(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(items.into())
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut object = serde_json::Map::new();
-        while let Some(key) = map.next_key::<String>()? {
-            if object.contains_key(&key) {
-                return Err(serde::de::Error::custom(format!("{DUPLICATE}{key}`")));
-            }
-            let StrictJson(v) = map.next_value()?;
-            object.insert(key, v);
-        }
-        Ok(object.into())
-    }
-}
-
-fn field_in_message(message: &str) -> Option<String> {
-    let rest = message
-        .strip_prefix("unknown field `")
-        .or_else(|| message.strip_prefix("missing field `"))?;
-    Some(rest.split('`').next()?.to_string())
-}
-
-/// Whether `id` has the form of a client id: 1 to 64 characters of `A-Z a-z 0-9 . _ - ~`.
-pub(super) fn is_client_id(id: &str) -> bool {
-    (1..=64).contains(&id.len())
-        && id
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '~'))
-}
-
-fn valid_id(id: &str) -> Result<(), AdminError> {
-    if is_client_id(id) {
-        Ok(())
-    } else {
-        Err(AdminError::invalid(
-            "client_id",
-            "1 to 64 characters of A-Z a-z 0-9 . _ - ~",
-        ))
-    }
-}
-
-fn valid_name(name: Option<String>) -> Result<Option<String>, AdminError> {
-    match name {
-        Some(n) if n.chars().count() > 200 || n.chars().any(char::is_control) => Err(AdminError::invalid(
-            "name",
-            "at most 200 characters, no control characters",
-        )),
-        other => Ok(other),
-    }
-}
-
-fn valid_key(key: Option<String>) -> Result<Option<String>, AdminError> {
-    match key {
-        Some(k) if !(16..=256).contains(&k.len()) || !k.bytes().all(|b| b.is_ascii_graphic()) => Err(
-            AdminError::invalid("api_key", "16 to 256 visible ASCII characters, no spaces"),
-        ),
-        other => Ok(other),
-    }
-}
-
-fn valid_ips(ips: Option<Vec<String>>) -> Result<Option<Vec<ipnet::IpNet>>, AdminError> {
-    let Some(ips) = ips else { return Ok(None) };
-    if ips.len() > 100 {
-        return Err(AdminError::invalid("ips", "at most 100 entries"));
-    }
-    let mut nets = Vec::with_capacity(ips.len());
-    for (i, s) in ips.iter().enumerate() {
-        let mut parsed = parse_nets(s).map_err(|m| AdminError::invalid(&format!("ips[{i}]"), m))?;
-        match (parsed.pop(), parsed.is_empty()) {
-            (Some(net), true) if !nets.contains(&net) => nets.push(net),
-            _ => {
-                return Err(AdminError::invalid(
-                    &format!("ips[{i}]"),
-                    "one address or CIDR block, listed once",
-                ))
-            }
-        }
-    }
-    Ok(Some(nets))
-}
-
-fn valid_quota(capacity: u64, rate: f64) -> Result<Quota, AdminError> {
-    Quota::new(capacity, rate).map_err(|e| match e {
-        QuotaError::Capacity => AdminError::invalid("capacity", e.to_string()),
-        QuotaError::Rate => AdminError::invalid("rate_per_sec", e.to_string()),
-    })
-}
-
-pub(super) fn input(client_id: String, r: ClientRequest) -> Result<ClientInput, AdminError> {
-    valid_id(&client_id)?;
-    Ok(ClientInput {
-        client_id,
-        quota: valid_quota(r.capacity, r.rate_per_sec)?,
-        name: valid_name(r.name)?,
-        api_key: valid_key(r.api_key)?,
-        ips: valid_ips(r.ips)?.unwrap_or_default(),
-        enabled: r.enabled.unwrap_or(true),
-        enforce: r.enforce.unwrap_or(true),
-    })
 }
 
 /// Sends a change to the registry and maps both failure layers (mailbox, refusal). The wait
@@ -334,7 +95,26 @@ fn created_response(c: Created) -> HttpResponse {
     })
 }
 
-async fn create(
+/// Registers a client.
+#[utoipa::path(
+    post,
+    path = "/clients",
+    operation_id = "create_client",
+    tag = "clients",
+    request_body = NewClientRequest,
+    responses(
+        (status = 201, description = "Registered; `Location` is its URL", body = CreatedResponse,
+            headers(("Location" = String, description = "`/clients/{client_id}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn create(
     req: HttpRequest,
     body: web::Bytes,
     state: web::Data<AdminState>,
@@ -350,7 +130,30 @@ async fn create(
     Ok(created_response(created))
 }
 
-async fn put(
+/// Registers or replaces a client (every field not given takes its default).
+#[utoipa::path(
+    put,
+    path = "/clients/{client_id}",
+    operation_id = "put_client",
+    tag = "clients",
+    params(("client_id" = String, Path, description = "Client id: 1 to 64 characters of `A-Z a-z 0-9 . _ - ~`",
+        pattern = "^[A-Za-z0-9._~-]{1,64}$")),
+    request_body = ClientRequest,
+    responses(
+        (status = 200, description = "Replaced", body = CreatedResponse),
+        (status = 201, description = "Registered; `Location` is its URL", body = CreatedResponse,
+            headers(("Location" = String, description = "`/clients/{client_id}`"))),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn put(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
@@ -374,7 +177,28 @@ async fn put(
     Ok(created_response(done))
 }
 
-async fn patch(
+/// Changes some fields of a client.
+#[utoipa::path(
+    patch,
+    path = "/clients/{client_id}",
+    operation_id = "patch_client",
+    tag = "clients",
+    params(("client_id" = String, Path, description = "Client id: 1 to 64 characters of `A-Z a-z 0-9 . _ - ~`",
+        pattern = "^[A-Za-z0-9._~-]{1,64}$")),
+    request_body = ClientPatchRequest,
+    responses(
+        (status = 200, description = "The client as changed", body = ClientView),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 409, response = Conflict),
+        (status = 413, response = PayloadTooLarge),
+        (status = 415, response = UnsupportedMediaType),
+        (status = 422, response = ValidationFailed),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn patch(
     req: HttpRequest,
     path: web::Path<String>,
     body: web::Bytes,
@@ -382,18 +206,7 @@ async fn patch(
 ) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     let r: ClientPatchRequest = parse_json(&req, &body)?;
-    let patch = ClientPatch {
-        capacity: r.capacity,
-        rate_per_sec: r.rate_per_sec,
-        api_key: valid_key(r.api_key)?,
-        ips: valid_ips(r.ips)?,
-        name: match r.name {
-            Some(n) => Some(valid_name(n)?),
-            None => None,
-        },
-        enabled: r.enabled,
-        enforce: r.enforce,
-    };
+    let patch = client_body::patch(r)?;
     let mut view = ask(
         &state,
         PatchClient {
@@ -408,13 +221,48 @@ async fn patch(
     Ok(HttpResponse::Ok().json(view))
 }
 
-async fn delete(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+/// Removes a client.
+#[utoipa::path(
+    delete,
+    path = "/clients/{client_id}",
+    operation_id = "delete_client",
+    tag = "clients",
+    params(("client_id" = String, Path, description = "Client id: 1 to 64 characters of `A-Z a-z 0-9 . _ - ~`",
+        pattern = "^[A-Za-z0-9._~-]{1,64}$")),
+    responses(
+        (status = 204, description = "Removed"),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+        (status = 503, response = Unavailable),
+    )
+)]
+pub(super) async fn delete(
+    path: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     ask(&state, RemoveClient(id.clone(), state.write_deadline()), &id).await?;
     Ok(HttpResponse::NoContent().finish())
 }
 
-async fn get(path: web::Path<String>, state: web::Data<AdminState>) -> Result<HttpResponse, AdminError> {
+/// One client, with its tokens and counts now.
+#[utoipa::path(
+    get,
+    path = "/clients/{client_id}",
+    operation_id = "get_client",
+    tag = "clients",
+    params(("client_id" = String, Path, description = "Client id: 1 to 64 characters of `A-Z a-z 0-9 . _ - ~`",
+        pattern = "^[A-Za-z0-9._~-]{1,64}$")),
+    responses(
+        (status = 200, description = "The client", body = ClientView),
+        (status = 401, response = Unauthorized),
+        (status = 404, response = NotFound),
+    )
+)]
+pub(super) async fn get(
+    path: web::Path<String>,
+    state: web::Data<AdminState>,
+) -> Result<HttpResponse, AdminError> {
     let id = path.into_inner();
     let table = state.registry.table();
     let entry = table.get(&id).ok_or_else(|| AdminError::NotFound(id.clone()))?;

@@ -4,7 +4,7 @@
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::AdminState;
+use super::{openapi::Unauthorized, AdminState};
 use crate::{cluster::ClusterView, registry::LimitsMode};
 
 /// Registers the route.
@@ -13,7 +13,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// How this instance limits registered clients now.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct Limits {
     /// `cluster` (leasing from the rows), `degraded` (the database is away: shares), `local`.
     mode: LimitsMode,
@@ -25,13 +25,16 @@ struct Limits {
     lease_statements: LeaseStatements,
 }
 
-#[derive(Debug, Serialize)]
+/// Lease statements sent since start.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 struct LeaseStatements {
     tick: u64,
     on_demand: u64,
 }
 
-#[derive(Debug, Serialize)]
+/// The instances and how this one limits clients.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ClusterResponse)]
 struct Body {
     #[serde(flatten)]
     view: ClusterView,
@@ -40,7 +43,17 @@ struct Body {
 
 /// Served from the heartbeat's latest read: it answers at once even while the database is
 /// down (then `"database": "unreachable"` and the ages keep growing).
-async fn cluster(state: web::Data<AdminState>) -> HttpResponse {
+#[utoipa::path(
+    get,
+    path = "/cluster",
+    operation_id = "get_cluster",
+    tag = "cluster",
+    responses(
+        (status = 200, description = "The instances and the limits mode", body = Body),
+        (status = 401, response = Unauthorized),
+    )
+)]
+pub(super) async fn cluster(state: web::Data<AdminState>) -> HttpResponse {
     let share = state.registry.share();
     HttpResponse::Ok().json(Body {
         view: state.cluster.view(),

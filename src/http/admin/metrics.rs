@@ -11,9 +11,9 @@ use actix_web::{
     web, HttpRequest, HttpResponse,
 };
 
-use super::{auth, AdminState};
+use super::{auth, openapi::Unauthorized, AdminState};
 use crate::{
-    error_body,
+    error_body::{self, ErrorBody},
     metrics::{
         sample_process, AdminWrites, BackendSample, MetricsSettings, Scrape, TopClients, TrafficSet,
         CONTENT_TYPE,
@@ -45,7 +45,22 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     cfg.service(web::resource("/metrics").route(web::get().to(metrics)));
 }
 
-async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
+/// Prometheus metrics of this instance.
+#[utoipa::path(
+    get,
+    path = "/metrics",
+    operation_id = "metrics",
+    tag = "metrics",
+    description = "Prometheus metrics of this instance in the OpenMetrics text format. Needs the \
+        token unless TOLLGATE_METRICS_PUBLIC=true.",
+    responses(
+        (status = 200, description = "The metrics", content_type = "application/openmetrics-text", body = String),
+        (status = 401, response = Unauthorized),
+        (status = 404, description = "Metrics are off (TOLLGATE_METRICS=false)", body = ErrorBody),
+        (status = 503, description = "Shutting down", body = ErrorBody),
+    )
+)]
+pub(super) async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     let m = &state.metrics;
     let rid = request_id(req.headers());
     if !m.settings.enabled {

@@ -1,14 +1,17 @@
-//! The admin listener: liveness, readiness, backends (status and changes) and client CRUD,
-//! behind a bearer token.
+//! The admin listener: liveness, readiness and the OpenAPI document without the token;
+//! backends (status and changes), client CRUD and the cluster behind it.
 
 mod auth;
 mod backends;
 mod batch;
+mod client_body;
 mod clients;
 mod cluster;
 mod error;
 mod framework_errors;
+mod json;
 mod metrics;
+mod openapi;
 mod paging;
 mod tokens;
 
@@ -17,6 +20,7 @@ pub use batch::{BATCH_BODY_LIMIT, MAX_BATCH};
 pub use error::AdminError;
 pub use framework_errors::ADMIN_BODY_LIMIT;
 pub use metrics::MetricsState;
+pub use openapi::{document as openapi_document, AdminApi, BEARER};
 
 use std::sync::{
     atomic::{AtomicBool, Ordering},
@@ -24,11 +28,11 @@ use std::sync::{
 };
 
 use actix_web::{http::StatusCode, middleware::from_fn, web, HttpRequest, HttpResponse};
-use serde_json::json;
+use serde::Serialize;
 
 use crate::{
     cluster::ClusterHandle,
-    error_body,
+    error_body::{self, ErrorBody},
     pool::PoolHandle,
     registry::RegistryHandle,
     request_id::request_id,
@@ -87,6 +91,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/healthz").route(web::get().to(healthz)))
             .service(web::resource("/readyz").route(web::get().to(readyz)))
             .configure(metrics::configure)
+            .service(web::resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
             .service(
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
@@ -100,14 +105,52 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     );
 }
 
+/// The body of a probe that passed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+struct Probe {
+    status: ProbeStatus,
+}
+
+/// `ok` from `/healthz`, `ready` from `/readyz`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[serde(rename_all = "snake_case")]
+enum ProbeStatus {
+    Ok,
+    Ready,
+}
+
+/// Liveness: the process answers.
+#[utoipa::path(
+    get,
+    path = "/healthz",
+    operation_id = "healthz",
+    tag = "probes",
+    security(()),
+    responses((status = 200, description = "The process is up", body = Probe))
+)]
 async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().json(json!({"status": "ok"}))
+    HttpResponse::Ok().json(Probe {
+        status: ProbeStatus::Ok,
+    })
 }
 
 fn rid(req: &HttpRequest) -> String {
     request_id(req.headers())
 }
 
+/// Readiness: the first health checks are done, the database is there, and no shutdown began.
+#[utoipa::path(
+    get,
+    path = "/readyz",
+    operation_id = "readyz",
+    tag = "probes",
+    security(()),
+    responses(
+        (status = 200, description = "Ready to take traffic", body = Probe),
+        (status = 503, description = "`draining` (shutting down), `not_ready` (first health \
+            checks running) or `database_unavailable` (the SQLite file was lost)", body = ErrorBody),
+    )
+)]
 async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse {
     if state.draining.load(Ordering::Acquire) {
         error_body::respond(
@@ -131,7 +174,9 @@ async fn readyz(req: HttpRequest, state: web::Data<AdminState>) -> HttpResponse 
             &rid(&req),
         )
     } else {
-        HttpResponse::Ok().json(json!({"status": "ready"}))
+        HttpResponse::Ok().json(Probe {
+            status: ProbeStatus::Ready,
+        })
     }
 }
 

@@ -11,7 +11,11 @@ use std::collections::HashMap;
 use actix_web::{web, HttpResponse};
 use serde::Serialize;
 
-use super::{error::AdminError, AdminState};
+use super::{
+    error::AdminError,
+    openapi::{BadRequest, Unauthorized, ValidationFailed},
+    AdminState,
+};
 use crate::registry::ClientView;
 
 /// Clients per page unless `limit` says otherwise.
@@ -20,7 +24,8 @@ const DEFAULT_LIMIT: usize = 50;
 const MAX_LIMIT: usize = 500;
 
 /// A page of clients.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ClientPage)]
 struct Page {
     clients: Vec<ClientView>,
     /// All registered clients now.
@@ -28,16 +33,19 @@ struct Page {
     limit: usize,
     /// The offset asked for (absent with `after`).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     offset: Option<usize>,
     /// The cursor asked for (absent without it).
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     after: Option<String>,
     /// The `after` of the next page; `null` on the last page.
+    #[schema(required = true)]
     next_after: Option<String>,
 }
 
 fn valid_cursor(id: &str) -> Result<(), AdminError> {
-    if super::clients::is_client_id(id) {
+    if super::client_body::is_client_id(id) {
         Ok(())
     } else {
         Err(AdminError::invalid(
@@ -49,6 +57,24 @@ fn valid_cursor(id: &str) -> Result<(), AdminError> {
 
 /// `GET /clients?limit=&offset=` or `?limit=&after=`: default 50, at most 500, with the total
 /// and the cursor of the next page.
+#[utoipa::path(
+    get,
+    path = "/clients",
+    operation_id = "list_clients",
+    tag = "clients",
+    params(
+        ("limit" = Option<usize>, Query, description = "Clients per page (default 50)", minimum = 0, maximum = 500),
+        ("offset" = Option<usize>, Query, description = "Clients to skip; not with `after`", minimum = 0),
+        ("after" = Option<String>, Query, description = "Start after this client id (keyset pagination)",
+            pattern = "^[A-Za-z0-9._~-]{1,64}$"),
+    ),
+    responses(
+        (status = 200, description = "A page of clients ordered by id", body = Page),
+        (status = 400, response = BadRequest),
+        (status = 401, response = Unauthorized),
+        (status = 422, response = ValidationFailed),
+    )
+)]
 pub(super) async fn list(
     query: web::Query<HashMap<String, String>>,
     state: web::Data<AdminState>,
