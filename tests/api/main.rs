@@ -32,4 +32,5 @@ mod ratelimit;
 mod sick_db;
 mod slow;
 mod start_errors;
+mod status;
 mod wire;

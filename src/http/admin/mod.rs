@@ -1,5 +1,5 @@
-//! The admin listener: liveness, readiness, backends (status and changes) and client CRUD,
-//! behind a bearer token.
+//! The admin listener: liveness, readiness, backends (status and changes), client CRUD,
+//! metrics and the status page, behind a bearer token.
 
 mod auth;
 mod backends;
@@ -10,6 +10,8 @@ mod error;
 mod framework_errors;
 mod metrics;
 mod paging;
+mod status;
+mod status_page;
 mod tokens;
 
 pub use auth::AdminToken;
@@ -87,6 +89,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/healthz").route(web::get().to(healthz)))
             .service(web::resource("/readyz").route(web::get().to(readyz)))
             .configure(metrics::configure)
+            // The page holds no data: served without the token (its requests carry it).
+            .configure(status_page::configure)
             .service(
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
@@ -95,6 +99,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .configure(batch::configure)
                     .configure(clients::configure)
                     .configure(cluster::configure)
+                    .configure(status::configure)
                     .default_service(web::to(not_found)),
             ),
     );
