@@ -33,4 +33,5 @@ mod sick_db;
 mod slow;
 mod start_errors;
 mod status;
+mod status_page;
 mod wire;
