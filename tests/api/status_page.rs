@@ -14,7 +14,7 @@ use crate::{
 
 /// What the page shows, read from its DOM.
 const SHOWN: &str = r#"(() => {
-  if (!document.body.dataset.renders) return null;
+  if (!document.body || !document.body.dataset.renders) return null;
   const rows = (id) => [...document.querySelectorAll('#' + id + ' tbody tr')];
   const badge = (tr) => tr.querySelector('.badge');
   return {
@@ -128,12 +128,15 @@ async fn the_status_page_shows_backends_and_a_limited_client_in_chromium() {
         .eval("sessionStorage.getItem('tollgate.admin-token')")
         .await;
     assert_eq!(kept, TOKEN);
+    // A mark on the old document tells it from the new one.
+    browser.eval("window.beforeReload = true").await;
     browser.call("Page.reload", json!({})).await;
     browser
         .wait_for(
             "the data after a reload",
             Duration::from_secs(10),
-            "document.body.dataset.renders && document.getElementById('login').hidden",
+            "!window.beforeReload && document.readyState === 'complete' && \
+             document.body.dataset.renders && document.getElementById('login').hidden",
         )
         .await;
 
