@@ -30,6 +30,8 @@
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
 //! - [`metrics`]: Prometheus metrics: lock-free counters on the request path, read and
 //!   encoded at scrape time.
+//! - [`status`]: what the status page shows: counters sampled once a second, rates and five
+//!   minutes of history in memory of bounded size.
 
 pub mod backend_list;
 pub mod cluster;
@@ -48,4 +50,5 @@ pub mod registry;
 pub mod request_id;
 pub mod shutdown;
 pub mod startup;
+pub mod status;
 pub mod store;

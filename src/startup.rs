@@ -23,6 +23,7 @@ use crate::{
     pool::{BackendDef, BackendSpec, PoolHandle},
     registry::{CatchUp, ClientLoader, ClientRegistry, RegistryHandle},
     shutdown,
+    status::{self, StatusHandle},
     store::{
         self, DatabaseUrl, DbExecutor, DbPool, GetClientPage, GetLatestVersion, SqliteFile, StoreError,
         StoreHealth,
@@ -351,6 +352,12 @@ impl Application {
             source,
         })?;
 
+        let status = web::Data::new(StatusHandle::start(status::Sources {
+            pool: pool.clone(),
+            registry: settings.rate_limit.then(|| registry.clone()),
+            traffic: settings.metrics.enabled.then(|| traffic.clone()),
+            instance_id: member.handle().instance_id().to_string(),
+        }));
         let admin_state = web::Data::new(AdminState {
             pool: pool.clone(),
             draining: draining.clone(),
@@ -374,6 +381,7 @@ impl Application {
         let admin = serve("admin", admin_listener, admin_options, move || {
             App::new()
                 .app_data(admin_state.clone())
+                .app_data(status.clone())
                 .configure(admin::configure)
         })
         .map_err(|source| StartupError::Serve {

@@ -8,6 +8,10 @@ use actix_web::http::header::HeaderMap;
 use super::{Check, ClientEntry, ClientRegistry, ClientTable, GiveBack, Leaser, Limiter, Refusal, Want};
 use crate::ratelimit::{Clock, Decision, Quota};
 
+/// Client-index pages scanned at a time by [`RegistryHandle::busiest`] (the index's lock is
+/// free in between).
+const SCAN_PAGE: usize = 4096;
+
 /// What handlers hold: lookups and token takes with no actor round trip, plus the actor's
 /// address for changes.
 #[derive(Clone)]
@@ -58,6 +62,24 @@ impl RegistryHandle {
     /// Rate-limit decisions since start (for `/metrics`).
     pub fn decisions(&self) -> &crate::metrics::DecisionCounts {
         self.shared.decisions()
+    }
+
+    /// The busiest `limit` registered clients by requests decided since start (for
+    /// `/metrics` and the status page), busiest first. Scans the id index a page at a time,
+    /// so that admin writes never wait for a scan of a million clients: run it off the
+    /// admin workers (`spawn_blocking`).
+    pub fn busiest(&self, limit: usize) -> Vec<crate::metrics::ClientCounts> {
+        let mut top = crate::metrics::TopClients::new(limit);
+        let mut after: Option<String> = None;
+        loop {
+            let page = self.table().page_after(after.as_deref(), SCAN_PAGE);
+            let Some(last) = page.last() else { break };
+            after = Some(last.id.to_string());
+            for e in &page {
+                top.offer(&e.id, e.cell.admitted(), e.cell.refused());
+            }
+        }
+        top.into_sorted()
     }
 
     /// The bucket write-behind's flushes since start (for `/metrics`).

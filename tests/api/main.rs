@@ -34,4 +34,6 @@ mod schemathesis_finds;
 mod sick_db;
 mod slow;
 mod start_errors;
+mod status;
+mod status_page;
 mod wire;

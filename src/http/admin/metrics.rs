@@ -15,11 +15,9 @@ use super::{auth, openapi::Unauthorized, AdminState};
 use crate::{
     error_body::{self, ErrorBody},
     metrics::{
-        sample_process, AdminWrites, BackendSample, MetricsSettings, Scrape, TopClients, TrafficSet,
-        CONTENT_TYPE,
+        sample_process, AdminWrites, BackendSample, MetricsSettings, Scrape, TrafficSet, CONTENT_TYPE,
     },
     pool::GetBackends,
-    registry::RegistryHandle,
     request_id::request_id,
 };
 
@@ -34,10 +32,6 @@ pub struct MetricsState {
     /// Admin writes by result.
     pub admin_writes: AdminWrites,
 }
-
-/// Client-index pages scanned at a time for the busiest clients (the index's lock is free
-/// in between, so admin writes do not wait for a scan of a million clients).
-const SCAN_PAGE: usize = 4096;
 
 /// Registers the route: next to the probes, as the token is checked here (it is optional
 /// for `/metrics` with `TOLLGATE_METRICS_PUBLIC`).
@@ -90,7 +84,7 @@ pub(super) async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> H
     };
     let clients = if m.rate_limit {
         let (registry, limit) = (state.registry.clone(), m.settings.client_limit);
-        actix_rt::task::spawn_blocking(move || busiest(&registry, limit))
+        actix_rt::task::spawn_blocking(move || registry.busiest(limit))
             .await
             .unwrap_or_default()
     } else {
@@ -132,21 +126,6 @@ pub(super) async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> H
             )
         }
     }
-}
-
-/// The busiest `limit` registered clients, a page of the id index at a time.
-fn busiest(registry: &RegistryHandle, limit: usize) -> Vec<crate::metrics::ClientCounts> {
-    let mut top = TopClients::new(limit);
-    let mut after: Option<String> = None;
-    loop {
-        let page = registry.table().page_after(after.as_deref(), SCAN_PAGE);
-        let Some(last) = page.last() else { break };
-        after = Some(last.id.to_string());
-        for e in &page {
-            top.offer(&e.id, e.cell.admitted(), e.cell.refused());
-        }
-    }
-    top.into_sorted()
 }
 
 /// Counts admin writes by result (`tollgate_admin_writes_total`).

@@ -1,5 +1,6 @@
-//! The admin listener: liveness, readiness and the OpenAPI document without the token;
-//! backends (status and changes), client CRUD and the cluster behind it.
+//! The admin listener: liveness, readiness, the OpenAPI document and the status page without
+//! the token; backends (status and changes), client CRUD, the cluster, `/status` and (unless
+//! public) the metrics behind it.
 
 mod auth;
 mod backends;
@@ -13,6 +14,8 @@ mod json;
 mod metrics;
 mod openapi;
 mod paging;
+mod status;
+mod status_page;
 mod tokens;
 
 pub use auth::AdminToken;
@@ -92,6 +95,8 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
             .service(web::resource("/readyz").route(web::get().to(readyz)))
             .configure(metrics::configure)
             .service(web::resource("/openapi.json").route(web::get().to(openapi::openapi_json)))
+            // The page holds no data: served without the token (its requests carry it).
+            .configure(status_page::configure)
             .service(
                 web::scope("")
                     .wrap(from_fn(auth::require_token))
@@ -100,6 +105,7 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
                     .configure(batch::configure)
                     .configure(clients::configure)
                     .configure(cluster::configure)
+                    .configure(status::configure)
                     .default_service(web::to(not_found)),
             ),
     );

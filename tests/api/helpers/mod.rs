@@ -2,6 +2,7 @@
 //! `use crate::helpers::*`.
 //!
 //! - `backend`: an actix-web backend that records what it saw and can be killed and restarted;
+//! - `browser`: headless Chromium driven over the DevTools protocol;
 //! - `cluster`: N gateway processes on one database, a load driver over them, `GET /cluster`;
 //! - `raw_backend`: a raw TCP backend that plays a script of bytes (for hostile behaviour);
 //! - `db`: a SQLite file or PostgreSQL database per test;
@@ -14,6 +15,7 @@
 #![allow(dead_code)]
 
 mod backend;
+mod browser;
 mod cluster;
 mod db;
 mod gateway;
@@ -23,6 +25,7 @@ mod raw_backend;
 mod relay;
 
 pub use backend::*;
+pub use browser::*;
 pub use cluster::*;
 pub use db::*;
 pub use gateway::*;

@@ -63,8 +63,10 @@ pub const BEARER: &str = "bearer";
         super::cluster::cluster,
         // Behind the token unless TOLLGATE_METRICS_PUBLIC=true.
         super::metrics::metrics,
-        // Endpoints to come (the status page `GET /` and its `GET /status`): annotate the
-        // handler with `#[utoipa::path]` and name it here.
+        // The status page (no token: it holds no data) and its numbers.
+        super::status_page::page,
+        super::status::status,
+        // A new endpoint: annotate the handler with `#[utoipa::path]` and name it here.
     ),
     components(
         schemas(ErrorBody),
@@ -89,6 +91,7 @@ pub const BEARER: &str = "bearer";
         (name = "clients", description = "Registered clients and their limits"),
         (name = "cluster", description = "The instances sharing the database"),
         (name = "metrics", description = "Prometheus metrics"),
+        (name = "status", description = "The status page and its numbers"),
     )
 )]
 pub struct AdminApi;

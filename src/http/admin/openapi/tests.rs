@@ -183,7 +183,7 @@ fn the_document_is_openapi_3_1_with_unique_operation_ids_and_the_bearer_scheme_b
                 ids.insert(id.to_string()),
                 "{method} {path}: operationId {id:?} twice or none"
             );
-            let public = ["/healthz", "/readyz", "/openapi.json"].contains(&path.as_str());
+            let public = ["/", "/healthz", "/readyz", "/openapi.json"].contains(&path.as_str());
             if public {
                 assert_eq!(op["security"], serde_json::json!([]), "{method} {path}");
             } else {
