@@ -1,22 +1,43 @@
 //! Request ids: the client's `X-Request-Id` when it is sane, else a new one. Both listeners
 //! use it, so that every error body and log line of a request carries the same id.
 
-use actix_web::http::header::HeaderMap;
+use actix_web::http::header::{HeaderMap, HeaderValue};
 
 /// The client's request id if it is sane (1-128 visible ASCII characters), else a new UUID.
 pub fn request_id(headers: &HeaderMap) -> String {
-    if let Some(v) = headers.get(crate::error_body::REQUEST_ID) {
-        let b = v.as_bytes();
-        if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
-            // All visible ASCII, so this cannot fail.
-            if let Ok(s) = v.to_str() {
-                return s.to_string();
+    RequestId::of(headers).as_str().to_string()
+}
+
+/// A request's id kept as the header value it is sent as, both ways: the client's own value
+/// is shared, not copied, and a new one is encoded once.
+#[derive(Debug, Clone)]
+pub struct RequestId(HeaderValue);
+
+impl RequestId {
+    /// The client's id if it is sane (1-128 visible ASCII characters), else a new UUID.
+    pub fn of(headers: &HeaderMap) -> RequestId {
+        if let Some(v) = headers.get(crate::error_body::REQUEST_ID) {
+            let b = v.as_bytes();
+            if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
+                return RequestId(v.clone());
             }
         }
+        // Encoded into a buffer, not through `Display`.
+        let mut buf = uuid::Uuid::encode_buffer();
+        let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+        // 32 hex digits: always a valid value.
+        RequestId(HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-")))
     }
-    // Encoded into a buffer, not through `Display`: one per request.
-    let mut buf = uuid::Uuid::encode_buffer();
-    uuid::Uuid::new_v4().simple().encode_lower(&mut buf).to_owned()
+
+    /// The id as text (visible ASCII only, checked in [`RequestId::of`]).
+    pub fn as_str(&self) -> &str {
+        self.0.to_str().unwrap_or("-")
+    }
+
+    /// The id as a header value.
+    pub fn header_value(&self) -> &HeaderValue {
+        &self.0
+    }
 }
 
 #[cfg(test)]
@@ -49,5 +70,15 @@ mod tests {
         }
         assert_eq!(request_id(&with_id(&[b'a'; 128])).len(), 128);
         assert_ne!(request_id(&HeaderMap::new()), request_id(&HeaderMap::new()));
+    }
+
+    #[test]
+    fn a_request_id_is_its_header_value() {
+        let given = RequestId::of(&with_id(b"abc-123"));
+        assert_eq!(given.as_str(), "abc-123");
+        assert_eq!(given.header_value(), "abc-123");
+        let made = RequestId::of(&HeaderMap::new());
+        assert_eq!(made.header_value().to_str().unwrap(), made.as_str());
+        assert_eq!(made.as_str().len(), 32);
     }
 }

@@ -1,7 +1,10 @@
 //! `ProxyError`: everything that can go wrong on the proxy path, mapped to HTTP in one place.
 
 use actix_web::{
-    http::{header::HeaderName, StatusCode},
+    http::{
+        header::{HeaderName, HeaderValue},
+        StatusCode,
+    },
     HttpResponse,
 };
 
@@ -72,7 +75,7 @@ pub enum ProxyError {
 }
 
 /// The `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers-10).
-pub fn rate_limit_headers(d: &Decision, q: &Quota) -> [(HeaderName, String); 2] {
+pub fn rate_limit_headers(d: &Decision, q: &Quota) -> [(HeaderName, HeaderValue); 2] {
     // Static names and integers written directly: two per proxied response.
     [
         (
@@ -86,19 +89,27 @@ pub fn rate_limit_headers(d: &Decision, q: &Quota) -> [(HeaderName, String); 2] 
     ]
 }
 
-/// `"default";a=1;b=2`.
-fn default_item(a: (&str, u64), b: (&str, u64)) -> String {
-    let mut digits = itoa::Buffer::new();
-    let mut s = String::with_capacity(48);
-    s.push_str("\"default\";");
-    s.push_str(a.0);
-    s.push('=');
-    s.push_str(digits.format(a.1));
-    s.push(';');
-    s.push_str(b.0);
-    s.push('=');
-    s.push_str(digits.format(b.1));
-    s
+/// `"default";a=1;b=2`, written on the stack: the header value is the only allocation.
+fn default_item(a: (&str, u64), b: (&str, u64)) -> HeaderValue {
+    let (mut da, mut db) = (itoa::Buffer::new(), itoa::Buffer::new());
+    // 10 for `"default";`, two one-letter keys, `=`, `;`, `=` and two u64s of 20 digits.
+    let mut buf = [0u8; 64];
+    let mut len = 0;
+    for part in [
+        "\"default\";",
+        a.0,
+        "=",
+        da.format(a.1),
+        ";",
+        b.0,
+        "=",
+        db.format(b.1),
+    ] {
+        buf[len..len + part.len()].copy_from_slice(part.as_bytes());
+        len += part.len();
+    }
+    // Quotes, letters, digits and separators only: always a valid value.
+    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
 impl ProxyError {
@@ -161,7 +172,10 @@ impl ProxyError {
         let mut b = error_body::builder(status, request_id);
         match self {
             ProxyError::RateLimited(d, q) => {
-                b.insert_header(("retry-after", d.retry_after_secs.max(1).to_string()));
+                b.insert_header((
+                    HeaderName::from_static("retry-after"),
+                    HeaderValue::from(d.retry_after_secs.max(1)),
+                ));
                 for h in rate_limit_headers(d, q) {
                     b.insert_header(h);
                 }

@@ -30,6 +30,7 @@ use crate::{
     logfmt::Escaped,
     metrics::FailureKind,
     ratelimit::{Decision, Quota},
+    request_id::RequestId,
 };
 
 /// The request body as far as sending it is concerned.
@@ -138,7 +139,7 @@ impl ProxyHandler {
         &self,
         req: &HttpRequest,
         payload: web::Payload,
-        request_id: &str,
+        request_id: &RequestId,
         started: Instant,
     ) -> Result<HttpResponse, ProxyError> {
         let Some(target) = Self::target(req)? else {
@@ -157,7 +158,8 @@ impl ProxyHandler {
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
         let peer = req.peer_addr().map(|a| a.ip());
-        let mut tried: Vec<std::sync::Arc<crate::pool::Backend>> = Vec::with_capacity(1);
+        // Empty until an attempt fails: no allocation in the common case.
+        let mut tried: Vec<std::sync::Arc<crate::pool::Backend>> = Vec::new();
         let mut previous: Option<ProxyError> = None;
         // Set when the first attempt's connection broke before any answer: once, that backend
         // (`tried[0]`) may take the request again when no other is left (see
@@ -180,7 +182,7 @@ impl ProxyHandler {
                 if let Some(left_out) = crate::logthrottle::admit("retry") {
                     log::warn!(
                         "[{}] {err}, retrying on {}{}",
-                        Escaped(request_id),
+                        Escaped(request_id.as_str()),
                         lease.backend().base,
                         crate::logthrottle::left_out_note(left_out)
                     );
@@ -196,7 +198,7 @@ impl ProxyHandler {
                 .no_decompress();
             // Built per attempt rather than cloned: retries are rare.
             let headers = upstream.headers_mut();
-            *headers = upstream_request_headers(req.headers(), peer, request_id);
+            *headers = upstream_request_headers(req.headers(), peer, request_id.header_value());
             if let Some(authority) = req.uri().authority() {
                 // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2),
                 // without any user info.
@@ -304,7 +306,7 @@ impl ProxyHandler {
         req: &HttpRequest,
         mut resp: awc::ClientResponse<S>,
         lease: crate::pool::Lease,
-        request_id: &str,
+        request_id: &RequestId,
         started: Instant,
         limit_state: Option<(Decision, Quota)>,
     ) -> HttpResponse
@@ -327,9 +329,15 @@ impl ProxyHandler {
             || status.is_informational()
             || status == StatusCode::NO_CONTENT
             || status == StatusCode::NOT_MODIFIED;
-        let record = self
-            .access_log
-            .then(|| AccessRecord::new(req, request_id, status.as_u16(), &lease.backend().base, started));
+        let record = self.access_log.then(|| {
+            AccessRecord::new(
+                req,
+                request_id.as_str(),
+                status.as_u16(),
+                &lease.backend().base,
+                started,
+            )
+        });
         let stream = DownstreamBody::new(
             resp.take_payload(),
             lease,
@@ -357,14 +365,13 @@ impl ProxyHandler {
         let headers = response.headers_mut();
         copy_end_to_end(resp.headers(), headers);
         // The gateway's own values replace any the backend sent.
-        if let Ok(v) = header::HeaderValue::from_str(request_id) {
-            headers.insert(HeaderName::from_static(crate::error_body::REQUEST_ID), v);
-        }
+        headers.insert(
+            HeaderName::from_static(crate::error_body::REQUEST_ID),
+            request_id.header_value().clone(),
+        );
         if let Some((d, q)) = &limit_state {
             for (name, value) in rate_limit_headers(d, q) {
-                if let Ok(v) = header::HeaderValue::try_from(value) {
-                    headers.insert(name, v);
-                }
+                headers.insert(name, value);
             }
         }
         response

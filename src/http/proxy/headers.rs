@@ -48,23 +48,33 @@ pub fn copy_end_to_end(src: &HeaderMap, dst: &mut HeaderMap) {
 
 /// Headers of the request sent to a backend: the client's end-to-end headers plus
 /// `X-Forwarded-For` (peer appended), `X-Forwarded-Proto`, `X-Forwarded-Host`, `X-Request-Id`.
-pub fn upstream_request_headers(src: &HeaderMap, peer: Option<IpAddr>, request_id: &str) -> HeaderMap {
+pub fn upstream_request_headers(
+    src: &HeaderMap,
+    peer: Option<IpAddr>,
+    request_id: &HeaderValue,
+) -> HeaderMap {
     let mut out = HeaderMap::with_capacity(src.len() + 4);
     copy_end_to_end(src, &mut out);
     if let Some(peer) = peer {
-        let prior: Vec<&str> = src
-            .get_all(X_FORWARDED_FOR)
-            .filter_map(|v| v.to_str().ok())
-            .map(str::trim)
-            .filter(|v| !v.is_empty())
-            .collect();
-        let value = if prior.is_empty() {
-            peer.to_string()
+        let value = if src.contains_key(X_FORWARDED_FOR) {
+            let prior: Vec<&str> = src
+                .get_all(X_FORWARDED_FOR)
+                .filter_map(|v| v.to_str().ok())
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .collect();
+            out.remove(X_FORWARDED_FOR);
+            let value = if prior.is_empty() {
+                peer.to_string()
+            } else {
+                format!("{}, {peer}", prior.join(", "))
+            };
+            HeaderValue::try_from(value).ok()
         } else {
-            format!("{}, {peer}", prior.join(", "))
+            // The common case: the peer alone, formatted on the stack.
+            address_value(peer)
         };
-        out.remove(X_FORWARDED_FOR);
-        if let Ok(v) = HeaderValue::try_from(value) {
+        if let Some(v) = value {
             out.insert(HeaderName::from_static(X_FORWARDED_FOR), v);
         }
     }
@@ -75,13 +85,25 @@ pub fn upstream_request_headers(src: &HeaderMap, peer: Option<IpAddr>, request_i
     if let Some(host) = src.get(header::HOST) {
         out.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
     }
-    if let Ok(v) = HeaderValue::from_str(request_id) {
-        out.insert(HeaderName::from_static(crate::error_body::REQUEST_ID), v);
-    }
+    out.insert(
+        HeaderName::from_static(crate::error_body::REQUEST_ID),
+        request_id.clone(),
+    );
     out
 }
 
 const X_FORWARDED_FOR: &str = "x-forwarded-for";
+
+/// `addr` as a header value, formatted without a `String` (the value is the one allocation).
+fn address_value(addr: IpAddr) -> Option<HeaderValue> {
+    use std::io::Write;
+    // The longest IPv6 text (an IPv4-mapped one with a full prefix) is 45 bytes.
+    let mut buf = [0u8; 48];
+    let mut cursor = std::io::Cursor::new(&mut buf[..]);
+    write!(cursor, "{addr}").ok()?;
+    let len = usize::try_from(cursor.position()).ok()?;
+    HeaderValue::from_bytes(&buf[..len]).ok()
+}
 
 #[cfg(test)]
 mod tests {
@@ -122,13 +144,39 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_peer_is_the_forwarded_for() {
+        for peer in [
+            "10.0.0.9",
+            "::1",
+            "ffff:ffff:ffff:ffff:ffff:ffff:255.255.255.255",
+            "2001:db8::7",
+        ] {
+            let out = upstream_request_headers(
+                &map(&[]),
+                Some(peer.parse().unwrap()),
+                &HeaderValue::from_static("rid1"),
+            );
+            let want: IpAddr = peer.parse().unwrap();
+            assert_eq!(
+                out.get("x-forwarded-for").unwrap(),
+                want.to_string().as_str(),
+                "{peer}"
+            );
+        }
+    }
+
+    #[test]
     fn forwarded_for_is_appended_and_host_kept() {
         let src = map(&[
             ("x-forwarded-for", "1.2.3.4"),
             ("x-forwarded-for", "5.6.7.8"),
             ("host", "api.example"),
         ]);
-        let out = upstream_request_headers(&src, Some("10.0.0.9".parse().unwrap()), "rid1");
+        let out = upstream_request_headers(
+            &src,
+            Some("10.0.0.9".parse().unwrap()),
+            &HeaderValue::from_static("rid1"),
+        );
         assert_eq!(out.get("x-forwarded-for").unwrap(), "1.2.3.4, 5.6.7.8, 10.0.0.9");
         assert_eq!(out.get("host").unwrap(), "api.example");
         assert_eq!(out.get("x-forwarded-host").unwrap(), "api.example");

@@ -5,7 +5,7 @@ use std::time::Instant;
 use actix_web::{web, HttpRequest, HttpResponse};
 
 use super::{body::AccessRecord, framing, ProxyHandler};
-use crate::{logfmt::Escaped, request_id::request_id};
+use crate::{logfmt::Escaped, request_id::RequestId};
 
 /// The proxy's catch-all route: any method, any path.
 pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<ProxyHandler>) -> HttpResponse {
@@ -15,11 +15,12 @@ pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<Pr
 /// Forwards `req` and turns a failure into the gateway's error answer (logged, throttled).
 pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web::Payload) -> HttpResponse {
     let started = Instant::now();
-    let rid = request_id(req.headers());
-    match proxy.forward(&req, payload, &rid, started).await {
+    let id = RequestId::of(req.headers());
+    let rid = id.as_str();
+    match proxy.forward(&req, payload, &id, started).await {
         Ok(resp) => resp,
         Err(err) => {
-            let resp = err.to_response(&rid);
+            let resp = err.to_response(rid);
             if let Some(m) = &proxy.metrics {
                 m.count_own_answer(resp.status().as_u16());
                 m.request_duration.observe(started.elapsed());
@@ -29,7 +30,7 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
                 if let Some(left_out) = crate::logthrottle::admit(err.parts().1) {
                     log::warn!(
                         "[{}] {} {}: {err}{}",
-                        Escaped(&rid),
+                        Escaped(rid),
                         req.method(),
                         Escaped(req.path()),
                         crate::logthrottle::left_out_note(left_out)
@@ -37,7 +38,7 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
                 }
             }
             if proxy.access_log {
-                AccessRecord::new(&req, &rid, resp.status().as_u16(), "-", started).log(0, "");
+                AccessRecord::new(&req, rid, resp.status().as_u16(), "-", started).log(0, "");
             }
             resp
         }
