@@ -294,7 +294,6 @@ impl Application {
             BackendFeed::new(pool.addr().clone().recipient()),
             Some(member.handle()),
         );
-        registry.decisions().set_enabled(settings.metrics.enabled);
         let mut listener = None;
         if let DatabaseUrl::Postgres(url) = &settings.store.url {
             let (wake, alive) = (registry.addr().clone(), registry.addr().clone());
@@ -367,12 +366,7 @@ impl Application {
             cluster: member.handle(),
             db_timeout: settings.store.checkout_timeout,
             store: store_health,
-            metrics: MetricsState {
-                settings: settings.metrics,
-                rate_limit: settings.rate_limit,
-                traffic,
-                admin_writes: Default::default(),
-            },
+            metrics: MetricsState::new(settings.metrics, settings.rate_limit, traffic),
         });
         let admin_options = ServeOptions {
             workers: 1,

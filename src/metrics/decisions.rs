@@ -1,6 +1,6 @@
 //! Rate-limit decisions by kind of caller and result, counted where the limiter decides.
 
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Who was charged.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,25 +42,17 @@ fn slot(kind: CallerKind, outcome: Outcome) -> usize {
     }
 }
 
-/// Decisions since start, in the order of [`LABELS`].
+/// Decisions since start, in the order of [`LABELS`]. Counted even with
+/// `TOLLGATE_METRICS=false`: the status page's refusals come from here.
 #[derive(Debug, Default)]
 pub struct DecisionCounts {
     counts: [AtomicU64; 5],
-    /// `TOLLGATE_METRICS=false`: nothing is counted (set once at start).
-    off: AtomicBool,
 }
 
 impl DecisionCounts {
     /// Counts one decision.
     pub fn count(&self, kind: CallerKind, outcome: Outcome) {
-        if !self.off.load(Ordering::Relaxed) {
-            self.counts[slot(kind, outcome)].fetch_add(1, Ordering::Relaxed);
-        }
-    }
-
-    /// Turns counting off (`TOLLGATE_METRICS=false`) or on.
-    pub fn set_enabled(&self, enabled: bool) {
-        self.off.store(!enabled, Ordering::Relaxed);
+        self.counts[slot(kind, outcome)].fetch_add(1, Ordering::Relaxed);
     }
 
     /// The counts now, in the order of [`LABELS`].
@@ -114,16 +106,5 @@ mod tests {
             let hit: Vec<_> = (0..5).filter(|&i| snap[i] == 1).map(|i| LABELS[i]).collect();
             assert_eq!(hit, vec![labels]);
         }
-    }
-
-    #[test]
-    fn nothing_is_counted_when_off() {
-        let d = DecisionCounts::default();
-        d.set_enabled(false);
-        d.count(CallerKind::Client, Outcome::Admitted);
-        assert_eq!(d.snapshot(), [0; 5]);
-        d.set_enabled(true);
-        d.count(CallerKind::Client, Outcome::Admitted);
-        assert_eq!(d.snapshot(), [1, 0, 0, 0, 0]);
     }
 }

@@ -136,6 +136,12 @@ impl Collector for Scrape {
         )?;
         counter(
             &mut e,
+            "tollgate_requests_abandoned",
+            "Requests whose client went away before any answer was ready (not in tollgate_requests_total).",
+            [(vec![], t.abandoned)],
+        )?;
+        counter(
+            &mut e,
             "tollgate_upstream_retries",
             "Attempts on a backend after a failed one.",
             [(vec![], t.retries)],
@@ -155,7 +161,7 @@ impl Collector for Scrape {
         gauge(
             &mut e,
             "tollgate_backend_up",
-            "1 while the backend takes traffic, else 0.",
+            "1 while the backend is healthy and enabled, else 0 (in panic mode an unhealthy backend takes traffic at 0).",
             None,
             self.backends
                 .iter()

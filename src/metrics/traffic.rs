@@ -4,7 +4,7 @@
 
 use std::sync::{
     atomic::{AtomicU64, Ordering},
-    Arc, Mutex, PoisonError,
+    Mutex, PoisonError,
 };
 
 use super::histogram::{HistogramSnapshot, LatencyHistogram};
@@ -20,8 +20,10 @@ pub fn status_class(status: u16) -> usize {
     }
 }
 
-/// One worker's request-path counters.
+/// One worker's request-path counters, aligned so that no two workers' counters share a
+/// cache line.
 #[derive(Debug, Default)]
+#[repr(align(128))]
 pub struct Traffic {
     /// Answers the gateway made itself (rate limited, no backend, bad request…), by class.
     own_answers: [AtomicU64; 5],
@@ -31,6 +33,8 @@ pub struct Traffic {
     pub upstream_head: LatencyHistogram,
     /// Attempts on another backend (or the same one again) after a failed one.
     retries: AtomicU64,
+    /// Requests whose client went away before any answer was ready.
+    abandoned: AtomicU64,
 }
 
 impl Traffic {
@@ -42,6 +46,11 @@ impl Traffic {
     /// Counts a retry.
     pub fn count_retry(&self) {
         self.retries.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts a request its client gave up before any answer.
+    pub fn count_abandoned(&self) {
+        self.abandoned.fetch_add(1, Ordering::Relaxed);
     }
 }
 
@@ -56,22 +65,26 @@ pub struct TrafficTotals {
     pub upstream_head: HistogramSnapshot,
     /// Retries.
     pub retries: u64,
+    /// Requests abandoned by their client before any answer.
+    pub abandoned: u64,
 }
 
 /// Every worker's counters, registered as the workers start.
 #[derive(Debug, Default)]
 pub struct TrafficSet {
-    workers: Mutex<Vec<Arc<Traffic>>>,
+    workers: Mutex<Vec<&'static Traffic>>,
 }
 
 impl TrafficSet {
-    /// The counters of a new worker (called once per worker, at its start).
-    pub fn add_worker(&self) -> Arc<Traffic> {
-        let t = Arc::new(Traffic::default());
+    /// The counters of a new worker (called once per worker, at its start). They live as long
+    /// as the process: a response body then holds a plain reference to them, not a counted
+    /// one, and a worker started again (after a panic) adds a few hundred bytes.
+    pub fn add_worker(&self) -> &'static Traffic {
+        let t: &'static Traffic = Box::leak(Box::default());
         self.workers
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(t.clone());
+            .push(t);
         t
     }
 
@@ -83,13 +96,14 @@ impl TrafficSet {
             .unwrap_or_else(PoisonError::into_inner)
             .clone();
         let mut own_answers = [0u64; 5];
-        let mut retries = 0;
+        let (mut retries, mut abandoned) = (0, 0);
         let (mut whole, mut head) = (Vec::new(), Vec::new());
         for w in &workers {
             for (sum, n) in own_answers.iter_mut().zip(&w.own_answers) {
                 *sum += n.load(Ordering::Relaxed);
             }
             retries += w.retries.load(Ordering::Relaxed);
+            abandoned += w.abandoned.load(Ordering::Relaxed);
             whole.push(w.request_duration.snapshot());
             head.push(w.upstream_head.snapshot());
         }
@@ -98,6 +112,7 @@ impl TrafficSet {
             request_duration: HistogramSnapshot::sum(&whole),
             upstream_head: HistogramSnapshot::sum(&head),
             retries,
+            abandoned,
         }
     }
 }

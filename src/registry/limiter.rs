@@ -140,9 +140,13 @@ impl Limiter {
                 Some(verdict) => verdict,
                 // A wrong key costs the caller's address a token like an anonymous request,
                 // so that guessing keys is rate limited too.
-                None => Check::Done(match s.take_anonymous(ip()) {
+                // Not an admitted request (it gets 401): only a 429 is counted, as refused.
+                None => Check::Done(match s.take_anonymous_token(ip()) {
                     Ok(_) => Err(Refusal::UnknownApiKey),
-                    Err(limited) => Err(limited),
+                    Err(limited) => {
+                        s.decisions.count(CallerKind::Anonymous, Outcome::Refused);
+                        Err(limited)
+                    }
                 }),
             };
         }
@@ -222,6 +226,17 @@ impl Limiter {
     }
 
     fn take_anonymous(&self, ip: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
+        let verdict = self.take_anonymous_token(ip);
+        let outcome = match verdict {
+            Ok(_) => Outcome::Admitted,
+            Err(_) => Outcome::Refused,
+        };
+        self.decisions.count(CallerKind::Anonymous, outcome);
+        verdict
+    }
+
+    /// Takes an anonymous token without counting the decision.
+    fn take_anonymous_token(&self, ip: Option<IpAddr>) -> Result<(Decision, Quota), Refusal> {
         // Anonymous buckets stay local; with cluster limits each instance applies its share,
         // so that one address spread over N instances gets the configured limit.
         let quota = match self.share.scope() {
@@ -232,10 +247,8 @@ impl Limiter {
             .anon
             .take(ip.map_or(0, anonymous_key), quota, self.clock.now());
         if decision.allowed {
-            self.decisions.count(CallerKind::Anonymous, Outcome::Admitted);
             Ok((decision, quota))
         } else {
-            self.decisions.count(CallerKind::Anonymous, Outcome::Refused);
             Err(Refusal::RateLimited(decision, quota))
         }
     }

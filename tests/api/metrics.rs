@@ -317,3 +317,69 @@ async fn metrics_off_answers_404_json() {
         "{body}"
     );
 }
+
+#[actix_web::test]
+async fn a_request_its_client_gives_up_is_counted_once() {
+    let backend = TestBackend::start("slow");
+    backend.set_delay_ms(1_000);
+    let gw = spawn_gateway(&[backend.url()], &["--health-interval", "1h"]).await;
+    // The client sends its request and leaves once the backend has it, before the answer.
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
+    std::io::Write::write_all(&mut s, b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    eventually("the backend has the request", Duration::from_secs(5), || async {
+        backend.arrived() == 1
+    })
+    .await;
+    drop(s);
+    // HTTP/1.1: actix-http finishes the handler and finds the client gone when it writes, so
+    // the request counts as answered; a handler dropped before any answer (an HTTP/2 stream
+    // reset, a forced shutdown) counts as abandoned. Either way, once.
+    eventually("counted", Duration::from_secs(5), || async {
+        let m = Metrics::parse(&scrape(&gw, None).await.1);
+        m.value("tollgate_request_duration_seconds_count", &[]) == 1.0
+    })
+    .await;
+    let m = Metrics::parse(&scrape(&gw, None).await.1);
+    let answered: f64 = ["1xx", "2xx", "3xx", "4xx", "5xx"]
+        .iter()
+        .map(|c| {
+            m.value(
+                "tollgate_requests_total",
+                &[("status_class", c), ("backend", &backend.url())],
+            ) + m.value(
+                "tollgate_requests_total",
+                &[("status_class", c), ("backend", "none")],
+            )
+        })
+        .sum();
+    assert_eq!(answered + m.value("tollgate_requests_abandoned_total", &[]), 1.0);
+}
+
+#[actix_web::test]
+async fn a_wrong_api_key_is_not_counted_as_admitted() {
+    let backend = TestBackend::start("a");
+    let gw = spawn_gateway(
+        &[backend.url()],
+        &["--health-interval", "1h", "--rate-limit", "true"],
+    )
+    .await;
+    for _ in 0..3 {
+        assert_eq!(gw.get_with_key("/x", "no-such-key-0123456789abcdef").await.0, 401);
+    }
+    let m = Metrics::parse(&scrape(&gw, None).await.1);
+    let decided = |kind: &str, result: &str| {
+        m.value(
+            "tollgate_ratelimit_decisions_total",
+            &[("kind", kind), ("result", result), ("shadow", "false")],
+        )
+    };
+    assert_eq!(decided("anonymous", "admitted"), 0.0);
+    assert_eq!(decided("anonymous", "refused"), 0.0);
+    assert_eq!(
+        m.value(
+            "tollgate_requests_total",
+            &[("status_class", "4xx"), ("backend", "none")]
+        ),
+        3.0
+    );
+}

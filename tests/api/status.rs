@@ -212,3 +212,17 @@ async fn without_metrics_or_rate_limiting_status_counts_backend_requests() {
     assert_eq!(s["limits"], Value::Null);
     assert_eq!(s["backends"].as_array().unwrap().len(), 3);
 }
+
+#[actix_web::test]
+async fn with_metrics_off_the_refusals_are_still_counted() {
+    let scene = Scene::start(&["--metrics", "false", "--rate-limit", "true"]).await;
+    scene.drive().await;
+    eventually("five refusals counted", Duration::from_secs(10), || async {
+        scene.admin("/status").await.1["totals"]["refused"] == 5
+    })
+    .await;
+    let s = scene.admin("/status").await.1;
+    assert_eq!(s["counted"], "backend_requests");
+    assert_eq!(s["clients"][0]["client_id"], "greedy");
+    assert_eq!(s["clients"][0]["refused"], 5);
+}

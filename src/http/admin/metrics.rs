@@ -1,7 +1,7 @@
 //! `GET /metrics`: Prometheus metrics of this instance (OpenMetrics text), and the counting
 //! of admin writes.
 
-use std::sync::Arc;
+use std::{sync::Arc, time::Instant};
 
 use actix_web::{
     body::MessageBody,
@@ -15,9 +15,11 @@ use super::{auth, openapi::Unauthorized, AdminState};
 use crate::{
     error_body::{self, ErrorBody},
     metrics::{
-        sample_process, AdminWrites, BackendSample, MetricsSettings, Scrape, TrafficSet, CONTENT_TYPE,
+        sample_process, AdminWrites, BackendSample, ClientCounts, MetricsSettings, Scrape, TrafficSet,
+        CONTENT_TYPE,
     },
     pool::GetBackends,
+    registry::RegistryHandle,
     request_id::request_id,
 };
 
@@ -31,6 +33,45 @@ pub struct MetricsState {
     pub traffic: Arc<TrafficSet>,
     /// Admin writes by result.
     pub admin_writes: AdminWrites,
+    /// The last scan for the busiest clients and when it started. A scan of a million clients
+    /// takes tens of milliseconds: one runs at a time, and the scrapes that queued behind it
+    /// share the next one (so any number of scrapers, or anyone with public metrics, keeps
+    /// at most one core busy, and no scrape sees a scan older than itself).
+    pub busiest: futures_util::lock::Mutex<Option<(Instant, Arc<Vec<ClientCounts>>)>>,
+}
+
+impl MetricsState {
+    /// Metrics state for these settings, with no scan made yet.
+    pub fn new(settings: MetricsSettings, rate_limit: bool, traffic: Arc<TrafficSet>) -> MetricsState {
+        MetricsState {
+            settings,
+            rate_limit,
+            traffic,
+            admin_writes: AdminWrites::default(),
+            busiest: futures_util::lock::Mutex::new(None),
+        }
+    }
+
+    /// The busiest clients, from a scan that started after this scrape arrived: the one
+    /// that ran while this waited, else a new one.
+    async fn busiest(&self, registry: &RegistryHandle) -> Arc<Vec<ClientCounts>> {
+        let arrived = Instant::now();
+        let mut last = self.busiest.lock().await;
+        if let Some((started, clients)) = last.as_ref() {
+            if *started >= arrived {
+                return clients.clone();
+            }
+        }
+        let started = Instant::now();
+        let (registry, limit) = (registry.clone(), self.settings.client_limit);
+        let clients = Arc::new(
+            actix_rt::task::spawn_blocking(move || registry.busiest(limit))
+                .await
+                .unwrap_or_default(),
+        );
+        *last = Some((started, clients.clone()));
+        clients
+    }
 }
 
 /// Registers the route: next to the probes, as the token is checked here (it is optional
@@ -83,10 +124,7 @@ pub(super) async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> H
         }
     };
     let clients = if m.rate_limit {
-        let (registry, limit) = (state.registry.clone(), m.settings.client_limit);
-        actix_rt::task::spawn_blocking(move || registry.busiest(limit))
-            .await
-            .unwrap_or_default()
+        m.busiest(&state.registry).await.as_ref().clone()
     } else {
         Vec::new()
     };

@@ -4,7 +4,6 @@ use std::{
     cell::{Cell, RefCell},
     pin::Pin,
     rc::Rc,
-    sync::Arc,
     task::{Context, Poll},
     time::{Duration, Instant},
 };
@@ -272,7 +271,7 @@ pub struct DownstreamBody<S> {
     waiting_since: Option<Instant>,
     deadline: LazyDeadline,
     /// This worker's counters and the request's arrival (`None` with metrics off).
-    timing: Option<(Arc<Traffic>, Instant)>,
+    timing: Option<(&'static Traffic, Instant)>,
 }
 
 impl<S> DownstreamBody<S> {
@@ -282,7 +281,7 @@ impl<S> DownstreamBody<S> {
         lease: Lease,
         log: Option<AccessRecord>,
         idle: Duration,
-        timing: Option<(Arc<Traffic>, Instant)>,
+        timing: Option<(&'static Traffic, Instant)>,
     ) -> Self {
         DownstreamBody {
             inner,

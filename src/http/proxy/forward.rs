@@ -343,7 +343,7 @@ impl ProxyHandler {
             lease,
             record,
             self.settings.upstream_body_timeout,
-            self.metrics.clone().map(|m| (m, started)),
+            self.metrics.map(|m| (m, started)),
         );
         let head = *req.method() == Method::HEAD;
         let mut response = match (length, no_body) {

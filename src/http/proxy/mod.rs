@@ -71,7 +71,7 @@ pub struct ProxyHandler {
     limiter: Option<RegistryHandle>,
     access_log: bool,
     /// This worker's request counters (`None`: `TOLLGATE_METRICS=false`).
-    metrics: Option<std::sync::Arc<crate::metrics::Traffic>>,
+    metrics: Option<&'static crate::metrics::Traffic>,
 }
 
 impl ProxyHandler {
@@ -81,7 +81,7 @@ impl ProxyHandler {
         pool: PoolHandle,
         settings: ProxySettings,
         limiter: Option<RegistryHandle>,
-        metrics: Option<std::sync::Arc<crate::metrics::Traffic>>,
+        metrics: Option<&'static crate::metrics::Traffic>,
     ) -> ProxyHandler {
         let access_log = log::log_enabled!(target: "tollgate::access", log::Level::Info);
         ProxyHandler {

@@ -17,7 +17,14 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
     let started = Instant::now();
     let id = RequestId::of(req.headers());
     let rid = id.as_str();
-    match proxy.forward(&req, payload, &id, started).await {
+    let mut pending = Unanswered {
+        traffic: proxy.metrics,
+        started,
+    };
+    let forwarded = proxy.forward(&req, payload, &id, started).await;
+    // Answered: counted below or by the response body.
+    pending.traffic = None;
+    match forwarded {
         Ok(resp) => resp,
         Err(err) => {
             let resp = err.to_response(rid);
@@ -41,6 +48,21 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
                 AccessRecord::new(&req, rid, resp.status().as_u16(), "-", started).log(0, "");
             }
             resp
+        }
+    }
+}
+
+/// Counts a request whose client went away (the handler dropped) before any answer.
+struct Unanswered {
+    traffic: Option<&'static crate::metrics::Traffic>,
+    started: Instant,
+}
+
+impl Drop for Unanswered {
+    fn drop(&mut self) {
+        if let Some(t) = self.traffic {
+            t.count_abandoned();
+            t.request_duration.observe(self.started.elapsed());
         }
     }
 }
