@@ -3,9 +3,12 @@
 #
 # Usage: scripts/bench.sh [--help]
 #
-# Builds target/release/tollgate, starts it on 127.0.0.1:8280 (admin :8281) with one worker,
-# RUST_LOG=warn (no access log) and the harness's two nginx backends, then runs
-#     proxy-bench.sh tollgate=8280:PID
+# Builds target/release/tollgate and the reference forwarder target/release/examples/floor
+# (examples/floor: the minimal actix-web + awc proxy on our own Cargo.lock, the stack's floor),
+# starts tollgate on 127.0.0.1:8280 (admin :8281) with one worker, RUST_LOG=warn (no access
+# log) and the harness's two nginx backends, the floor on :8284 with one worker and the same
+# backends, then runs
+#     proxy-bench.sh tollgate=8280:PID floor=8284:PID
 # The harness's markdown table goes to stdout, followed by one summary line per target.
 # Progress, build output and the gateway's warnings go to stderr.
 #
@@ -16,6 +19,8 @@
 #   TOLLGATE_EXTRA_ENV   space-separated VAR=VALUE pairs added to (or overriding) the gateway's
 #                        env, e.g. TOLLGATE_EXTRA_ENV="TOLLGATE_RETRIES=0 TOLLGATE_WORKERS=2"
 #   TOLLGATE_BIN         binary to bench instead of building target/release/tollgate
+#   FLOOR [1]            0 = no floor target
+#   FLOOR_BIN            floor binary to run instead of building the example
 #   PROXY_BENCH          harness [scripts/proxy-bench.sh, else ../shared/bench/proxy-bench.sh]
 #   COMPARE_BIN          another tollgate binary run as one more target in the same rounds, e.g.
 #                        the proxy-actor build: `cargo build --release --features proxy-actor`,
@@ -40,8 +45,9 @@
 #
 # The gateway runs from a temporary directory, without the caller's TOLLGATE_*, RUST_LOG and
 # DATABASE_URL, so neither the repo's .env nor a stray export changes what is measured: use
-# TOLLGATE_EXTRA_ENV for variants. With PIN=split|isolate|custom the gateway is pinned to the
-# harness's PROXY_CPUS, like the nginx and HAProxy anchors.
+# TOLLGATE_EXTRA_ENV for variants (the floor takes none of them). With PIN=split|isolate|custom
+# the gateways and the floor are pinned to the harness's PROXY_CPUS, like the nginx and HAProxy
+# anchors. The floor is started in every mode, last, so it is the last target of each round.
 #
 # Example (short smoke run): ROUNDS=1 DURATION=3s WARMUP=1s scripts/bench.sh
 
@@ -55,7 +61,7 @@ esac
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 export ROUNDS=${ROUNDS:-5}
-PORT=8280 ADMIN_PORT=8281
+PORT=8280 ADMIN_PORT=8281 FLOOR_PORT=8284
 B1_PORT=${B1_PORT:-9001} B2_PORT=${B2_PORT:-9002}   # the harness starts these backends
 
 log() { printf '[bench] %s\n' "$*" >&2; }
@@ -74,6 +80,17 @@ else
     log "cargo build --release"
     (cd "$REPO" && cargo build --release) >&2   # keep stdout for the table
     BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/tollgate
+fi
+FLOOR=${FLOOR:-1}
+if [[ "$FLOOR" != 0 && -n "${FLOOR_BIN:-}" ]]; then
+    [[ -x "$FLOOR_BIN" ]] || die "FLOOR_BIN=$FLOOR_BIN is not an executable"
+    FLOOR_BIN=$(realpath "$FLOOR_BIN")
+elif [[ "$FLOOR" != 0 ]]; then
+    # A build of its own: built together, the gateway would get the dev-dependencies' features
+    # that an example is built with.
+    log "cargo build --release --example floor"
+    (cd "$REPO" && cargo build --release --example floor) >&2
+    FLOOR_BIN=${CARGO_TARGET_DIR:-$REPO/target}/release/examples/floor
 fi
 
 gw_env=(
@@ -98,7 +115,7 @@ case "${PIN:-none}" in
     custom) if [[ -n "${PROXY_CPUS:-}" ]]; then pin=(taskset -c "$PROXY_CPUS"); fi ;;
 esac
 
-for p in "$PORT" "$ADMIN_PORT" 8282 8283 8290 8291 8300 8301 8302 8303 8310 8311 8312 8313; do
+for p in "$PORT" "$ADMIN_PORT" 8282 8283 "$FLOOR_PORT" 8290 8291 8300 8301 8302 8303 8310 8311 8312 8313; do
     if port_open "$p"; then die "port $p is already in use (a gateway left running?)"; fi
 done
 
@@ -117,6 +134,10 @@ cleanup() {
     if [[ -s "$WORK/gateway.log" ]]; then
         log "gateway log (last 20 lines of $(wc -l <"$WORK/gateway.log")):"
         tail -n 20 "$WORK/gateway.log" >&2
+    fi
+    if [[ -s "$WORK/floor.log" ]]; then
+        log "floor log (last 20 lines):"
+        tail -n 20 "$WORK/floor.log" >&2
     fi
     if declare -F drop_db >/dev/null; then drop_db; fi
     rm -rf "$WORK"
@@ -150,6 +171,26 @@ start_gateway() {
     port_open "$port" || die "gateway $name did not listen on :$port within 10 s"
     log "$name pid $pid on :$port${TOLLGATE_EXTRA_ENV:+ with $TOLLGATE_EXTRA_ENV}"
     [[ -n "${GW_QUIET:-}" ]] || targets+=("$name=$port:$pid")
+}
+
+# start_floor: the reference forwarder (examples/floor), one worker, the same backends, pinned
+# like the gateways (its backends on the command line: it reads no other setting).
+start_floor() {
+    (
+        cd "$WORK"
+        exec "${pin[@]}" "$FLOOR_BIN" "127.0.0.1:$FLOOR_PORT" \
+            "http://127.0.0.1:$B1_PORT" "http://127.0.0.1:$B2_PORT" --workers 1
+    ) >>"$WORK/floor.log" 2>&1 &
+    local pid=$!
+    GW_PIDS+=("$pid")
+    for _ in $(seq 100); do
+        port_open "$FLOOR_PORT" && break
+        kill -0 "$pid" 2>/dev/null || die "the floor exited before listening on :$FLOOR_PORT"
+        sleep 0.1
+    done
+    port_open "$FLOOR_PORT" || die "the floor did not listen on :$FLOOR_PORT within 10 s"
+    log "floor pid $pid on :$FLOOR_PORT"
+    targets+=("floor=$FLOOR_PORT:$pid")
 }
 
 # start_pair NAME LB_PORT FIRST_PORT SCOPE: two gateways on the bench database (proxy ports
@@ -229,6 +270,7 @@ elif [[ -n "${COMPARE_BIN:-}" ]]; then
 else
     start_gateway tollgate "$PORT" "$ADMIN_PORT"
 fi
+if [[ "$FLOOR" != 0 ]]; then start_floor; fi
 log "harness $HARNESS"
 
 "$HARNESS" "${targets[@]}" | tee "$WORK/table.md"
