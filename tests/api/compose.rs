@@ -308,3 +308,29 @@ fn compose_admin_listener_is_public_so_the_token_is_required() {
         );
     }
 }
+
+/// Cargo refuses a manifest whose declared targets are missing, so the Dockerfile's
+/// dependency layer must create a dummy at every `path` Cargo.toml names; the test target
+/// `allocs` was once added without one, which broke the image build.
+#[test]
+fn dockerfile_dummy_build_has_every_declared_target() {
+    let manifest = repo_file("Cargo.toml");
+    let dockerfile = repo_file("docker/Dockerfile");
+    let paths: Vec<&str> = manifest
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("path = \""))
+        .filter_map(|rest| rest.strip_suffix('"'))
+        .collect();
+    assert!(paths.len() >= 4, "targets found: {paths:?}");
+    // The dummy step: everything up to the first dependency build.
+    let dummy = dockerfile
+        .split("cargo build")
+        .next()
+        .expect("a cargo build in the Dockerfile");
+    for path in paths {
+        assert!(
+            dummy.contains(&format!("> {path}")),
+            "docker/Dockerfile: the dummy build does not create {path} (declared in Cargo.toml)"
+        );
+    }
+}
