@@ -6,17 +6,6 @@ use actix_web::web::Bytes;
 
 use crate::helpers::*;
 
-const FAST_CHECKS: [&str; 8] = [
-    "--health-interval",
-    "100ms",
-    "--health-timeout",
-    "100ms",
-    "--unhealthy-threshold",
-    "3",
-    "--healthy-threshold",
-    "2",
-];
-
 #[actix_web::test]
 async fn a_killed_backend_costs_no_failed_get_is_ejected_and_readmitted() {
     let a = TestBackend::start("a");

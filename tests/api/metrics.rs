@@ -11,18 +11,6 @@ use crate::helpers::*;
 
 const TOKEN: &str = "metrics-test-token-0123456789";
 
-/// Health checks every 100 ms: the dead backend is down within a second.
-const FAST_CHECKS: [&str; 8] = [
-    "--health-interval",
-    "100ms",
-    "--health-timeout",
-    "100ms",
-    "--unhealthy-threshold",
-    "3",
-    "--healthy-threshold",
-    "2",
-];
-
 /// The scrape, parsed (panics on anything a Prometheus parser refuses).
 pub async fn scrape(gw: &TestGateway, token: Option<&str>) -> (u16, String) {
     let mut req = gw.client.get(gw.admin_url("/metrics"));

@@ -11,18 +11,6 @@ use crate::helpers::*;
 pub const TOKEN: &str = "status-page-test-token-0123456789";
 pub const GREEDY_KEY: &str = "greedy-client-key-0123456789";
 
-/// Health checks every 100 ms: the dead backend is down within a second.
-const FAST_CHECKS: [&str; 8] = [
-    "--health-interval",
-    "100ms",
-    "--health-timeout",
-    "100ms",
-    "--unhealthy-threshold",
-    "3",
-    "--healthy-threshold",
-    "2",
-];
-
 /// A gateway with two live backends and a dead one, and a client driven over its limit.
 pub struct Scene {
     pub gw: TestGateway,

@@ -11,6 +11,19 @@ use tollgate::{
 
 use super::{eventually, TestDb};
 
+/// Health checks every 100 ms, three failures to eject, two passes to re-admit: a dead
+/// backend is down within a second.
+pub const FAST_CHECKS: [&str; 8] = [
+    "--health-interval",
+    "100ms",
+    "--health-timeout",
+    "100ms",
+    "--unhealthy-threshold",
+    "3",
+    "--healthy-threshold",
+    "2",
+];
+
 /// The gateway, in-process, on free ports.
 pub struct TestGateway {
     pub port: u16,
