@@ -22,11 +22,16 @@ impl RequestId {
                 return RequestId(v.clone());
             }
         }
-        // Encoded into a buffer, not through `Display`.
-        let mut buf = uuid::Uuid::encode_buffer();
-        let id = uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
+        // Encoded into an array that becomes the value's own storage: one allocation, and the
+        // clones for the backend's request and the answer only count references (a value
+        // copied from a slice would allocate again on its first clone).
+        let mut buf = [0u8; 32];
+        uuid::Uuid::new_v4().simple().encode_lower(&mut buf);
         // 32 hex digits: always a valid value.
-        RequestId(HeaderValue::from_str(id).unwrap_or_else(|_| HeaderValue::from_static("-")))
+        RequestId(
+            HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf))
+                .unwrap_or_else(|_| HeaderValue::from_static("-")),
+        )
     }
 
     /// The id as text (visible ASCII only, checked in [`RequestId::of`]).

@@ -74,22 +74,32 @@ pub enum ProxyError {
     RateLimited(Decision, Quota),
 }
 
+/// Name of the `RateLimit-Policy` header.
+pub const RATELIMIT_POLICY: &str = "ratelimit-policy";
+/// Name of the `RateLimit` header.
+pub const RATELIMIT: &str = "ratelimit";
+
 /// The `RateLimit-Policy` and `RateLimit` header values (draft-ietf-httpapi-ratelimit-headers-10).
 pub fn rate_limit_headers(d: &Decision, q: &Quota) -> [(HeaderName, HeaderValue); 2] {
-    // Static names and integers written directly: two per proxied response.
     [
-        (
-            HeaderName::from_static("ratelimit-policy"),
-            default_item(("q", q.capacity()), ("w", q.window_secs())),
-        ),
-        (
-            HeaderName::from_static("ratelimit"),
-            default_item(("r", d.remaining), ("t", d.reset_secs)),
-        ),
+        (HeaderName::from_static(RATELIMIT_POLICY), policy_value(q)),
+        (HeaderName::from_static(RATELIMIT), limit_value(d)),
     ]
 }
 
-/// `"default";a=1;b=2`, written on the stack: the header value is the only allocation.
+/// The `RateLimit-Policy` value of quota `q` (the same for every request of the quota, so the
+/// forwarder keeps the last one it built).
+pub fn policy_value(q: &Quota) -> HeaderValue {
+    default_item(("q", q.capacity()), ("w", q.window_secs()))
+}
+
+/// The `RateLimit` value of decision `d`.
+pub fn limit_value(d: &Decision) -> HeaderValue {
+    default_item(("r", d.remaining), ("t", d.reset_secs))
+}
+
+/// `"default";a=1;b=2`, written into an array that becomes the value's own storage: one
+/// allocation, and a clone only counts a reference.
 fn default_item(a: (&str, u64), b: (&str, u64)) -> HeaderValue {
     let (mut da, mut db) = (itoa::Buffer::new(), itoa::Buffer::new());
     // 10 for `"default";`, two one-letter keys, `=`, `;`, `=` and two u64s of 20 digits.
@@ -109,7 +119,8 @@ fn default_item(a: (&str, u64), b: (&str, u64)) -> HeaderValue {
         len += part.len();
     }
     // Quotes, letters, digits and separators only: always a valid value.
-    HeaderValue::from_bytes(&buf[..len]).unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
+    HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(buf).slice(..len))
+        .unwrap_or_else(|_| HeaderValue::from_static("\"default\""))
 }
 
 impl ProxyError {

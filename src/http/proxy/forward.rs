@@ -20,7 +20,8 @@ use futures_util::{
 
 use super::{
     body::{AccessRecord, BodySource, ClientBodyFailure, DownstreamBody, UpstreamRequestBody},
-    copy_end_to_end, rate_limit_headers,
+    copy_end_to_end,
+    error::{limit_value, RATELIMIT, RATELIMIT_POLICY},
     retry::{self, BodyKind, Failure},
     target,
     upload::PacedPayload,
@@ -370,9 +371,8 @@ impl ProxyHandler {
             request_id.header_value().clone(),
         );
         if let Some((d, q)) = &limit_state {
-            for (name, value) in rate_limit_headers(d, q) {
-                headers.insert(name, value);
-            }
+            headers.insert(HeaderName::from_static(RATELIMIT_POLICY), self.policy_value(q));
+            headers.insert(HeaderName::from_static(RATELIMIT), limit_value(d));
         }
         response
     }

@@ -72,6 +72,9 @@ pub struct ProxyHandler {
     access_log: bool,
     /// This worker's request counters (`None`: `TOLLGATE_METRICS=false`).
     metrics: Option<&'static crate::metrics::Traffic>,
+    /// The last `RateLimit-Policy` value built, with its quota's capacity and window: most
+    /// requests of a worker share a quota, and a clone of the value allocates nothing.
+    policy: std::cell::RefCell<Option<(u64, u64, actix_web::http::header::HeaderValue)>>,
 }
 
 impl ProxyHandler {
@@ -91,6 +94,21 @@ impl ProxyHandler {
             limiter,
             access_log,
             metrics,
+            policy: std::cell::RefCell::new(None),
+        }
+    }
+
+    /// The `RateLimit-Policy` value of `q`: the last one built when the quota is the same.
+    fn policy_value(&self, q: &Quota) -> actix_web::http::header::HeaderValue {
+        let key = (q.capacity(), q.window_secs());
+        let mut last = self.policy.borrow_mut();
+        match last.as_ref() {
+            Some((c, w, v)) if (*c, *w) == key => v.clone(),
+            _ => {
+                let v = error::policy_value(q);
+                *last = Some((key.0, key.1, v.clone()));
+                v
+            }
         }
     }
 
