@@ -41,8 +41,9 @@ pub struct Scrape {
     pub traffic: TrafficTotals,
     /// Rate-limit decisions (`None` with rate limiting off).
     pub decisions: Option<[u64; 5]>,
-    /// The busiest registered clients.
-    pub clients: Vec<ClientCounts>,
+    /// The busiest registered clients, shared with the scan that found them (the scrapes
+    /// queued behind one scan share its result).
+    pub clients: std::sync::Arc<Vec<ClientCounts>>,
     /// Write-behind flushes, failures, rows and durations (`None` with rate limiting off).
     pub write_behind: Option<((u64, u64, u64), HistogramSnapshot)>,
     /// Admin writes by result.

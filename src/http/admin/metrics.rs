@@ -124,9 +124,9 @@ pub(super) async fn metrics(req: HttpRequest, state: web::Data<AdminState>) -> H
         }
     };
     let clients = if m.rate_limit {
-        m.busiest(&state.registry).await.as_ref().clone()
+        m.busiest(&state.registry).await
     } else {
-        Vec::new()
+        Arc::default()
     };
     let scrape = Scrape {
         backends: pool
