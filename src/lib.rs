@@ -32,6 +32,8 @@
 //!   encoded at scrape time.
 //! - [`status`]: what the status page shows: counters sampled once a second, rates and five
 //!   minutes of history in memory of bounded size.
+//! - [`sweep`]: deadlines without a timer per request: each worker sweeps its deadlines every
+//!   100 ms.
 
 pub mod backend_list;
 pub mod cluster;
@@ -52,3 +54,4 @@ pub mod shutdown;
 pub mod startup;
 pub mod status;
 pub mod store;
+pub mod sweep;

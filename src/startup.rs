@@ -315,7 +315,7 @@ impl Application {
         let drain_secs = server.shutdown_timeout.as_secs_f64().ceil() as u64;
 
         let proxy_settings = settings.proxy.clone();
-        let (connect_timeout, upstream_timeout) = (server.connect_timeout, proxy_settings.upstream_timeout);
+        let connect_timeout = server.connect_timeout;
         let proxy_pool = pool.clone();
         let traffic = Arc::new(TrafficSet::default());
         let worker_traffic = settings.metrics.enabled.then(|| traffic.clone());
@@ -326,10 +326,11 @@ impl Application {
         let serve_options = ServeOptions {
             workers: server.workers,
             shutdown_secs: drain_secs,
+            keep_alive: server.keepalive_timeout,
         };
         let proxy = serve("proxy", proxy_listener, serve_options, move || {
             let handler = ProxyHandler::new(
-                proxy::build_client(connect_timeout, upstream_timeout),
+                proxy::build_client(connect_timeout),
                 proxy_pool.clone(),
                 proxy_settings.clone(),
                 limiter.clone(),
@@ -371,6 +372,7 @@ impl Application {
         let admin_options = ServeOptions {
             workers: 1,
             shutdown_secs: drain_secs,
+            keep_alive: server.keepalive_timeout,
         };
         let admin = serve("admin", admin_listener, admin_options, move || {
             App::new()

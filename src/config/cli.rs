@@ -116,6 +116,10 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_SHUTDOWN_TIMEOUT", default_value = "30s")]
     pub shutdown_timeout: String,
 
+    /// How long a client connection may stay idle between requests (`0`: no keep-alive).
+    #[arg(long, env = "TOLLGATE_KEEPALIVE_TIMEOUT", default_value = "5s")]
+    pub keepalive_timeout: String,
+
     /// HTTP worker threads of the proxy listener [default: number of cores].
     #[arg(long, env = "TOLLGATE_WORKERS")]
     pub workers: Option<String>,

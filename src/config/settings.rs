@@ -23,6 +23,8 @@ pub struct ServerSettings {
     pub connect_timeout: Duration,
     /// Deadline for in-flight requests on shutdown.
     pub shutdown_timeout: Duration,
+    /// Longest idle time of a client connection between requests (zero: no keep-alive).
+    pub keepalive_timeout: Duration,
     /// Time between readiness turning 503 and the listener closing.
     pub drain_delay: Duration,
 }

@@ -19,7 +19,7 @@ impl Settings {
              health_interval={:?} health_timeout={:?} healthy_threshold={} unhealthy_threshold={} \
              passive_eject_window={:?} panic_threshold={}% \
              connect_timeout={:?} upstream_timeout={:?} retries={} max_body_size={} \
-             shutdown_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
+             shutdown_timeout={:?} keepalive_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
              db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
              client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?} \
@@ -46,6 +46,7 @@ impl Settings {
             proxy.retries,
             proxy.max_body_size,
             server.shutdown_timeout,
+            server.keepalive_timeout,
             server.workers,
             store.url.redacted(),
             self.demo,

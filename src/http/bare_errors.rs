@@ -106,6 +106,11 @@ impl<IO> JsonErrors<IO> {
             fresh: true,
         }
     }
+
+    /// The wrapped connection.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
 }
 
 impl<IO: AsyncWrite + Unpin> JsonErrors<IO> {

@@ -2,5 +2,6 @@
 
 pub mod admin;
 pub mod bare_errors;
+pub mod keepalive;
 pub mod proxy;
 pub mod server;

@@ -6,14 +6,17 @@
 //! (actix-http's `HttpService` over an `App`, on an actix-server `Server`) by hand, with the
 //! same graceful-shutdown signal that closes idle keep-alive connections on stop.
 
-use std::{fmt, net::TcpListener};
+use std::{fmt, net::TcpListener, time::Duration};
 
-use actix_http::{body::MessageBody, HttpService, Protocol, Request, Response};
+use actix_http::{body::MessageBody, HttpService, KeepAlive, Protocol, Request, Response};
 use actix_rt::net::TcpStream;
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, Server};
 
-use super::bare_errors::JsonErrors;
+use super::{
+    bare_errors::JsonErrors,
+    keepalive::{track_requests, ConnActivity, IdleConn},
+};
 
 /// How a listener is served.
 #[derive(Debug, Clone, Copy)]
@@ -22,7 +25,13 @@ pub struct ServeOptions {
     pub workers: usize,
     /// Whole seconds in-flight requests get on shutdown.
     pub shutdown_secs: u64,
+    /// How long a client connection may stay idle between requests (zero: no keep-alive).
+    pub keep_alive: Duration,
 }
+
+/// How long a new connection gets to send its first request head (actix-http's default, which
+/// answers `408` itself).
+const FIRST_HEAD: Duration = Duration::from_secs(5);
 
 /// Serves the app that `factory` builds (once per worker) on `listener`, named `name` in logs.
 pub fn serve<F, I, S, B>(
@@ -47,10 +56,24 @@ where
         .disable_signals()
         .shutdown_timeout(options.shutdown_secs);
     let stop = builder.graceful_shutdown_signal();
+    let keep_alive = options.keep_alive;
     let server = builder
         .listen(name, listener, move || {
             let stop = stop.clone();
             let http = HttpService::build()
+                // Idle connections are closed by the worker's deadline sweep (IdleConn), not by
+                // a timer actix-http would re-arm after every response.
+                .keep_alive(if keep_alive.is_zero() {
+                    KeepAlive::Disabled
+                } else {
+                    KeepAlive::Os
+                })
+                .client_request_timeout(FIRST_HEAD)
+                .on_connect_ext(|io: &JsonErrors<IdleConn<TcpStream>>, ext| {
+                    if let Some(activity) = io.get_ref().activity() {
+                        ext.insert(activity.clone());
+                    }
+                })
                 .graceful_shutdown_signal(move || {
                     let stop = stop.clone();
                     async move { stop.notified().await }
@@ -58,15 +81,19 @@ where
                 .client_disconnect_timeout(std::time::Duration::from_secs(1))
                 .local_addr(local)
                 .finish(map_config(
-                    factory()
-                        .into_factory()
-                        .map_err(|err| err.into().error_response()),
+                    track_requests(
+                        factory()
+                            .into_factory()
+                            .map_err(|err| err.into().error_response()),
+                    ),
                     |_| AppConfig::default(),
                 ));
-            fn_service(|io: TcpStream| async move {
+            fn_service(move |io: TcpStream| async move {
                 // Small answers must not wait for Nagle (HttpServer sets this too).
                 let _ = io.set_nodelay(true);
                 let peer = io.peer_addr().ok();
+                let activity = (!keep_alive.is_zero()).then(|| ConnActivity::new(keep_alive, FIRST_HEAD));
+                let io = IdleConn::new(io, activity);
                 Ok::<_, ()>((JsonErrors::new(io, peer), Protocol::Http1, peer))
             })
             // Connection errors are the client's (or already answered and logged by JsonErrors).

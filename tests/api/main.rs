@@ -19,6 +19,7 @@ mod h2c;
 mod helpers;
 mod hostile;
 mod identity;
+mod keepalive;
 mod leases;
 mod logcapture;
 mod logs;

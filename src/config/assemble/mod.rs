@@ -45,6 +45,10 @@ pub(super) fn server(p: &mut Problems, cli: &Cli) -> Option<ServerSettings> {
         "shutdown-timeout",
         &cli.shutdown_timeout,
     );
+    let keepalive_timeout = match cli.keepalive_timeout.trim() {
+        "0" | "0s" | "0ms" => Some(Duration::ZERO),
+        raw => p.duration("TOLLGATE_KEEPALIVE_TIMEOUT", "keepalive-timeout", raw),
+    };
     let drain_delay = match cli.drain_delay.trim() {
         "0" | "0s" | "0ms" => Some(Duration::ZERO),
         raw => p.duration("TOLLGATE_DRAIN_DELAY", "drain-delay", raw),
@@ -54,6 +58,7 @@ pub(super) fn server(p: &mut Problems, cli: &Cli) -> Option<ServerSettings> {
         workers: workers?,
         connect_timeout: connect_timeout?,
         shutdown_timeout: shutdown_timeout?,
+        keepalive_timeout: keepalive_timeout?,
         drain_delay: drain_delay?,
     })
 }

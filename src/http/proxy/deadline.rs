@@ -1,41 +1,41 @@
 //! A deadline that costs nothing until a stream actually waits.
 //!
-//! Most bodies arrive with their head or in a few ready reads: a timer armed per request would
-//! be pure cost on the hot path. [`LazyDeadline`] arms its `Sleep` only when a stream returns
-//! `Pending`, and moves it only when the deadline moved.
+//! Most bodies arrive with their head or in a few ready reads: a deadline registered per
+//! request would be pure cost on the hot path. [`LazyDeadline`] takes a deadline of the
+//! worker's sweep (`crate::sweep`) only when a stream returns `Pending`, and moves it only
+//! when the deadline moved.
 
 use std::{
-    future::Future,
-    pin::Pin,
     task::{Context, Poll},
     time::Instant,
 };
 
-use actix_rt::time::{sleep_until, Sleep};
+use crate::sweep::Deadline;
 
-/// A timer armed on first wait (see the module documentation).
-#[derive(Default)]
+/// A deadline taken on first wait (see the module documentation).
+#[derive(Debug, Default)]
 pub struct LazyDeadline {
-    sleep: Option<(Instant, Pin<Box<Sleep>>)>,
+    timer: Option<(Instant, Deadline)>,
 }
 
 impl LazyDeadline {
-    /// Polls for `deadline`: `Ready` once it has passed; otherwise registers the waker.
+    /// Polls for `deadline`: `Ready` once it has passed (up to one sweep tick late);
+    /// otherwise registers the waker.
     pub fn poll_until(&mut self, cx: &mut Context<'_>, deadline: Instant) -> Poll<()> {
         if Instant::now() >= deadline {
             return Poll::Ready(());
         }
-        match &mut self.sleep {
-            Some((at, sleep)) if *at == deadline => sleep.as_mut().poll(cx),
-            Some((at, sleep)) => {
+        match &mut self.timer {
+            Some((at, timer)) if *at == deadline => timer.poll_fired(cx),
+            Some((at, timer)) => {
                 *at = deadline;
-                sleep.as_mut().reset(deadline.into());
-                sleep.as_mut().poll(cx)
+                timer.reset(deadline);
+                timer.poll_fired(cx)
             }
             None => {
-                let mut sleep = Box::pin(sleep_until(deadline.into()));
-                let poll = sleep.as_mut().poll(cx);
-                self.sleep = Some((deadline, sleep));
+                let timer = Deadline::at(deadline);
+                let poll = timer.poll_fired(cx);
+                self.timer = Some((deadline, timer));
                 poll
             }
         }

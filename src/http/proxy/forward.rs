@@ -32,6 +32,7 @@ use crate::{
     metrics::FailureKind,
     ratelimit::{Decision, Quota},
     request_id::RequestId,
+    sweep::{within, Deadline},
 };
 
 /// The request body as far as sending it is concerned.
@@ -214,28 +215,33 @@ impl ProxyHandler {
                 headers.remove(name);
             }
             let sent_at = self.metrics.is_some().then(Instant::now);
+            // From the request sent to the backend's response head, on the worker's sweep.
+            let head_deadline = || Deadline::after(self.settings.upstream_timeout);
             let sent = match &body {
-                RequestBody::Empty => upstream.send_body(actix_web::body::None::new()).await,
-                RequestBody::Buffered(bytes) => upstream.send_body(bytes.clone()).await,
+                RequestBody::Empty => {
+                    send_within(upstream.send_body(actix_web::body::None::new()), head_deadline()).await
+                }
+                RequestBody::Buffered(bytes) => {
+                    send_within(upstream.send_body(bytes.clone()), head_deadline()).await
+                }
                 RequestBody::Streamed(src, size) => {
                     // awc's deadline would cover the upload too: a large body from a slow
                     // client must not time out. While the body is sent, a backend that stops
                     // reading it (awc stops asking for bytes, and not because the client is
                     // slow) for the upstream timeout is stalled; the deadline for the response
                     // head starts once the whole body is sent.
-                    let send = upstream
-                        .timeout(UPLOAD_ALLOWANCE)
-                        .send_body(UpstreamRequestBody::new(src.clone(), *size));
+                    let send = send_within(
+                        upstream.send_body(UpstreamRequestBody::new(src.clone(), *size)),
+                        Deadline::after(UPLOAD_ALLOWANCE),
+                    );
                     let head_deadline = {
                         let (src, after) = (src.clone(), self.settings.upstream_timeout);
                         async move {
                             let mut since = Instant::now();
                             while !src.is_finished() {
                                 since = src.last_asked().map_or(since, |asked| asked.max(since));
-                                let quiet = actix_rt::time::sleep_until((since + after).into());
-                                if let Either::Right(_) =
-                                    select(Box::pin(src.finished()), Box::pin(quiet)).await
-                                {
+                                let quiet = Deadline::at(since + after);
+                                if let Either::Right(_) = select(Box::pin(src.finished()), quiet).await {
                                     let asked = src.last_asked().unwrap_or(since);
                                     if asked <= since && !src.waiting_on_client() && !src.is_finished() {
                                         return;
@@ -245,7 +251,7 @@ impl ProxyHandler {
                                     }
                                 }
                             }
-                            actix_rt::time::sleep(after).await;
+                            Deadline::after(after).await;
                         }
                     };
                     match select(Box::pin(send), Box::pin(head_deadline)).await {
@@ -376,6 +382,16 @@ impl ProxyHandler {
         }
         response
     }
+}
+
+/// `send` unless `deadline` passes first (then awc's own timeout error, as its timer gave).
+async fn send_within<F, R>(send: F, deadline: Deadline) -> Result<R, SendRequestError>
+where
+    F: std::future::Future<Output = Result<R, SendRequestError>> + Unpin,
+{
+    within(send, deadline)
+        .await
+        .unwrap_or(Err(SendRequestError::Timeout))
 }
 
 /// The `/metrics` kind of a failed attempt.

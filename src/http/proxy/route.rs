@@ -67,11 +67,9 @@ impl Drop for Unanswered {
     }
 }
 
-/// Builds the awc client of one worker.
-pub fn build_client(
-    connect_timeout: std::time::Duration,
-    upstream_timeout: std::time::Duration,
-) -> awc::Client {
+/// Builds the awc client of one worker. awc's own request timeout is off: it would arm a
+/// timer per request; the forwarder puts each attempt under a deadline of the worker's sweep.
+pub fn build_client(connect_timeout: std::time::Duration) -> awc::Client {
     awc::Client::builder()
         .disable_redirects()
         .no_default_headers()
@@ -83,6 +81,6 @@ pub fn build_client(
                 // gateway, where the upstream timeout cannot see them.
                 .limit(0),
         )
-        .timeout(upstream_timeout)
+        .disable_timeout()
         .finish()
 }
