@@ -1,7 +1,7 @@
 //! Request ids: the client's `X-Request-Id` when it is sane, else a new one. Both listeners
 //! use it, so that every error body and log line of a request carries the same id.
 
-use actix_web::http::header::{HeaderMap, HeaderValue};
+use actix_web::http::header::{HeaderMap, HeaderName, HeaderValue};
 
 /// The client's request id if it is sane (1-128 visible ASCII characters), else a new UUID.
 pub fn request_id(headers: &HeaderMap) -> String {
@@ -16,7 +16,8 @@ pub struct RequestId(HeaderValue);
 impl RequestId {
     /// The client's id if it is sane (1-128 visible ASCII characters), else a new UUID.
     pub fn of(headers: &HeaderMap) -> RequestId {
-        if let Some(v) = headers.get(crate::error_body::REQUEST_ID) {
+        // By `HeaderName`: a custom name looked up as text is parsed into an allocated copy.
+        if let Some(v) = headers.get(HeaderName::from_static(crate::error_body::REQUEST_ID)) {
             let b = v.as_bytes();
             if !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic()) {
                 return RequestId(v.clone());

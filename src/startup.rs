@@ -6,7 +6,10 @@ use std::{
 };
 
 use actix::{Actor, Addr};
-use actix_web::{dev::Server, web, App};
+use actix_web::{
+    dev::{fn_service, Server},
+    web, App,
+};
 
 use crate::{
     backend_list::{self, BackendFeed},
@@ -340,11 +343,11 @@ impl Application {
             #[cfg(not(feature = "proxy-actor"))]
             let app = App::new()
                 .app_data(web::Data::new(handler))
-                .default_service(web::to(proxy::handle));
+                .default_service(fn_service(proxy::handle));
             #[cfg(feature = "proxy-actor")]
             let app = App::new()
                 .app_data(web::Data::new(proxy::actor::ProxyActor::start_here(handler)))
-                .default_service(web::to(proxy::actor::handle));
+                .default_service(fn_service(proxy::actor::handle));
             app
         })
         .map_err(|source| StartupError::Serve {

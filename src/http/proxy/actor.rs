@@ -11,7 +11,12 @@
 use std::rc::Rc;
 
 use actix::{Actor, Addr, Context, Handler, Message, ResponseFuture};
-use actix_web::{http::StatusCode, web, HttpRequest, HttpResponse};
+use actix_web::{
+    dev::{ServiceRequest, ServiceResponse},
+    error::InternalError,
+    http::StatusCode,
+    web,
+};
 use send_wrapper::SendWrapper;
 
 use super::{route::answer, ProxyHandler};
@@ -36,36 +41,50 @@ impl Actor for ProxyActor {
     type Context = Context<Self>;
 }
 
-/// One request to forward.
-pub struct Forward(SendWrapper<(HttpRequest, web::Payload)>);
+/// One request to forward: the request itself, moved, so that its headers can be moved on
+/// to the backend as in the default build.
+pub struct Forward(SendWrapper<ServiceRequest>);
 
 impl Message for Forward {
-    type Result = SendWrapper<HttpResponse>;
+    type Result = SendWrapper<ServiceResponse>;
 }
 
 impl Handler<Forward> for ProxyActor {
-    type Result = ResponseFuture<SendWrapper<HttpResponse>>;
+    type Result = ResponseFuture<SendWrapper<ServiceResponse>>;
 
     fn handle(&mut self, msg: Forward, _: &mut Context<Self>) -> Self::Result {
         let handler = self.handler.clone();
-        let (req, payload) = msg.0.take();
+        let mut req = msg.0.take();
         // Many requests in flight at once: the future does not hold the actor.
-        Box::pin(async move { SendWrapper::new(answer(&handler, req, payload).await) })
+        Box::pin(async move {
+            let resp = answer(&handler, &mut req).await;
+            SendWrapper::new(req.into_response(resp))
+        })
     }
 }
 
-/// The proxy's route when the forwarder is an actor: one message per request.
-pub async fn handle(
-    req: HttpRequest,
-    payload: web::Payload,
-    actor: web::Data<Addr<ProxyActor>>,
-) -> HttpResponse {
+/// The proxy's default service when the forwarder is an actor (through `fn_service`): one
+/// message per request.
+pub async fn handle(req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
     let rid = request_id(req.headers());
-    match actor.send(Forward(SendWrapper::new((req, payload)))).await {
-        Ok(resp) => resp.take(),
+    let Some(actor) = req.app_data::<web::Data<Addr<ProxyActor>>>().cloned() else {
+        log::error!("[{rid}] the proxy app has no forwarder");
+        let resp = error_body::respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            &rid,
+        );
+        return Ok(req.into_response(resp));
+    };
+    match actor.send(Forward(SendWrapper::new(req))).await {
+        Ok(resp) => Ok(resp.take()),
         Err(e) => {
             log::error!("[{rid}] proxy actor unavailable: {e}");
-            error_body::respond(StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down", &rid)
+            // The request went with the message: the answer is made from the error.
+            let resp =
+                error_body::respond(StatusCode::SERVICE_UNAVAILABLE, "draining", "Shutting down", &rid);
+            Err(InternalError::from_response(e, resp).into())
         }
     }
 }

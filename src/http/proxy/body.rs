@@ -10,8 +10,9 @@ use std::{
 
 use actix_web::{
     body::{BodySize, MessageBody},
+    dev::Payload,
     error::PayloadError,
-    web::{Bytes, Payload},
+    web::Bytes,
     HttpRequest,
 };
 use futures_util::{ready, Stream};

@@ -4,12 +4,13 @@ use std::{borrow::Cow, rc::Rc, time::Instant};
 
 use actix_web::{
     body::{BodySize, BodyStream, SizedStream},
+    dev::{Payload, ServiceRequest},
     http::{
-        header::{self, HeaderName},
+        header::{self, HeaderMap, HeaderName},
         uri::PathAndQuery,
         Method, StatusCode,
     },
-    web::{self, Bytes, BytesMut},
+    web::{Bytes, BytesMut},
     HttpMessage, HttpRequest, HttpResponse,
 };
 use awc::error::SendRequestError;
@@ -22,10 +23,11 @@ use super::{
     body::{AccessRecord, BodySource, ClientBodyFailure, DownstreamBody, UpstreamRequestBody},
     copy_end_to_end,
     error::{limit_value, RATELIMIT, RATELIMIT_POLICY},
+    headers,
     retry::{self, BodyKind, Failure},
     target,
     upload::PacedPayload,
-    upstream_request_headers, ProxyError, ProxyHandler, ALLOWED_METHODS, MAX_TARGET_LEN, UPLOAD_ALLOWANCE,
+    ProxyError, ProxyHandler, ALLOWED_METHODS, MAX_TARGET_LEN, UPLOAD_ALLOWANCE,
 };
 use crate::{
     logfmt::Escaped,
@@ -93,7 +95,7 @@ impl ProxyHandler {
     async fn read_body(
         &self,
         req: &HttpRequest,
-        payload: web::Payload,
+        payload: Payload,
         started: Instant,
     ) -> Result<RequestBody, ProxyError> {
         let limit = self.settings.max_body_size;
@@ -137,14 +139,16 @@ impl ProxyHandler {
         ))
     }
 
+    /// Forwards `req`. Its headers are read first (rate limit, body framing), then moved into
+    /// the request to the backend: `req` is left with an empty header map.
     pub(super) async fn forward(
         &self,
-        req: &HttpRequest,
-        payload: web::Payload,
+        req: &mut ServiceRequest,
+        payload: Payload,
         request_id: &RequestId,
         started: Instant,
     ) -> Result<HttpResponse, ProxyError> {
-        let Some(target) = Self::target(req)? else {
+        let Some(target) = Self::target(req.request())? else {
             if let Some(m) = &self.metrics {
                 m.count_own_answer(StatusCode::NO_CONTENT.as_u16());
                 m.request_duration.observe(started.elapsed());
@@ -153,13 +157,14 @@ impl ProxyHandler {
                 .insert_header((header::ALLOW, ALLOWED_METHODS))
                 .finish());
         };
-        let limit_state = self.admit(req).await?;
-        let body = self.read_body(req, payload, started).await?;
+        let limit_state = self.admit(req.request()).await?;
+        let body = self.read_body(req.request(), payload, started).await?;
+        let mut headers = Some(self.upstream_headers(req, request_id));
+        let req = req.request();
         let idempotent = matches!(
             *req.method(),
             Method::GET | Method::HEAD | Method::OPTIONS | Method::PUT | Method::DELETE
         );
-        let peer = req.peer_addr().map(|a| a.ip());
         // Empty until an attempt fails: no allocation in the common case.
         let mut tried: Vec<std::sync::Arc<crate::pool::Backend>> = Vec::new();
         let mut previous: Option<ProxyError> = None;
@@ -167,6 +172,8 @@ impl ProxyHandler {
         // (`tried[0]`) may take the request again when no other is left (see
         // `may_repeat_on_same_backend`).
         let mut same_again = false;
+        // The request of the last attempt, kept to seed the next one's headers.
+        let mut kept: Option<awc::FrozenClientRequest> = None;
         loop {
             let picked = self.pool.pick(&tried).or_else(|| {
                 std::mem::take(&mut same_again)
@@ -175,6 +182,15 @@ impl ProxyHandler {
             });
             let Some(lease) = picked else {
                 return Err(previous.unwrap_or(ProxyError::NoHealthyBackend));
+            };
+            // The first attempt takes the client's map itself; a retry copies the last
+            // attempt's, kept frozen (retries are rare).
+            let map = match (headers.take(), &kept) {
+                (Some(moved), _) => moved,
+                (None, Some(last)) => last.headers().clone(),
+                // The first attempt's request could not even be frozen (awc refused its URL,
+                // which the validation of backend URLs rules out) and took the headers along.
+                (None, None) => return Err(previous.unwrap_or(ProxyError::NoHealthyBackend)),
             };
             if let Some(err) = previous.take() {
                 if let Some(m) = &self.metrics {
@@ -198,65 +214,58 @@ impl ProxyHandler {
                     lease.backend().url(&target).map_err(bad_target)?,
                 )
                 .no_decompress();
-            // Built per attempt rather than cloned: retries are rare.
-            let headers = upstream.headers_mut();
-            *headers = upstream_request_headers(req.headers(), peer, request_id.header_value());
-            if let Some(authority) = req.uri().authority() {
-                // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2),
-                // without any user info.
-                let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
-                if let Ok(host) = header::HeaderValue::from_str(host_port) {
-                    headers.insert(header::HOST, host.clone());
-                    headers.insert(HeaderName::from_static("x-forwarded-host"), host);
-                }
-            }
-            if let Some(name) = &self.settings.strip_header {
-                // The client's credential for the gateway is not the backend's business.
-                headers.remove(name);
-            }
+            *upstream.headers_mut() = map;
             let sent_at = self.metrics.is_some().then(Instant::now);
             // From the request sent to the backend's response head, on the worker's sweep.
             let head_deadline = || Deadline::after(self.settings.upstream_timeout);
-            let sent = match &body {
-                RequestBody::Empty => {
-                    send_within(upstream.send_body(actix_web::body::None::new()), head_deadline()).await
-                }
-                RequestBody::Buffered(bytes) => {
-                    send_within(upstream.send_body(bytes.clone()), head_deadline()).await
-                }
-                RequestBody::Streamed(src, size) => {
-                    // awc's deadline would cover the upload too: a large body from a slow
-                    // client must not time out. While the body is sent, a backend that stops
-                    // reading it (awc stops asking for bytes, and not because the client is
-                    // slow) for the upstream timeout is stalled; the deadline for the response
-                    // head starts once the whole body is sent.
-                    let send = send_within(
-                        upstream.send_body(UpstreamRequestBody::new(src.clone(), *size)),
-                        Deadline::after(UPLOAD_ALLOWANCE),
-                    );
-                    let head_deadline = {
-                        let (src, after) = (src.clone(), self.settings.upstream_timeout);
-                        async move {
-                            let mut since = Instant::now();
-                            while !src.is_finished() {
-                                since = src.last_asked().map_or(since, |asked| asked.max(since));
-                                let quiet = Deadline::at(since + after);
-                                if let Either::Right(_) = select(Box::pin(src.finished()), quiet).await {
-                                    let asked = src.last_asked().unwrap_or(since);
-                                    if asked <= since && !src.waiting_on_client() && !src.is_finished() {
-                                        return;
-                                    }
-                                    if src.waiting_on_client() {
-                                        since = Instant::now();
+            let sent = 'send: {
+                // Frozen, the request is sent without being consumed: a retry finds its
+                // headers there.
+                let upstream = match upstream.freeze() {
+                    Ok(frozen) => &*kept.insert(frozen),
+                    Err(e) => break 'send Err(SendRequestError::from(e)),
+                };
+                match &body {
+                    RequestBody::Empty => {
+                        send_within(upstream.send_body(actix_web::body::None::new()), head_deadline()).await
+                    }
+                    RequestBody::Buffered(bytes) => {
+                        send_within(upstream.send_body(bytes.clone()), head_deadline()).await
+                    }
+                    RequestBody::Streamed(src, size) => {
+                        // A deadline from the send would cover the upload too: a large body
+                        // from a slow client must not time out. While the body is sent, a
+                        // backend that stops reading it (awc stops asking for bytes, and not
+                        // because the client is slow) for the upstream timeout is stalled; the
+                        // deadline for the response head starts once the whole body is sent.
+                        let send = send_within(
+                            upstream.send_body(UpstreamRequestBody::new(src.clone(), *size)),
+                            Deadline::after(UPLOAD_ALLOWANCE),
+                        );
+                        let head_deadline = {
+                            let (src, after) = (src.clone(), self.settings.upstream_timeout);
+                            async move {
+                                let mut since = Instant::now();
+                                while !src.is_finished() {
+                                    since = src.last_asked().map_or(since, |asked| asked.max(since));
+                                    let quiet = Deadline::at(since + after);
+                                    if let Either::Right(_) = select(Box::pin(src.finished()), quiet).await {
+                                        let asked = src.last_asked().unwrap_or(since);
+                                        if asked <= since && !src.waiting_on_client() && !src.is_finished() {
+                                            return;
+                                        }
+                                        if src.waiting_on_client() {
+                                            since = Instant::now();
+                                        }
                                     }
                                 }
+                                Deadline::after(after).await;
                             }
-                            Deadline::after(after).await;
+                        };
+                        match select(Box::pin(send), Box::pin(head_deadline)).await {
+                            Either::Left((sent, _)) => sent,
+                            Either::Right(_) => Err(SendRequestError::Timeout),
                         }
-                    };
-                    match select(Box::pin(send), Box::pin(head_deadline)).await {
-                        Either::Left((sent, _)) => sent,
-                        Either::Right(_) => Err(SendRequestError::Timeout),
                     }
                 }
             };
@@ -306,6 +315,37 @@ impl ProxyHandler {
             }
             previous = Some(err);
         }
+    }
+
+    /// Moves the client's headers out of `req` (everything reading them has run) and turns
+    /// them into the headers of the request to a backend.
+    fn upstream_headers(&self, req: &mut ServiceRequest, request_id: &RequestId) -> HeaderMap {
+        let peer = req.peer_addr().map(|a| a.ip());
+        // Absolute form: the request line's authority is the host (RFC 9112 §3.2.2), without
+        // any user info.
+        let authority = req.uri().authority().and_then(|authority| {
+            let host_port = authority.as_str().rsplit('@').next().unwrap_or_default();
+            header::HeaderValue::from_str(host_port).ok()
+        });
+        // `headers_mut` cannot panic here: it needs the only reference to the request, and
+        // the request comes straight from actix-web's app (no middleware, no extractor clones
+        // it; see `route::handle`). actix-http pools request heads with their maps: the one
+        // left behind has room for a request like this one and its forwarding headers, so
+        // the next request parsed into it does not grow it, and neither does `to_upstream`
+        // then grow the map it moves on (one allocation, as the map built afresh was).
+        let client = req.headers_mut();
+        let capacity = client.len() + headers::ADDED;
+        let mut map = std::mem::replace(client, HeaderMap::with_capacity(capacity));
+        headers::to_upstream(&mut map, peer, request_id.header_value());
+        if let Some(host) = authority {
+            map.insert(header::HOST, host.clone());
+            map.insert(HeaderName::from_static("x-forwarded-host"), host);
+        }
+        if let Some(name) = &self.settings.strip_header {
+            // The client's credential for the gateway is not the backend's business.
+            map.remove(name);
+        }
+        map
     }
 
     fn respond<S>(

@@ -23,7 +23,7 @@ use actix_web::{http::header::HeaderName, HttpRequest};
 
 pub use body::AccessRecord;
 pub use error::{rate_limit_headers, ProxyError};
-pub use headers::{copy_end_to_end, upstream_request_headers};
+pub use headers::copy_end_to_end;
 pub use route::{build_client, handle};
 pub use upload::UploadPolicy;
 

@@ -2,18 +2,42 @@
 
 use std::time::Instant;
 
-use actix_web::{web, HttpRequest, HttpResponse};
+use actix_web::{
+    dev::{ServiceRequest, ServiceResponse},
+    http::StatusCode,
+    web, HttpMessage, HttpResponse,
+};
 
 use super::{body::AccessRecord, framing, ProxyHandler};
-use crate::{logfmt::Escaped, request_id::RequestId};
+use crate::{error_body, logfmt::Escaped, request_id::RequestId};
 
-/// The proxy's catch-all route: any method, any path.
-pub async fn handle(req: HttpRequest, payload: web::Payload, proxy: web::Data<ProxyHandler>) -> HttpResponse {
-    answer(&proxy, req, payload).await
+/// The proxy's catch-all service (the app's default service, through `fn_service`): any
+/// method, any path.
+///
+/// It takes the `ServiceRequest` itself rather than extractors, so that the client's header
+/// map can be moved into the request to the backend instead of copied. Moving needs the only
+/// reference to the request: actix-web's app builds it for this call (from its pool only when
+/// no other reference is left), and nothing in between (no middleware, no extractor) keeps a
+/// clone.
+pub async fn handle(mut req: ServiceRequest) -> Result<ServiceResponse, actix_web::Error> {
+    let Some(proxy) = req.app_data::<web::Data<ProxyHandler>>().cloned() else {
+        let id = RequestId::of(req.headers());
+        log::error!("[{}] the proxy app has no forwarder", Escaped(id.as_str()));
+        let resp = error_body::respond(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            id.as_str(),
+        );
+        return Ok(req.into_response(resp));
+    };
+    let resp = answer(&proxy, &mut req).await;
+    Ok(req.into_response(resp))
 }
 
 /// Forwards `req` and turns a failure into the gateway's error answer (logged, throttled).
-pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web::Payload) -> HttpResponse {
+/// `req` is left without its headers (they went to the backend).
+pub(super) async fn answer(proxy: &ProxyHandler, req: &mut ServiceRequest) -> HttpResponse {
     let started = Instant::now();
     let id = RequestId::of(req.headers());
     let rid = id.as_str();
@@ -21,7 +45,8 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
         traffic: proxy.metrics,
         started,
     };
-    let forwarded = proxy.forward(&req, payload, &id, started).await;
+    let payload = req.take_payload();
+    let forwarded = proxy.forward(req, payload, &id, started).await;
     // Answered: counted below or by the response body.
     pending.traffic = None;
     match forwarded {
@@ -45,7 +70,7 @@ pub(super) async fn answer(proxy: &ProxyHandler, req: HttpRequest, payload: web:
                 }
             }
             if proxy.access_log {
-                AccessRecord::new(&req, rid, resp.status().as_u16(), "-", started).log(0, "");
+                AccessRecord::new(req.request(), rid, resp.status().as_u16(), "-", started).log(0, "");
             }
             resp
         }
