@@ -5,7 +5,8 @@
 //! wake of the worker's own event loop (an `eventfd` write); the sweep costs one slab entry per
 //! wait and one timer per worker. The price is resolution: a deadline fires at the first sweep
 //! at or after it, so up to one tick late, never early. The sweeping task runs only while the
-//! worker holds a deadline, so an idle worker does not wake.
+//! worker holds a deadline (each open client connection holds one, for its keep-alive), so a
+//! worker with no connection does not wake.
 //!
 //! Everything here is per thread (an actix worker is one thread): a [`Deadline`] must be
 //! dropped on the thread that made it, which its `!Send` marker enforces.
@@ -32,8 +33,6 @@ struct Sweep {
     timers: RefCell<Timers>,
     /// Whether the sweeping task is running.
     ticking: Cell<bool>,
-    /// The time of the last sweep (valid while `ticking`).
-    now: Cell<Option<Instant>>,
     /// Wakers of the deadlines fired by a sweep, kept to reuse the allocation.
     woken: RefCell<Vec<Waker>>,
 }
@@ -43,7 +42,6 @@ thread_local! {
         Sweep {
             timers: RefCell::new(Timers::new()),
             ticking: Cell::new(false),
-            now: Cell::new(None),
             woken: RefCell::new(Vec::new()),
         }
     };
@@ -54,12 +52,14 @@ fn with_sweep<R>(f: impl FnOnce(&Sweep) -> R) -> Option<R> {
     SWEEP.try_with(f).ok()
 }
 
-/// The time of this worker's last sweep: at most one [`TICK`] behind the clock while the
-/// worker holds deadlines (then it costs no clock read); the clock itself otherwise.
-pub fn coarse_now() -> Instant {
-    with_sweep(|s| s.ticking.get().then(|| s.now.get()).flatten())
-        .flatten()
-        .unwrap_or_else(Instant::now)
+/// Marks the sweeping task stopped however it ends (even dropped with its runtime), so that
+/// the next deadline starts a new one.
+struct Ticking;
+
+impl Drop for Ticking {
+    fn drop(&mut self) {
+        with_sweep(|s| s.ticking.set(false));
+    }
 }
 
 /// Starts this worker's sweeping task unless it runs.
@@ -67,15 +67,14 @@ fn ensure_ticking(s: &Sweep) {
     if s.ticking.replace(true) {
         return;
     }
-    s.now.set(Some(Instant::now()));
     actix_rt::spawn(async {
+        let _ticking = Ticking;
         let mut interval = actix_rt::time::interval(TICK);
         interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             interval.tick().await;
             let now = Instant::now();
             let woken = with_sweep(|s| {
-                s.now.set(Some(now));
                 let mut woken = std::mem::take(&mut *s.woken.borrow_mut());
                 let mut timers = s.timers.borrow_mut();
                 timers.expire(now, &mut woken);

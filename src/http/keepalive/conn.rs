@@ -32,6 +32,30 @@ impl<IO> IdleConn<IO> {
     }
 }
 
+impl<IO> IdleConn<IO> {
+    /// On a pending read or write: whether the connection is idle past its timeout (then it
+    /// must end); otherwise the task is woken when the deadline passes.
+    fn idle_past_timeout(&self, cx: &mut Context<'_>) -> bool {
+        let Some(activity) = &self.activity else {
+            return false;
+        };
+        if activity.deadline.poll_fired(cx).is_ready() {
+            if activity.expired() {
+                return true;
+            }
+            // A busy connection's deadline was just moved: wait on the new one.
+            let _ = activity.deadline.poll_fired(cx);
+        }
+        false
+    }
+
+    fn touch(&self) {
+        if let Some(activity) = &self.activity {
+            activity.touch();
+        }
+    }
+}
+
 impl<IO: AsyncRead + Unpin> AsyncRead for IdleConn<IO> {
     fn poll_read(
         mut self: Pin<&mut Self>,
@@ -39,31 +63,17 @@ impl<IO: AsyncRead + Unpin> AsyncRead for IdleConn<IO> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        let Some(activity) = &this.activity else {
-            return Pin::new(&mut this.io).poll_read(cx, buf);
-        };
-        if activity.expired() {
-            // Read as the end of the stream: actix-http closes a connection its client left.
-            return Poll::Ready(Ok(()));
-        }
         let before = buf.filled().len();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
                 if buf.filled().len() > before {
-                    activity.touch();
+                    this.touch();
                 }
                 Poll::Ready(Ok(()))
             }
-            Poll::Pending => {
-                // Woken by the sweep too, to find the connection expired.
-                if activity.deadline.poll_fired(cx).is_ready() && activity.expired() {
-                    return Poll::Ready(Ok(()));
-                }
-                // A busy connection's deadline was just moved: wait on the new one.
-                let _ = activity.deadline.poll_fired(cx);
-                Poll::Pending
-            }
-            ready => ready,
+            // Read as the end of the stream: actix-http closes a connection its client left.
+            Poll::Pending if this.idle_past_timeout(cx) => Poll::Ready(Ok(())),
+            other => other,
         }
     }
 }
@@ -71,20 +81,35 @@ impl<IO: AsyncRead + Unpin> AsyncRead for IdleConn<IO> {
 impl<IO: AsyncWrite + Unpin> AsyncWrite for IdleConn<IO> {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        let written = Pin::new(&mut this.io).poll_write(cx, buf);
-        if let (Poll::Ready(Ok(n)), Some(activity)) = (&written, &this.activity) {
-            if *n > 0 {
-                activity.touch();
+        match Pin::new(&mut this.io).poll_write(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                if n > 0 {
+                    this.touch();
+                }
+                Poll::Ready(Ok(n))
             }
+            Poll::Pending if this.idle_past_timeout(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
         }
-        written
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
+        let this = &mut *self;
+        match Pin::new(&mut this.io).poll_flush(cx) {
+            Poll::Pending if this.idle_past_timeout(cx) => Poll::Ready(Err(idle_error())),
+            other => other,
+        }
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.io).poll_shutdown(cx)
     }
+}
+
+/// A client that stopped reading while its connection sat idle past the timeout.
+fn idle_error() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::TimedOut,
+        "client connection idle past the keep-alive timeout",
+    )
 }

@@ -3,11 +3,12 @@
 //!
 //! A connection is idle when no request on it is in progress and no byte has moved either way
 //! for the keep-alive timeout. Each connection's [`IdleConn`] holds one sweep deadline, moved
-//! on every read and write (a slab write, no clock read); [`track_requests`] counts the
+//! on every read and write (a clock read and a slab write); [`track_requests`] counts the
 //! requests in progress from the moment the app takes one until its response body is done,
 //! so a slow backend or a slow upload is judged by its own deadline, never by this one. An
 //! idle connection's next read ends as if the client had closed it: actix-http then closes it
-//! the way it closes any connection its client left.
+//! the way it closes any connection its client left. A write still pending then (a client
+//! that stopped reading the end of its last answer) fails, so such a connection cannot stay.
 
 mod busy;
 mod conn;
@@ -21,7 +22,7 @@ use std::{
 pub use busy::{track_requests, BusyBody};
 pub use conn::IdleConn;
 
-use crate::sweep::{coarse_now, Deadline, TICK};
+use crate::sweep::{Deadline, TICK};
 
 /// The idle state of one client connection, shared by its I/O and its requests (through the
 /// connection data actix-http hands every request).
@@ -40,7 +41,7 @@ impl ConnActivity {
     /// A fresh connection, closed if idle for `idle` after `first` (the time a client gets to
     /// send its first request head, which actix-http answers with a 408 itself).
     pub fn new(idle: Duration, first: Duration) -> Rc<ConnActivity> {
-        let first_head = coarse_now() + first + TICK;
+        let first_head = Instant::now() + first + TICK;
         Rc::new(ConnActivity {
             deadline: Deadline::at(first_head + idle),
             busy: Cell::new(0),
@@ -49,10 +50,10 @@ impl ConnActivity {
         })
     }
 
-    /// Something moved: the idle time counts from now. The sweep's clock is up to one tick
-    /// behind, so one tick more keeps the deadline from ever being early.
+    /// Something moved: the idle time counts from now (the clock itself: the sweep's last
+    /// time can be far behind when the worker was busy, which would make the deadline early).
     fn touch(&self) {
-        let at = coarse_now() + self.idle + TICK;
+        let at = Instant::now() + self.idle;
         self.deadline.reset(
             self.first_head
                 .get()
