@@ -113,3 +113,73 @@ fn idle_error() -> io::Error {
         "client connection idle past the keep-alive timeout",
     )
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use tokio::io::{duplex, AsyncReadExt, AsyncWriteExt};
+
+    use super::*;
+    use crate::{http::keepalive::BusyGuard, sweep::TICK};
+
+    const IDLE: Duration = Duration::from_millis(200);
+
+    /// A connection to a client that sends nothing and reads nothing, past its first head.
+    fn quiet_conn() -> (
+        IdleConn<tokio::io::DuplexStream>,
+        tokio::io::DuplexStream,
+        Rc<ConnActivity>,
+    ) {
+        let (ours, theirs) = duplex(64);
+        let activity = ConnActivity::new(IDLE, Duration::ZERO);
+        (IdleConn::new(ours, Some(activity.clone())), theirs, activity)
+    }
+
+    #[actix_rt::test]
+    async fn an_idle_connection_reads_as_closed_after_its_timeout_not_before() {
+        let (mut conn, _client, _) = quiet_conn();
+        let started = Instant::now();
+        let mut buf = [0u8; 16];
+        let n = actix_rt::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("never read as closed")
+            .unwrap();
+        assert_eq!(n, 0);
+        let took = started.elapsed();
+        assert!(took >= IDLE, "closed after {took:?}");
+        assert!(took <= IDLE + 5 * TICK, "closed after {took:?}");
+    }
+
+    #[actix_rt::test]
+    async fn a_request_in_progress_keeps_the_connection_and_its_end_starts_the_idle_time() {
+        let (mut conn, _client, activity) = quiet_conn();
+        let busy = BusyGuard::new(Some(&activity));
+        let mut buf = [0u8; 16];
+        let waited = actix_rt::time::timeout(IDLE * 3, conn.read(&mut buf)).await;
+        assert!(waited.is_err(), "closed while a request was in progress");
+        drop(busy);
+        let ended = Instant::now();
+        let n = actix_rt::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+            .await
+            .expect("never read as closed")
+            .unwrap();
+        assert_eq!(n, 0);
+        assert!(
+            ended.elapsed() >= IDLE,
+            "closed {:?} after the request",
+            ended.elapsed()
+        );
+    }
+
+    // Failed before the fix (review): a write the client never read stayed pending forever.
+    #[actix_rt::test]
+    async fn a_write_the_client_never_reads_fails_once_the_connection_is_idle() {
+        let (mut conn, _client, _) = quiet_conn();
+        let written = actix_rt::time::timeout(Duration::from_secs(5), conn.write_all(&[b'x'; 1024]))
+            .await
+            .expect("the write stayed pending");
+        let err = written.unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::TimedOut);
+    }
+}
