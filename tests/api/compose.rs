@@ -334,3 +334,35 @@ fn dockerfile_dummy_build_has_every_declared_target() {
         );
     }
 }
+
+/// The vendored actix-http is a dependency: the Dockerfile must copy every `[patch]` path
+/// before its first build, or the image build cannot resolve the manifest.
+#[test]
+fn dockerfile_copies_every_patched_dependency_before_building() {
+    let manifest = repo_file("Cargo.toml");
+    let dockerfile = repo_file("docker/Dockerfile");
+    let patch_section = manifest
+        .split("[patch.crates-io]")
+        .nth(1)
+        .expect("Cargo.toml has a [patch.crates-io] section");
+    let paths: Vec<&str> = patch_section
+        .lines()
+        .take_while(|l| !l.starts_with('['))
+        .filter_map(|l| l.split_once("path = \"").map(|(_, rest)| rest))
+        .filter_map(|rest| rest.split('"').next())
+        .collect();
+    assert!(!paths.is_empty(), "no [patch] paths in Cargo.toml");
+    let before_build = dockerfile
+        .split("cargo build")
+        .next()
+        .expect("a cargo build in the Dockerfile");
+    for path in paths {
+        let top = path.split('/').next().unwrap_or(path);
+        assert!(
+            before_build.contains(&format!("COPY {top} ./{top}"))
+                || before_build.contains(&format!("COPY {path} ./{path}")),
+            "docker/Dockerfile: {path} ([patch] in Cargo.toml) is not copied before the first cargo build"
+        );
+        assert!(repo_file(&format!("{path}/Cargo.toml")).contains("name = \"actix-http\""));
+    }
+}
