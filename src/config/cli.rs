@@ -107,6 +107,16 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_UPSTREAM_BODY_TIMEOUT", default_value = "30s")]
     pub upstream_body_timeout: String,
 
+    /// Largest response head a backend may send (status line and header lines), at most
+    /// 128KiB; a larger one is answered 502 `upstream_head_too_large`.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_MAX_HEAD", default_value = "64KiB")]
+    pub upstream_max_head: String,
+
+    /// Most header lines in a backend's response head (1-1024); more is answered 502
+    /// `upstream_head_too_large`.
+    #[arg(long, env = "TOLLGATE_UPSTREAM_MAX_HEADERS", default_value = "256")]
+    pub upstream_max_headers: String,
+
     /// On shutdown, time /readyz answers 503 while the proxy still serves, so that load
     /// balancers stop sending before the listener closes (0s: close at once).
     #[arg(long, env = "TOLLGATE_DRAIN_DELAY", default_value = "0s")]

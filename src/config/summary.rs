@@ -23,6 +23,7 @@ impl Settings {
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
              db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
              client_body_min_rate={} client_body_grace={:?} upstream_body_timeout={:?} \
+             upstream_max_head={} upstream_max_headers={} \
              limit_scope={:?} lease_tick={:?} log_format={:?} metrics={} metrics_public={} \
              metrics_client_limit={}",
             server.listen,
@@ -69,6 +70,8 @@ impl Settings {
             proxy.upload.min_rate,
             proxy.upload.grace,
             proxy.upstream_body_timeout,
+            proxy.upstream_head.max_bytes,
+            proxy.upstream_head.max_lines,
             limits.scope,
             self.registry.lease_tick,
             self.log_format,

@@ -29,7 +29,7 @@ pub struct BackendSample {
     /// Answers by status class.
     pub answers: [u64; 5],
     /// Failures by kind.
-    pub failures: [u64; 5],
+    pub failures: [u64; FAILURE_KINDS.len()],
 }
 
 /// Everything one scrape shows.

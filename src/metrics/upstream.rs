@@ -17,10 +17,19 @@ pub enum FailureKind {
     Broken,
     /// The response body failed or stalled after the head was sent on.
     Body,
+    /// The response head could not be passed on (over the head limits, or not HTTP).
+    BadHead,
 }
 
 /// The `kind` label of each [`FailureKind`], in slot order.
-pub const FAILURE_KINDS: [&str; 5] = ["connect", "connect_timeout", "response_timeout", "broken", "body"];
+pub const FAILURE_KINDS: [&str; 6] = [
+    "connect",
+    "connect_timeout",
+    "response_timeout",
+    "broken",
+    "body",
+    "bad_head",
+];
 
 impl FailureKind {
     fn slot(self) -> usize {
@@ -30,6 +39,7 @@ impl FailureKind {
             FailureKind::ResponseTimeout => 2,
             FailureKind::Broken => 3,
             FailureKind::Body => 4,
+            FailureKind::BadHead => 5,
         }
     }
 }
@@ -38,7 +48,7 @@ impl FailureKind {
 #[derive(Debug, Default)]
 pub struct UpstreamCounters {
     answers: [AtomicU64; 5],
-    failures: [AtomicU64; 5],
+    failures: [AtomicU64; FAILURE_KINDS.len()],
 }
 
 impl UpstreamCounters {
@@ -58,7 +68,7 @@ impl UpstreamCounters {
     }
 
     /// Failures in the order of [`FAILURE_KINDS`].
-    pub fn failures(&self) -> [u64; 5] {
+    pub fn failures(&self) -> [u64; FAILURE_KINDS.len()] {
         std::array::from_fn(|i| self.failures[i].load(Ordering::Relaxed))
     }
 }

@@ -119,5 +119,5 @@ pub struct BackendStatus {
     pub answers: [u64; 5],
     /// Failures by kind (`metrics::FAILURE_KINDS`), for `/metrics`.
     #[serde(skip)]
-    pub failures_by_kind: [u64; 5],
+    pub failures_by_kind: [u64; crate::metrics::FAILURE_KINDS.len()],
 }

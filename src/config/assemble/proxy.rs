@@ -8,7 +8,7 @@ use crate::{
         parse::{parse_int, parse_size, parse_size_or_zero},
         problems::Problems,
     },
-    http::proxy::{ProxySettings, UploadPolicy},
+    http::proxy::{HeadLimits, ProxySettings, UploadPolicy, MAX_HEADER_LINES, MAX_HEAD_BYTES},
 };
 
 /// Forwarding limits; `strip_header` is the API-key header while rate limiting is on.
@@ -61,6 +61,21 @@ pub(in crate::config) fn proxy(
         "upstream-body-timeout",
         &cli.upstream_body_timeout,
     );
+    let max_head = p.check(
+        "TOLLGATE_UPSTREAM_MAX_HEAD",
+        "upstream-max-head",
+        &cli.upstream_max_head,
+        parse_size(&cli.upstream_max_head).and_then(|n| match usize::try_from(n) {
+            Ok(n) if (1024..=MAX_HEAD_BYTES).contains(&n) => Ok(n),
+            _ => Err("expected a size from 1KiB to 128KiB".into()),
+        }),
+    );
+    let max_lines = p.check(
+        "TOLLGATE_UPSTREAM_MAX_HEADERS",
+        "upstream-max-headers",
+        &cli.upstream_max_headers,
+        parse_int(&cli.upstream_max_headers, 1, MAX_HEADER_LINES as u32),
+    );
     Some(ProxySettings {
         retries: retries?,
         max_body_size: max_body_size?,
@@ -71,6 +86,10 @@ pub(in crate::config) fn proxy(
             grace: client_body_grace?,
         },
         upstream_body_timeout: upstream_body_timeout?,
+        upstream_head: HeadLimits {
+            max_bytes: max_head?,
+            max_lines: max_lines? as usize,
+        },
         strip_header,
         upstream_timeout: upstream_timeout?,
     })

@@ -28,6 +28,14 @@ pub enum ProxyError {
         /// What went wrong.
         cause: String,
     },
+    /// The backend's response head is over the head limits (the request is not sent again).
+    #[error("backend {backend} answered with a head the gateway does not pass on: {cause}")]
+    UpstreamHeadTooLarge {
+        /// Backend base URL.
+        backend: String,
+        /// Which limit it passed.
+        cause: super::framing::HeadTooLarge,
+    },
     /// The backend did not connect or answer in time.
     #[error("backend {backend} timed out: {cause}")]
     UpstreamTimeout {
@@ -133,6 +141,11 @@ impl ProxyError {
                 "No healthy backend",
             ),
             ProxyError::UpstreamFailed { .. } => (StatusCode::BAD_GATEWAY, "bad_gateway", "Bad gateway"),
+            ProxyError::UpstreamHeadTooLarge { .. } => (
+                StatusCode::BAD_GATEWAY,
+                "upstream_head_too_large",
+                "Bad gateway: the backend's response head is too large",
+            ),
             ProxyError::UpstreamTimeout { .. } => {
                 (StatusCode::GATEWAY_TIMEOUT, "gateway_timeout", "Gateway timeout")
             }

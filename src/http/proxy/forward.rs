@@ -296,10 +296,15 @@ impl ProxyHandler {
             if let Failure::Connect { .. } = failure {
                 self.pool.report_connect_failure(lease.backend(), cause.clone());
             }
-            let err = if failure.is_timeout() {
-                ProxyError::UpstreamTimeout { backend: base, cause }
-            } else {
-                ProxyError::UpstreamFailed { backend: base, cause }
+            let err = match failure {
+                _ if failure.is_timeout() => ProxyError::UpstreamTimeout { backend: base, cause },
+                Failure::Answered {
+                    too_large: Some(too_large),
+                } => ProxyError::UpstreamHeadTooLarge {
+                    backend: base,
+                    cause: too_large,
+                },
+                _ => ProxyError::UpstreamFailed { backend: base, cause },
             };
             // Only a failed attempt is remembered (a reference to its backend is not free).
             tried.push(lease.backend().clone());
@@ -441,6 +446,7 @@ fn failure_kind(failure: Failure) -> FailureKind {
         Failure::Connect { timeout: true } => FailureKind::ConnectTimeout,
         Failure::AfterSend { timeout: true } => FailureKind::ResponseTimeout,
         Failure::AfterSend { timeout: false } => FailureKind::Broken,
+        Failure::Answered { .. } => FailureKind::BadHead,
     }
 }
 

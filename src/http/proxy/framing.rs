@@ -13,12 +13,15 @@
 //!   HTTP/1.0, the one case in which actix-http reads a body until close;
 //! - the close of the connection in the middle of a delimited body (chunked or
 //!   `Content-Length`) becomes an `UnexpectedEof` error instead of an end of file, so the
-//!   forwarder sees a failed body and aborts the client's connection.
+//!   forwarder sees a failed body and aborts the client's connection;
+//! - a head over the configured limits ([`HeadLimits`]: bytes, header lines) becomes a
+//!   [`HeadTooLarge`] error, which the forwarder answers with 502 `upstream_head_too_large`.
 //!
 //! Only response heads are parsed; bodies pass through untouched and uncopied.
 
 use std::{
     fmt, io,
+    mem::MaybeUninit,
     pin::Pin,
     task::{Context, Poll},
 };
@@ -31,14 +34,64 @@ use bytes::{Buf, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// Largest response head the guard buffers; a longer one is passed on for actix-http to refuse.
-const MAX_HEAD: usize = 64 * 1024;
-
 /// Bytes read at a time while collecting a response head.
 const READ_SIZE: usize = 8 * 1024;
 
-/// Most header fields in a response head the guard parses (more: passed on unparsed).
-const MAX_HEADERS: usize = 128;
+/// Most header lines [`HeadLimits::max_lines`] may allow: what the patched actix-http response
+/// decoder parses (patches/actix-http/0001-response-header-lines.patch).
+pub const MAX_HEADER_LINES: usize = 1024;
+
+/// Largest [`HeadLimits::max_bytes`]: actix-http refuses a head still incomplete at 128 KiB.
+pub const MAX_HEAD_BYTES: usize = 128 * 1024;
+
+/// How large a backend's response head may be (`TOLLGATE_UPSTREAM_MAX_HEAD`,
+/// `TOLLGATE_UPSTREAM_MAX_HEADERS`); each interim head is held to them too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Bytes, from the status line to the empty line that ends the head (at most
+    /// [`MAX_HEAD_BYTES`]).
+    pub max_bytes: usize,
+    /// Header lines (at most [`MAX_HEADER_LINES`]).
+    pub max_lines: usize,
+}
+
+impl Default for HeadLimits {
+    /// 64 KiB and 256 lines: a head of 100 `Set-Cookie` lines passes, as through nginx with
+    /// large buffers; HAProxy's default is 101 lines, nginx's 4-8 KiB.
+    fn default() -> HeadLimits {
+        HeadLimits {
+            max_bytes: 64 * 1024,
+            max_lines: 256,
+        }
+    }
+}
+
+/// A backend's response head over [`HeadLimits`]: the error the guard reads out to awc (inside
+/// an `io::Error`), so that the forwarder can tell it from a broken connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum HeadTooLarge {
+    /// More bytes than allowed (the head may not be complete: `at_least`).
+    #[error("response head of at least {at_least} bytes is over the limit of {limit} bytes (TOLLGATE_UPSTREAM_MAX_HEAD)")]
+    Bytes {
+        /// Head bytes seen when the limit was passed.
+        at_least: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// More header lines than allowed.
+    #[error("response head of more than {limit} header lines (TOLLGATE_UPSTREAM_MAX_HEADERS)")]
+    Lines {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+impl HeadTooLarge {
+    /// The limit `e` reports, when it is an I/O error the guard made of one.
+    pub fn within(e: &io::Error) -> Option<HeadTooLarge> {
+        e.get_ref()?.downcast_ref::<HeadTooLarge>().copied()
+    }
+}
 
 /// How the body of the response in progress ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +115,7 @@ enum Phase {
 }
 
 /// The outcome of looking at the bytes buffered so far while waiting for a response head.
-#[derive(Debug, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadScan {
     /// More bytes are needed.
     Partial,
@@ -73,20 +126,35 @@ pub enum HeadScan {
     Final { end: BodyEnd, downgrade: bool },
     /// Not a response head the guard understands.
     Unparsable,
+    /// A head over the limits.
+    TooLarge(HeadTooLarge),
 }
 
 /// Reads the start of `buf` as a response head (RFC 9112 §6.3), for a request that was `HEAD`
 /// when `head_request` is set.
-pub fn scan_head(buf: &[u8], head_request: bool) -> HeadScan {
-    let mut headers = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut resp = httparse::Response::new(&mut headers);
+pub fn scan_head(buf: &[u8], head_request: bool, limits: HeadLimits) -> HeadScan {
+    // Uninitialised slots (httparse writes each one it uses): nothing is zeroed per call.
+    let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADER_LINES];
+    let lines = limits.max_lines.clamp(1, MAX_HEADER_LINES);
+    let mut resp = httparse::Response::new(&mut []);
     // The parser settings actix-http's client uses, so that both read a head alike.
     let mut config = httparse::ParserConfig::default();
     config.allow_spaces_after_header_name_in_responses(true);
-    let len = match config.parse_response(&mut resp, buf) {
+    let too_large = |at_least| {
+        HeadScan::TooLarge(HeadTooLarge::Bytes {
+            at_least,
+            limit: limits.max_bytes,
+        })
+    };
+    let len = match config.parse_response_with_uninit_headers(&mut resp, buf, &mut slots[..lines]) {
+        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => return too_large(len),
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() <= MAX_HEAD => return HeadScan::Partial,
-        _ => return HeadScan::Unparsable,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => return too_large(buf.len()),
+        Ok(httparse::Status::Partial) => return HeadScan::Partial,
+        Err(httparse::Error::TooManyHeaders) => {
+            return HeadScan::TooLarge(HeadTooLarge::Lines { limit: lines });
+        }
+        Err(_) => return HeadScan::Unparsable,
     };
     let code = resp.code.unwrap_or(0);
     if (100..200).contains(&code) && code != 101 {
@@ -128,11 +196,13 @@ pub struct FramingGuard<IO> {
     request_next: bool,
     /// The request in progress is a `HEAD`: its response has no body whatever it says.
     head_request: bool,
+    /// How large a head may be.
+    limits: HeadLimits,
 }
 
 impl<IO> FramingGuard<IO> {
     /// Wraps a freshly opened backend connection.
-    pub fn new(io: IO) -> FramingGuard<IO> {
+    pub fn new(io: IO, limits: HeadLimits) -> FramingGuard<IO> {
         FramingGuard {
             io,
             phase: Phase::Head,
@@ -140,6 +210,7 @@ impl<IO> FramingGuard<IO> {
             ready: BytesMut::new(),
             request_next: true,
             head_request: false,
+            limits,
         }
     }
 
@@ -154,15 +225,15 @@ impl<IO> FramingGuard<IO> {
     }
 
     /// Scans the collected head bytes; returns once there is something for awc or more bytes
-    /// are needed.
-    fn scan(&mut self) {
+    /// are needed, or the head is over the limits.
+    fn scan(&mut self) -> Result<(), HeadTooLarge> {
         loop {
-            match scan_head(&self.head, self.head_request) {
-                HeadScan::Partial => return,
+            match scan_head(&self.head, self.head_request, self.limits) {
+                HeadScan::Partial => return Ok(()),
                 HeadScan::Interim(len) => {
                     self.head.advance(len);
                     if self.head.is_empty() {
-                        return;
+                        return Ok(());
                     }
                 }
                 HeadScan::Final { end, downgrade } => {
@@ -179,14 +250,16 @@ impl<IO> FramingGuard<IO> {
                     // `ready` is empty here: swapping keeps both allocations for the next
                     // response on this connection.
                     std::mem::swap(&mut self.ready, &mut self.head);
-                    return;
+                    return Ok(());
                 }
                 HeadScan::Unparsable => {
                     self.phase = Phase::Passthrough;
                     self.request_next = true;
                     self.ready = self.head.split();
-                    return;
+                    return Ok(());
                 }
+                // The connection is not reused after the error: awc drops it.
+                HeadScan::TooLarge(e) => return Err(e),
             }
         }
     }
@@ -241,7 +314,9 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                         }
                         continue;
                     }
-                    this.scan();
+                    if let Err(e) = this.scan() {
+                        return Poll::Ready(Err(io::Error::other(e)));
+                    }
                 }
             }
         }
@@ -303,6 +378,17 @@ impl<IO> fmt::Debug for FramingGuard<IO> {
 #[derive(Clone, Default)]
 pub struct GuardedConnector {
     inner: ConnectorService,
+    limits: HeadLimits,
+}
+
+impl GuardedConnector {
+    /// A connector whose connections hold response heads to `limits`.
+    pub fn new(limits: HeadLimits) -> GuardedConnector {
+        GuardedConnector {
+            inner: ConnectorService::default(),
+            limits,
+        }
+    }
 }
 
 impl Service<ConnectInfo<Uri>> for GuardedConnector {
@@ -315,10 +401,11 @@ impl Service<ConnectInfo<Uri>> for GuardedConnector {
     fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
         // Once per new connection (they are pooled), so the box costs nothing per request.
         let connect = self.inner.call(req);
+        let limits = self.limits;
         Box::pin(async move {
             let conn = connect.await?;
             let (io, conn) = conn.replace_io(());
-            Ok(conn.replace_io(FramingGuard::new(io)).1)
+            Ok(conn.replace_io(FramingGuard::new(io, limits)).1)
         })
     }
 }
@@ -367,7 +454,7 @@ mod tests {
         ];
         for (bytes, head, want) in cases {
             assert_eq!(
-                &scan_head(bytes, *head),
+                &scan_head(bytes, *head, HeadLimits::default()),
                 want,
                 "{}",
                 String::from_utf8_lossy(bytes)
@@ -383,7 +470,7 @@ mod tests {
     }
 
     fn guard(bytes: &'static [u8]) -> FramingGuard<&'static [u8]> {
-        let mut g = FramingGuard::new(bytes);
+        let mut g = FramingGuard::new(bytes, HeadLimits::default());
         g.on_write(b"GET / HTTP/1.1\r\n");
         g
     }
@@ -430,7 +517,7 @@ mod tests {
         ];
         for (bytes, want) in cases {
             assert_eq!(
-                &scan_head(bytes, false),
+                &scan_head(bytes, false, HeadLimits::default()),
                 want,
                 "{}",
                 String::from_utf8_lossy(bytes)
@@ -452,6 +539,84 @@ mod tests {
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         let mut g = guard(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n");
         assert!(read_all(&mut g).await.is_err());
+    }
+
+    #[test]
+    fn heads_over_the_limits_are_too_large() {
+        let head = |lines: usize, value: usize| {
+            let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..lines {
+                h.extend_from_slice(format!("X-{i}: {}\r\n", "v".repeat(value)).as_bytes());
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        };
+        let limits = |max_bytes, max_lines| HeadLimits { max_bytes, max_lines };
+        let fin = HeadScan::Final {
+            end: BodyEnd::AtClose,
+            downgrade: true,
+        };
+        let lines = |limit| HeadScan::TooLarge(HeadTooLarge::Lines { limit });
+        let big = head(100, 1000);
+        let big_len = big.len();
+        // (head, limits, want)
+        let cases: Vec<(Vec<u8>, HeadLimits, HeadScan)> = vec![
+            (head(256, 8), HeadLimits::default(), fin.clone()),
+            (head(257, 8), HeadLimits::default(), lines(256)),
+            (
+                head(1024, 1),
+                limits(MAX_HEAD_BYTES, MAX_HEADER_LINES),
+                fin.clone(),
+            ),
+            (
+                head(1025, 1),
+                limits(MAX_HEAD_BYTES, MAX_HEADER_LINES),
+                lines(1024),
+            ),
+            // A limit above what the decoder takes is held to it.
+            (head(1025, 1), limits(MAX_HEAD_BYTES, 5000), lines(1024)),
+            (head(10, 8), limits(1024, 10), fin.clone()),
+            (head(11, 8), limits(1024, 10), lines(10)),
+            (big.clone(), limits(big_len, 256), fin.clone()),
+            (
+                big.clone(),
+                limits(big_len - 1, 256),
+                HeadScan::TooLarge(HeadTooLarge::Bytes {
+                    at_least: big_len,
+                    limit: big_len - 1,
+                }),
+            ),
+            // Still incomplete past the limit.
+            (
+                big[..5000].to_vec(),
+                limits(4096, 256),
+                HeadScan::TooLarge(HeadTooLarge::Bytes {
+                    at_least: 5000,
+                    limit: 4096,
+                }),
+            ),
+            (big[..4000].to_vec(), limits(4096, 256), HeadScan::Partial),
+        ];
+        for (bytes, limits, want) in cases {
+            assert_eq!(
+                scan_head(&bytes, false, limits),
+                want,
+                "{} bytes, {limits:?}",
+                bytes.len()
+            );
+        }
+    }
+
+    #[actix_rt::test]
+    async fn a_head_over_the_limits_reads_as_a_head_too_large_error() {
+        let limits = HeadLimits {
+            max_bytes: 1024,
+            max_lines: 2,
+        };
+        let mut g = FramingGuard::new(&b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n"[..], limits);
+        g.on_write(b"GET / HTTP/1.1\r\n");
+        let err = read_all(&mut g).await.unwrap_err();
+        assert_eq!(HeadTooLarge::within(&err), Some(HeadTooLarge::Lines { limit: 2 }));
     }
 
     #[actix_rt::test]

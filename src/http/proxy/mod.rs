@@ -23,6 +23,7 @@ use actix_web::{http::header::HeaderName, HttpRequest};
 
 pub use body::AccessRecord;
 pub use error::{rate_limit_headers, ProxyError};
+pub use framing::{HeadLimits, HeadTooLarge, MAX_HEADER_LINES, MAX_HEAD_BYTES};
 pub use headers::copy_end_to_end;
 pub use route::{build_client, handle};
 pub use upload::UploadPolicy;
@@ -56,6 +57,8 @@ pub struct ProxySettings {
     pub upload: UploadPolicy,
     /// Longest wait for the backend's next response-body bytes.
     pub upstream_body_timeout: Duration,
+    /// How large a backend's response head may be.
+    pub upstream_head: HeadLimits,
     /// A request header never sent to backends (the API key header while rate limiting is on).
     pub strip_header: Option<HeaderName>,
     /// Deadline for the response head once the request is sent.

@@ -2,9 +2,15 @@
 //!
 //! Safe means the request cannot have been acted on twice: nothing reached the backend (a
 //! connect failure, with a body nobody has read yet), or the request is idempotent and can be
-//! sent again whole (no body, or one read whole before the first attempt).
+//! sent again whole (no body, or one read whole before the first attempt). A request the
+//! backend answered, however badly, is never sent again: it was processed.
 
+use std::io;
+
+use actix_http::error::ParseError;
 use awc::error::{ConnectError, SendRequestError};
+
+use super::framing::HeadTooLarge;
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -18,6 +24,12 @@ pub enum Failure {
     AfterSend {
         /// The response-head deadline passed (else the connection broke).
         timeout: bool,
+    },
+    /// The backend answered, with a head the gateway cannot pass on (over the head limits, or
+    /// not HTTP): the request was processed, so it is never sent again.
+    Answered {
+        /// The head was over `TOLLGATE_UPSTREAM_MAX_HEAD` or `TOLLGATE_UPSTREAM_MAX_HEADERS`.
+        too_large: Option<HeadTooLarge>,
     },
 }
 
@@ -52,8 +64,27 @@ pub fn classify(e: &SendRequestError) -> Failure {
         SendRequestError::Connect(ConnectError::Timeout) => Failure::Connect { timeout: true },
         SendRequestError::Connect(_) => Failure::Connect { timeout: false },
         SendRequestError::Timeout => Failure::AfterSend { timeout: true },
+        SendRequestError::Response(ParseError::Io(e)) => match HeadTooLarge::within(e) {
+            Some(too_large) => Failure::Answered {
+                too_large: Some(too_large),
+            },
+            // A reset or abort before a complete head: nothing usable was answered.
+            None if is_broken_connection(e) => Failure::AfterSend { timeout: false },
+            // The connection ended in the middle of a head: the backend was answering.
+            None => Failure::Answered { too_large: None },
+        },
+        // Bytes came back that are not an HTTP response head.
+        SendRequestError::Response(_) => Failure::Answered { too_large: None },
         _ => Failure::AfterSend { timeout: false },
     }
+}
+
+/// Whether `e` is the connection breaking rather than something the backend sent.
+fn is_broken_connection(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
+    )
 }
 
 /// Whether, every backend having been tried, the failed attempt's backend may take the
@@ -73,6 +104,7 @@ pub fn may_retry(failure: Failure, idempotent: bool, body: BodyKind, attempts: u
         return false;
     }
     match (failure, body) {
+        (Failure::Answered { .. }, _) => false,
         (Failure::Connect { .. }, BodyKind::Streamed { touched }) => !touched,
         (Failure::Connect { .. }, BodyKind::Replayable) => true,
         (Failure::AfterSend { .. }, BodyKind::Streamed { .. }) => false,
@@ -91,6 +123,7 @@ mod tests {
             (Failure::AfterSend { timeout: true }, false),
             (Failure::Connect { timeout: false }, false),
             (Failure::Connect { timeout: true }, false),
+            (Failure::Answered { too_large: None }, false),
         ] {
             assert_eq!(may_repeat_on_same_backend(failure), same, "{failure:?}");
         }
@@ -102,6 +135,10 @@ mod tests {
         let connect_slow = Failure::Connect { timeout: true };
         let sent = Failure::AfterSend { timeout: false };
         let sent_slow = Failure::AfterSend { timeout: true };
+        let answered = Failure::Answered { too_large: None };
+        let too_large = Failure::Answered {
+            too_large: Some(HeadTooLarge::Lines { limit: 256 }),
+        };
         let replay = BodyKind::Replayable;
         let fresh = BodyKind::Streamed { touched: false };
         let touched = BodyKind::Streamed { touched: true };
@@ -120,6 +157,9 @@ mod tests {
             (connect, true, replay, 2, 2, true),
             (connect, true, replay, 3, 2, false),
             (connect, true, replay, 1, 0, false),
+            (answered, true, replay, 1, 2, false),
+            (too_large, true, replay, 1, 2, false),
+            (answered, false, fresh, 1, 2, false),
         ];
         for (failure, idempotent, body, attempts, retries, want) in cases {
             assert_eq!(
@@ -146,6 +186,30 @@ mod tests {
                 Failure::AfterSend { timeout: false },
             ),
             (SendRequestError::Timeout, Failure::AfterSend { timeout: true }),
+            (
+                SendRequestError::Response(ParseError::Io(io::Error::other(HeadTooLarge::Lines {
+                    limit: 256,
+                }))),
+                Failure::Answered {
+                    too_large: Some(HeadTooLarge::Lines { limit: 256 }),
+                },
+            ),
+            (
+                SendRequestError::Response(ParseError::Io(io::ErrorKind::ConnectionReset.into())),
+                Failure::AfterSend { timeout: false },
+            ),
+            (
+                SendRequestError::Response(ParseError::Io(io::Error::other("bytes remaining on stream"))),
+                Failure::Answered { too_large: None },
+            ),
+            (
+                SendRequestError::Response(ParseError::Header),
+                Failure::Answered { too_large: None },
+            ),
+            (
+                SendRequestError::Response(ParseError::TooLarge),
+                Failure::Answered { too_large: None },
+            ),
         ];
         for (e, want) in cases {
             assert_eq!(classify(&e), want, "{e}");
