@@ -25,6 +25,7 @@
 //! - [`http::admin`]: the admin API (health, readiness, backends, clients), bearer-token auth.
 //! - [`error_body`]: the one JSON error body.
 //! - [`request_id`]: request ids, shared by the proxy and the admin API.
+//! - [`routing`]: route patterns and the route table (which route a request takes), pure.
 //! - [`demo`]: demo backends for `--demo` and the compose stack.
 //! - [`logfmt`]: escaping of untrusted values in logs.
 //! - [`logthrottle`]: at most one error line per second per cause, with a count.
@@ -50,6 +51,7 @@ pub mod pool;
 pub mod ratelimit;
 pub mod registry;
 pub mod request_id;
+pub mod routing;
 pub mod shutdown;
 pub mod startup;
 pub mod status;
