@@ -12,9 +12,9 @@ use super::{
     messages::{ClientInput, ClientView, Created},
     rows::{row_of, unix_ms},
     writes::generate_key,
-    ClientEntry, ClientRegistry, ClientTable,
+    BucketCell, ClientEntry, ClientRegistry, ClientTable,
 };
-use crate::store::{InsertClients, StoreError};
+use crate::store::{InsertClients, StoreError, Written};
 
 /// Create every client of the batch, or none. The inputs are validated, with no id, key or
 /// address repeated within the batch (the admin API checks that).
@@ -113,23 +113,33 @@ impl ClientRegistry {
         for (input, key, key_hash) in prepared {
             let quota = input.quota;
             let bucket = self.shared.share.scope().fresh_bucket(quota, now);
-            let entry = Arc::new(ClientEntry::created(input, &key, key_hash, bucket, now_ms));
+            // Its cell is made once the database gave the rows their generation.
+            let entry = ClientEntry::created(input, &key, key_hash, bucket, now_ms, 0);
             rows.push(row_of(&entry, quota, Some(&key_hash)));
-            created.push((entry, key));
+            created.push((entry, quota, key));
         }
         Box::pin(
             self.db
                 .send(InsertClients(rows, deadline))
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    let version = match res {
-                        Ok(Ok(v)) => v,
+                    let Written { version, generation } = match res {
+                        Ok(Ok(w)) => w,
                         Ok(Err(StoreError::Conflict { message, .. })) => {
                             return Err(BatchError::Raced(message))
                         }
                         Ok(Err(e)) => return Err(BatchError::Unavailable(e.to_string())),
                         Err(e) => return Err(BatchError::Unavailable(e.to_string())),
                     };
+                    let (now, scope) = (act.now(), act.shared.share.scope());
+                    let created: Vec<(Arc<ClientEntry>, String)> = created
+                        .into_iter()
+                        .map(|(e, quota, key)| {
+                            let bucket = scope.fresh_bucket(quota, now);
+                            let cell = Arc::new(BucketCell::new(bucket, 0, 0, generation));
+                            (Arc::new(ClientEntry { cell, ..e }), key)
+                        })
+                        .collect();
                     let entries: Vec<Arc<ClientEntry>> = created.iter().map(|(e, _)| e.clone()).collect();
                     act.table().insert_many(&entries);
                     for e in &entries {
@@ -139,7 +149,6 @@ impl ClientRegistry {
                         "{} client(s) created in one batch (changes up to {version})",
                         created.len()
                     );
-                    let (now, scope) = (act.now(), act.shared.share.scope());
                     Ok(created
                         .into_iter()
                         .map(|(e, key)| Created {

@@ -23,11 +23,11 @@ use super::{
         ClientInput, ClientView, CreateClient, Created, PatchClient, PutClient, RegistryError, RemoveClient,
     },
     rows::{row_of, unix_ms},
-    ClientEntry, ClientExtra, ClientRegistry, KeyId, KeyPrefix,
+    BucketCell, ClientEntry, ClientExtra, ClientRegistry, KeyId, KeyPrefix,
 };
 use crate::{
     ratelimit::Quota,
-    store::{ClientWrite, WriteClient},
+    store::{ClientWrite, WriteClient, Written},
 };
 
 /// One queued admin write: started when its turn comes, replies on its own channel.
@@ -111,8 +111,9 @@ impl ClientRegistry {
         Ok(())
     }
 
-    /// Builds a new entry from `input` (fresh, full bucket), checking uniqueness.
-    fn new_entry(&self, mut input: ClientInput) -> Result<(Arc<ClientEntry>, Quota, String), RegistryError> {
+    /// Builds a new entry from `input`, checking uniqueness; its cell is made once the
+    /// database gave the row its generation (see [`Self::insert`]).
+    fn new_entry(&self, mut input: ClientInput) -> Result<(ClientEntry, Quota, String), RegistryError> {
         let key = input.api_key.take().unwrap_or_else(generate_key);
         let key_hash = hash_key(key.as_bytes());
         self.check_unique(&input.client_id, Some(&key_id(&key_hash)), &input.ips)?;
@@ -124,13 +125,17 @@ impl ClientRegistry {
             key_hash,
             scope.fresh_bucket(quota, self.now()),
             unix_ms(),
+            0,
         );
-        Ok((Arc::new(entry), quota, key))
+        Ok((entry, quota, key))
     }
 
+    /// Inserts the row of `entry`; on success publishes it with a new cell (full bucket) of
+    /// the row's generation, replacing whatever this instance still held under its id (an
+    /// older incarnation whose delete has not reached it yet).
     fn insert(
         &mut self,
-        entry: Arc<ClientEntry>,
+        entry: ClientEntry,
         quota: Quota,
         key: String,
         deadline: Instant,
@@ -141,10 +146,17 @@ impl ClientRegistry {
             deadline,
         };
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
-            let version = flatten(res)?;
+            let Some(written) = flatten(res)? else {
+                return Err(RegistryError::Unavailable("the insert wrote nothing".into()));
+            };
+            let bucket = act.shared.share.scope().fresh_bucket(quota, act.now());
+            let entry = Arc::new(ClientEntry {
+                cell: Arc::new(BucketCell::new(bucket, 0, 0, written.generation)),
+                ..entry
+            });
             act.table().upsert(entry.clone());
-            act.sync.applied(&entry.id, version);
-            log::info!("client {} created (change {version:?})", entry.id);
+            act.sync.applied(&entry.id, Some(written.version));
+            log::info!("client {} created (change {})", entry.id, written.version);
             Ok(Created {
                 view: ClientView::of(&entry, act.now(), act.shared.share.scope()),
                 api_key: Some(key),
@@ -169,7 +181,7 @@ impl ClientRegistry {
         };
         let next = Arc::new(next);
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
-            let Some(version) = flatten(res)? else {
+            let Some(Written { version, .. }) = flatten(res)? else {
                 return Err(RegistryError::NotFound);
             };
             let now = act.now();
@@ -298,7 +310,7 @@ impl ClientRegistry {
             deadline,
         };
         Box::pin(self.db.send(write).into_actor(self).map(move |res, act, _| {
-            let Some(version) = flatten(res)? else {
+            let Some(Written { version, .. }) = flatten(res)? else {
                 return Err(RegistryError::NotFound);
             };
             act.table().remove(&id);

@@ -81,18 +81,28 @@ impl ChangeRow {
 pub enum ClientWrite {
     /// Insert a new client (conflict if the id, key or unique value is taken).
     Insert(ClientRow),
-    /// Replace the settings of an existing client (bucket columns left alone); an empty
-    /// `api_key_hash` leaves the stored key (hash and prefix) as it is: the gateway keeps only
-    /// part of a key's hash in memory, and an unchanged key is not written back.
+    /// Replace the settings of an existing client (bucket columns left alone) if the row is
+    /// still the incarnation `row.generation`; an empty `api_key_hash` leaves the stored key
+    /// (hash and prefix) as it is: the gateway keeps only part of a key's hash in memory, and
+    /// an unchanged key is not written back.
     Replace(ClientRow),
     /// Delete a client.
     Delete(String),
 }
 
+/// What a client write stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The version of its change row.
+    pub version: i64,
+    /// The row's incarnation (see [`next_generation`]).
+    pub generation: i64,
+}
+
 /// Applies a client write and records its change, in one transaction. `Ok(None)` when the
-/// client to replace or delete does not exist (nothing is written); else the change version.
+/// client to replace or delete does not exist (nothing is written).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Option<i64>, StoreError>")]
+#[rtype(result = "Result<Option<Written>, StoreError>")]
 pub struct WriteClient {
     /// The write.
     pub write: ClientWrite,
@@ -131,11 +141,28 @@ pub struct PruneChanges {
     pub before_ms: i64,
 }
 
+/// The generation a row inserted now gets, under the change-log lock: the version the next
+/// change row will at least have, kept to 32 bits (memory keeps it in 4 bytes), never 0 (rows
+/// from before generations). Every incarnation of an id was inserted after the previous one's
+/// change rows, so it gets a larger number (until the log passes 2^32 versions).
+pub(super) fn next_generation(conn: &mut DbConnection) -> QueryResult<i64> {
+    let newest: Option<i64> = changes::table
+        .select(diesel::dsl::max(changes::version))
+        .first(conn)?;
+    Ok(newest.unwrap_or(0).rem_euclid(GENERATIONS) + 1)
+}
+
+/// Generations run from 1 to this.
+const GENERATIONS: i64 = (1 << 32) - 1;
+
 fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
+    let this = clients::table
+        .find(&r.client_id)
+        .filter(clients::generation.eq(r.generation));
     // The key (its hash and prefix) only when it is new: memory's view of an unchanged one may
     // be older than the row (rotated on another instance, not yet applied here).
     if !r.api_key_hash.is_empty() {
-        diesel::update(clients::table.find(&r.client_id))
+        diesel::update(this)
             .set((
                 clients::api_key_hash.eq(&r.api_key_hash),
                 clients::key_prefix.eq(&r.key_prefix),
@@ -154,7 +181,7 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
     match conn {
         // The bucket settled at the old quota in the same statement (SET reads the old values):
         // no round trip more for an admin write.
-        DbConnection::Pg(pg) => diesel::update(clients::table.find(&r.client_id))
+        DbConnection::Pg(pg) => diesel::update(this)
             .set((
                 settings,
                 clients::bucket_level.eq(diesel::dsl::sql::<
@@ -165,9 +192,7 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
                 >(&super::leases::pg_settled_at())),
             ))
             .execute(pg),
-        DbConnection::Sqlite(_) => diesel::update(clients::table.find(&r.client_id))
-            .set(settings)
-            .execute(conn),
+        DbConnection::Sqlite(_) => diesel::update(this).set(settings).execute(conn),
     }
 }
 
@@ -207,7 +232,7 @@ pub(super) fn last_version(conn: &mut DbConnection) -> QueryResult<i64> {
 }
 
 impl Handler<WriteClient> for DbExecutor {
-    type Result = ResponseFuture<Result<Option<i64>, StoreError>>;
+    type Result = ResponseFuture<Result<Option<Written>, StoreError>>;
 
     /// Bounded by the message's deadline: committed by then (client row and change row
     /// together) or not at all.
@@ -218,35 +243,51 @@ impl Handler<WriteClient> for DbExecutor {
 }
 
 /// The client write and its change row, inside the caller's transaction.
-fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result<Option<i64>, StoreError> {
+fn write_client(
+    conn: &mut DbConnection,
+    write: &ClientWrite,
+    at: i64,
+) -> Result<Option<Written>, StoreError> {
     lock_changes(conn)?;
-    let (id, op) = match write {
+    let (id, op, generation) = match write {
         ClientWrite::Insert(row) => {
+            let generation = next_generation(conn)?;
             diesel::insert_into(clients::table)
-                .values(row)
+                .values(&ClientRow {
+                    generation,
+                    ..row.clone()
+                })
                 .execute(conn)
                 .map_err(|e| StoreError::from(e).about(row))?;
-            (row.client_id.as_str(), ChangeOp::Upsert)
+            (row.client_id.as_str(), ChangeOp::Upsert, generation)
         }
         ClientWrite::Replace(row) => {
             // The row's bucket refilled at the old quota up to now; the new one counts from now
             // (PostgreSQL: in the replacing UPDATE itself, see `replace_row`).
             if let DbConnection::Sqlite(_) = conn {
-                super::leases::settle_in_place(conn, &row.client_id)?;
+                super::leases::settle_in_place(conn, &row.client_id, row.generation)?;
             }
             if replace_row(conn, row).map_err(|e| StoreError::from(e).about(row))? != 1 {
                 return Ok(None);
             }
-            (row.client_id.as_str(), ChangeOp::Upsert)
+            (row.client_id.as_str(), ChangeOp::Upsert, row.generation)
         }
         ClientWrite::Delete(id) => {
-            if diesel::delete(clients::table.find(id)).execute(conn)? != 1 {
+            // Writers hold the change-log lock: nothing changes the row between the two.
+            let found: Option<i64> = clients::table
+                .find(id)
+                .select(clients::generation)
+                .first(conn)
+                .optional()?;
+            let Some(generation) = found else {
                 return Ok(None);
-            }
-            (id.as_str(), ChangeOp::Delete)
+            };
+            diesel::delete(clients::table.find(id)).execute(conn)?;
+            (id.as_str(), ChangeOp::Delete, generation)
         }
     };
-    Ok(Some(record(conn, ENTITY_CLIENT, id, op, at)?))
+    let version = record(conn, ENTITY_CLIENT, id, op, at)?;
+    Ok(Some(Written { version, generation }))
 }
 
 /// Takes the lock that numbers change rows one writer at a time. PostgreSQL: the

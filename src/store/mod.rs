@@ -29,7 +29,7 @@ pub use backends::{
 pub use batch::InsertClients;
 pub use changelog::{
     ChangeOp, ChangeRow, ClientWrite, GetChanges, GetClientRows, GetLatestVersion, PruneChanges, WriteClient,
-    CHANGES_CHANNEL, ENTITY_BACKEND, ENTITY_CLIENT,
+    Written, CHANGES_CHANNEL, ENTITY_BACKEND, ENTITY_CLIENT,
 };
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use error::StoreError;

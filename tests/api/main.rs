@@ -31,6 +31,7 @@ mod paths;
 mod process;
 mod proxy;
 mod ratelimit;
+mod recreate;
 mod schemathesis_finds;
 mod sick_db;
 mod slow;
