@@ -199,7 +199,7 @@ impl ClientRegistry {
 
     /// Applies the stored settings of one client as a delta: its bucket and counters are kept
     /// when it is already known here.
-    fn apply_row(&mut self, row: ClientRow, version: i64) {
+    pub(super) fn apply_row(&mut self, row: ClientRow, version: i64) {
         let id = row.client_id.clone();
         let now = self.now();
         let scope = self.shared.share.scope();

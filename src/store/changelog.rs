@@ -82,10 +82,16 @@ pub enum ClientWrite {
     /// Insert a new client (conflict if the id, key or unique value is taken).
     Insert(ClientRow),
     /// Replace the settings of an existing client (bucket columns left alone) if the row is
-    /// still the incarnation `row.generation`; an empty `api_key_hash` leaves the stored key
-    /// (hash and prefix) as it is: the gateway keeps only part of a key's hash in memory, and
-    /// an unchanged key is not written back.
-    Replace(ClientRow),
+    /// still the one the change was computed from: the incarnation `row.generation`, last
+    /// written at `seen` (`updated_at`, which every write moves forward: a version). An empty
+    /// `api_key_hash` leaves the stored key (hash and prefix) as it is: the gateway keeps only
+    /// part of a key's hash in memory, and an unchanged key is not written back.
+    Replace {
+        /// The new settings.
+        row: ClientRow,
+        /// The `updated_at` of the row as the change saw it.
+        seen: i64,
+    },
     /// Delete a client.
     Delete(String),
 }
@@ -127,6 +133,37 @@ pub struct GetChanges {
 #[rtype(result = "Result<Vec<ClientRow>, StoreError>")]
 pub struct GetClientRows(pub Vec<String>);
 
+/// Some clients' stored rows (a missing id has none) and a change version the rows reflect
+/// at least (read before them), within the deadline: what an admin write re-reads when
+/// memory's view turned out older than the database.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(Vec<ClientRow>, i64), StoreError>")]
+pub struct ReadClients {
+    /// Which clients.
+    pub ids: Vec<String>,
+    /// The admin request's deadline.
+    pub deadline: Instant,
+}
+
+impl Handler<ReadClients> for DbExecutor {
+    type Result = ResponseFuture<Result<(Vec<ClientRow>, i64), StoreError>>;
+
+    fn handle(&mut self, msg: ReadClients, _: &mut Context<Self>) -> Self::Result {
+        self.run(Some(msg.deadline), move |conn| {
+            // The version first: every change up to it is committed, so the row read after it
+            // reflects them all (versions become visible in order, see `lock_changes`).
+            let version: Option<i64> = changes::table
+                .select(diesel::dsl::max(changes::version))
+                .first(conn)?;
+            let rows = clients::table
+                .filter(clients::client_id.eq_any(&msg.ids))
+                .select(ClientRow::as_select())
+                .load(conn)?;
+            Ok((rows, version.unwrap_or(0)))
+        })
+    }
+}
+
 /// The newest change version (0 when there is none).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<i64, StoreError>")]
@@ -155,10 +192,11 @@ pub(super) fn next_generation(conn: &mut DbConnection) -> QueryResult<i64> {
 /// Generations run from 1 to this.
 const GENERATIONS: i64 = (1 << 32) - 1;
 
-fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
+fn replace_row(conn: &mut DbConnection, r: &ClientRow, seen: i64) -> QueryResult<usize> {
     let this = clients::table
         .find(&r.client_id)
-        .filter(clients::generation.eq(r.generation));
+        .filter(clients::generation.eq(r.generation))
+        .filter(clients::updated_at.eq(seen));
     // The key (its hash and prefix) only when it is new: memory's view of an unchanged one may
     // be older than the row (rotated on another instance, not yet applied here).
     if !r.api_key_hash.is_empty() {
@@ -261,13 +299,13 @@ fn write_client(
                 .map_err(|e| StoreError::from(e).about(row))?;
             (row.client_id.as_str(), ChangeOp::Upsert, generation)
         }
-        ClientWrite::Replace(row) => {
+        ClientWrite::Replace { row, seen } => {
             // The row's bucket refilled at the old quota up to now; the new one counts from now
             // (PostgreSQL: in the replacing UPDATE itself, see `replace_row`).
             if let DbConnection::Sqlite(_) = conn {
                 super::leases::settle_in_place(conn, &row.client_id, row.generation)?;
             }
-            if replace_row(conn, row).map_err(|e| StoreError::from(e).about(row))? != 1 {
+            if replace_row(conn, row, *seen).map_err(|e| StoreError::from(e).about(row))? != 1 {
                 return Ok(None);
             }
             (row.client_id.as_str(), ChangeOp::Upsert, row.generation)

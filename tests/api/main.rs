@@ -39,3 +39,4 @@ mod start_errors;
 mod status;
 mod status_page;
 mod wire;
+mod write_race;
