@@ -1,6 +1,11 @@
 //! Admin writes: database first (the change and its change-log row in one transaction),
 //! memory second, one at a time in arrival order.
 //!
+//! The database decides every answer, not memory, which may not have applied another
+//! instance's change yet: an insert finds a taken id or key, a delete finds the row or not,
+//! and a replace writes only over the row memory saw (its generation and `updated_at`); a row
+//! changed elsewhere is read back, applied, and the write tried again on it.
+//!
 //! A write is queued as a [`Job`]; the actor runs the next job when the previous one is
 //! done. Each job validates against the table as the previous writes left it, then waits for
 //! the database as a spawned future, so the actor's timers keep running meanwhile (an
@@ -265,19 +270,21 @@ impl ClientRegistry {
         let id = input.client_id.clone();
         let Some(current) = self.table().get(&input.client_id) else {
             // Created here unless the database has it (created elsewhere, not applied here
-            // yet): then re-read and replace.
+            // yet; the database may name the id or, the same row's, the key): then re-read
+            // and replace.
             let retry = input.clone();
             let inserted = match self.new_entry(input) {
                 Ok((entry, quota, key)) => self.insert(entry, quota, key, deadline),
                 Err(e) => return ready(Err(e)),
             };
             return Box::pin(inserted.then(move |res, act, _| match res {
-                Err(RegistryError::Conflict {
-                    field: "client_id", ..
-                }) => act.reload_then(id.clone(), deadline, move |act, found| match found {
-                    _ if attempts == 0 => Self::busy(&id),
-                    _ => act.put(retry, deadline, attempts - 1),
-                }),
+                Err(conflict @ RegistryError::Conflict { .. }) => {
+                    act.reload_then(id.clone(), deadline, move |act, found| match found {
+                        None => ready(Err(conflict)),
+                        Some(_) if attempts == 0 => Self::busy(&id),
+                        Some(_) => act.put(retry, deadline, attempts - 1),
+                    })
+                }
                 other => ready(other),
             }));
         };

@@ -16,6 +16,7 @@ enum Op {
     Create,
     Delete,
     Patch,
+    Put,
 }
 
 /// A client as the model knows it: absent, or present with this name.
@@ -30,6 +31,8 @@ fn model(state: &State, op: Op, name: &str) -> (u16, State) {
         (Op::Delete, None) => (404, None),
         (Op::Patch, Some(_)) => (200, Some(name.into())),
         (Op::Patch, None) => (404, None),
+        (Op::Put, None) => (201, Some(name.into())),
+        (Op::Put, Some(_)) => (200, Some(name.into())),
     }
 }
 
@@ -54,6 +57,11 @@ async fn send(gw: &GatewayProcess, id: &str, op: Op, name: &str) -> u16 {
                 Some(&json!({"name": name})),
             )
             .await
+        }
+        Op::Put => {
+            let body = json!({"client_id": id, "capacity": 1000, "rate_per_sec": 1000,
+                              "api_key": key(id), "name": name});
+            admin_json(gw, "PUT", &format!("/clients/{id}"), Some(&body)).await
         }
     };
     if matches!(status, 200 | 201) {
@@ -107,6 +115,8 @@ async fn admin_writes_on_three_instances_answer_what_the_database_decided() {
         [(Op::Create, 0), (Op::Delete, 1), (Op::Create, 2)],
         [(Op::Create, 1), (Op::Delete, 0), (Op::Patch, 2)],
         [(Op::Create, 2), (Op::Patch, 0), (Op::Delete, 1)],
+        [(Op::Create, 0), (Op::Put, 1), (Op::Delete, 2)],
+        [(Op::Put, 1), (Op::Delete, 2), (Op::Put, 0)],
     ];
     for round in 0..4 {
         for (s, seq) in sequences.iter().enumerate() {
@@ -192,7 +202,7 @@ async fn admin_writes_on_three_instances_answer_what_the_database_decided() {
         }
     }
 
-    for id in (0..4).flat_map(|r| (0..3).map(move |s| format!("seq{r}{s}"))) {
+    for id in (0..4).flat_map(|r| (0..sequences.len()).map(move |s| format!("seq{r}{s}"))) {
         views_agree(&cluster, &id).await;
     }
     for id in ids {
