@@ -122,3 +122,8 @@ async fn a_recreated_client_starts_with_a_full_bucket_postgres_one_instance() {
 async fn a_recreated_client_starts_with_a_full_bucket_postgres_three_instances() {
     a_recreated_client_starts_with_a_full_bucket(TestDb::postgres(), 3).await;
 }
+
+#[actix_web::test]
+async fn a_recreated_client_starts_with_a_full_bucket_sqlite_three_instances() {
+    a_recreated_client_starts_with_a_full_bucket(TestDb::sqlite(), 3).await;
+}
