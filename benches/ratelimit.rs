@@ -38,7 +38,7 @@ fn registry() -> Arc<Limiter> {
         enforce: true,
         created_at: 0,
         updated_at: 0,
-        cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+        cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0, 0)),
     };
     let limits = LimitSettings {
         api_key_header: HeaderName::from_static("x-api-key"),
@@ -140,7 +140,7 @@ fn entry(id: String, key: &str, quota: Quota) -> Arc<ClientEntry> {
         enforce: true,
         created_at: 0,
         updated_at: 0,
-        cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+        cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0, 0)),
     })
 }
 

@@ -236,6 +236,7 @@ fn dirty_buckets(shared: &Limiter) -> Vec<(BucketRow, (Arc<BucketCell>, u64))> {
                 level,
                 admitted: i64::try_from(counts.0).unwrap_or(i64::MAX),
                 refused: i64::try_from(counts.1).unwrap_or(i64::MAX),
+                generation: e.cell.generation(),
             };
             dirty.push((row, (e.cell.clone(), counts.0.saturating_add(counts.1))));
         }

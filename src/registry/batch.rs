@@ -9,12 +9,12 @@ use ipnet::IpNet;
 
 use super::{
     hash_key,
-    messages::{ClientInput, ClientView, Created},
+    messages::{ClientInput, ClientView, Created, RegistryError},
     rows::{row_of, unix_ms},
     writes::generate_key,
-    ClientEntry, ClientRegistry, ClientTable,
+    BucketCell, ClientEntry, ClientRegistry, ClientTable,
 };
-use crate::store::{InsertClients, StoreError};
+use crate::store::{InsertClients, StoreError, Written};
 
 /// Create every client of the batch, or none. The inputs are validated, with no id, key or
 /// address repeated within the batch (the admin API checks that).
@@ -89,7 +89,15 @@ type Batch = ResponseActFuture<ClientRegistry, Result<Vec<Created>, BatchError>>
 
 impl ClientRegistry {
     /// Checks the batch against the table as the writes before it left it, then writes it.
-    fn create_batch(&mut self, inputs: Vec<ClientInput>, deadline: std::time::Instant) -> Batch {
+    /// Memory may be behind the database (a client deleted on another instance): what it
+    /// finds taken is re-read from the database first (`verified`), and only what is still
+    /// taken then is refused. What memory misses, the database refuses (`Raced`).
+    fn create_batch(
+        &mut self,
+        inputs: Vec<ClientInput>,
+        deadline: std::time::Instant,
+        verified: bool,
+    ) -> Batch {
         let (now, now_ms) = (self.now(), unix_ms());
         let prepared: Vec<(ClientInput, String, [u8; 32])> = inputs
             .into_iter()
@@ -105,31 +113,68 @@ impl ClientRegistry {
                 .iter()
                 .map(|(i, _, h)| (i.client_id.as_str(), h, i.ips.as_slice())),
         );
-        if !problems.is_empty() {
+        if !problems.is_empty() && verified {
             return Box::pin(fut::ready(Err(BatchError::Taken(problems))));
+        }
+        if !problems.is_empty() {
+            // The clients memory says hold the colliding ids, keys and addresses.
+            let table = self.table();
+            let mut owners: Vec<String> = problems
+                .iter()
+                .filter_map(|p| {
+                    let (input, _, hash) = &prepared[p.index];
+                    match p.field {
+                        "client_id" => Some(input.client_id.clone()),
+                        "api_key" => table.with_key(hash, |e| e.id.to_string()),
+                        _ => input
+                            .ips
+                            .iter()
+                            .find_map(|n| table.by_net(n))
+                            .map(|e| e.id.to_string()),
+                    }
+                })
+                .collect();
+            owners.sort_unstable();
+            owners.dedup();
+            let inputs: Vec<ClientInput> = prepared.into_iter().map(|(i, _, _)| i).collect();
+            return Box::pin(self.reload(owners, deadline).then(move |res, act, _| match res {
+                Ok(()) => act.create_batch(inputs, deadline, true),
+                Err(RegistryError::Unavailable(e)) => Box::pin(fut::ready(Err(BatchError::Unavailable(e)))),
+                Err(e) => Box::pin(fut::ready(Err(BatchError::Unavailable(e.to_string())))),
+            }));
         }
         let mut rows = Vec::with_capacity(prepared.len());
         let mut created = Vec::with_capacity(prepared.len());
         for (input, key, key_hash) in prepared {
             let quota = input.quota;
             let bucket = self.shared.share.scope().fresh_bucket(quota, now);
-            let entry = Arc::new(ClientEntry::created(input, &key, key_hash, bucket, now_ms));
+            // Its cell is made once the database gave the rows their generation.
+            let entry = ClientEntry::created(input, &key, key_hash, bucket, now_ms, 0);
             rows.push(row_of(&entry, quota, Some(&key_hash)));
-            created.push((entry, key));
+            created.push((entry, quota, key));
         }
         Box::pin(
             self.db
                 .send(InsertClients(rows, deadline))
                 .into_actor(self)
                 .map(move |res, act, _| {
-                    let version = match res {
-                        Ok(Ok(v)) => v,
+                    let Written { version, generation } = match res {
+                        Ok(Ok(w)) => w,
                         Ok(Err(StoreError::Conflict { message, .. })) => {
                             return Err(BatchError::Raced(message))
                         }
                         Ok(Err(e)) => return Err(BatchError::Unavailable(e.to_string())),
                         Err(e) => return Err(BatchError::Unavailable(e.to_string())),
                     };
+                    let (now, scope) = (act.now(), act.shared.share.scope());
+                    let created: Vec<(Arc<ClientEntry>, String)> = created
+                        .into_iter()
+                        .map(|(e, quota, key)| {
+                            let bucket = scope.fresh_bucket(quota, now);
+                            let cell = Arc::new(BucketCell::new(bucket, 0, 0, generation));
+                            (Arc::new(ClientEntry { cell, ..e }), key)
+                        })
+                        .collect();
                     let entries: Vec<Arc<ClientEntry>> = created.iter().map(|(e, _)| e.clone()).collect();
                     act.table().insert_many(&entries);
                     for e in &entries {
@@ -139,7 +184,6 @@ impl ClientRegistry {
                         "{} client(s) created in one batch (changes up to {version})",
                         created.len()
                     );
-                    let (now, scope) = (act.now(), act.shared.share.scope());
                     Ok(created
                         .into_iter()
                         .map(|(e, key)| Created {
@@ -160,7 +204,7 @@ impl Handler<CreateClients> for ClientRegistry {
         let (inputs, deadline) = (msg.0, msg.1);
         self.enqueue_with(
             ctx,
-            move |act| act.create_batch(inputs, deadline),
+            move |act| act.create_batch(inputs, deadline, false),
             || Err(BatchError::Unavailable("the client registry stopped".into())),
         )
     }

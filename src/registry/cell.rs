@@ -28,6 +28,10 @@ pub struct BucketCell {
     enabled: AtomicBool,
     /// The published settings' `enforce` (`false`: shadow mode), copied like `enabled`.
     enforce: AtomicBool,
+    /// The incarnation of the client's row this cell belongs to (the row's `generation`, which
+    /// fits 32 bits): leases, give-backs and write-behinds name it, so that none reaches a row
+    /// created again under the same id. Fills what was padding.
+    generation: u32,
     refused: AtomicU64,
     /// Requests counted (admitted + refused) when the bucket was last written behind: the
     /// counts only grow, so an unchanged sum means an unchanged bucket.
@@ -35,17 +39,24 @@ pub struct BucketCell {
 }
 
 impl BucketCell {
-    /// A cell around `bucket` with the stored counts.
-    pub fn new(bucket: Bucket, admitted: u64, refused: u64) -> BucketCell {
+    /// A cell around `bucket` with the stored counts, for the row of incarnation `generation`.
+    pub fn new(bucket: Bucket, admitted: u64, refused: u64, generation: i64) -> BucketCell {
         BucketCell {
             bucket: Mutex::new(bucket),
             // Closed until the client table publishes the client's setting.
             enabled: AtomicBool::new(false),
             enforce: AtomicBool::new(true),
+            // Generations are stored in 32 bits' range (see `store::changelog`).
+            generation: u32::try_from(generation).unwrap_or(0),
             admitted: AtomicU64::new(admitted),
             refused: AtomicU64::new(refused),
             flushed: AtomicU64::new(admitted.saturating_add(refused)),
         }
+    }
+
+    /// The incarnation of the client's row this cell belongs to.
+    pub fn generation(&self) -> i64 {
+        i64::from(self.generation)
     }
 
     /// Whether the client's requests are accepted (as last published).

@@ -40,13 +40,15 @@ const _: () = assert!(std::mem::size_of::<ClientEntry>() <= 80);
 
 impl ClientEntry {
     /// A client created at `now_ms` (Unix ms) from `input`, with its API key `key` (hashed as
-    /// `key_hash`) and its first `bucket` (see [`LimitScope::fresh_bucket`](super::LimitScope::fresh_bucket)).
+    /// `key_hash`) and its first `bucket` (see [`LimitScope::fresh_bucket`](super::LimitScope::fresh_bucket)),
+    /// for the row of incarnation `generation`.
     pub fn created(
         input: ClientInput,
         key: &str,
         key_hash: [u8; 32],
         bucket: Bucket,
         now_ms: i64,
+        generation: i64,
     ) -> ClientEntry {
         ClientEntry {
             id: input.client_id.into(),
@@ -57,7 +59,7 @@ impl ClientEntry {
             enforce: input.enforce,
             created_at: now_ms,
             updated_at: now_ms,
-            cell: Arc::new(BucketCell::new(bucket, 0, 0)),
+            cell: Arc::new(BucketCell::new(bucket, 0, 0, generation)),
         }
     }
 }
@@ -101,7 +103,7 @@ impl ClientEntry {
             enforce: true,
             created_at: 0,
             updated_at: 0,
-            cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0)),
+            cell: Arc::new(BucketCell::new(Bucket::full(quota, 0), 0, 0, 0)),
         })
     }
 }

@@ -125,7 +125,15 @@ impl Leaser {
         let live = self.shared.share.live();
         let tick_ns = u64::try_from(self.tick.as_nanos()).unwrap_or(u64::MAX);
         let mut sent = Vec::new();
+        let shared = &self.shared;
         self.active.retain(|_, a| {
+            if !current(shared, &a.entry) {
+                // Deleted (and maybe created again, which a request brings here as a new
+                // entry): its tokens were the old row's, and nothing more is asked for it.
+                // Requests still waiting for it are refused when the statement is answered.
+                a.entry.cell.with_bucket(|b| b.give_back());
+                return false;
+            }
             let counted = a.entry.cell.counted();
             let demand = counted.saturating_sub(a.seen);
             let mut returned = 0;
@@ -138,10 +146,6 @@ impl Leaser {
                 };
                 if a.idle >= IDLE_TICKS {
                     returned = a.entry.cell.with_bucket(|b| b.give_back());
-                    if !current(&self.shared, &a.entry) {
-                        // Deleted (and maybe created again): its tokens were the old row's.
-                        returned = 0;
-                    }
                 }
             } else if a.waiting == 0 {
                 return true;
@@ -195,6 +199,9 @@ impl Leaser {
                 client_id: s.entry.id.to_string(),
                 returned: i64::try_from(s.returned).unwrap_or(i64::MAX),
                 asked: i64::try_from(s.asked).unwrap_or(i64::MAX),
+                // The row the tokens are for: should the client be deleted and created again
+                // while the statement is in flight, the new row is left alone.
+                generation: s.entry.cell.generation(),
             })
             .collect();
         self.in_flight = true;
@@ -334,6 +341,11 @@ impl Handler<Want> for Leaser {
 
     fn handle(&mut self, msg: Want, ctx: &mut Context<Self>) -> Self::Result {
         let entry = msg.0;
+        if !current(&self.shared, &entry) {
+            // A request that found the client just before it was deleted (or created again):
+            // nothing to lease for it, and the client's newer entry stays the one leased for.
+            return Box::pin(async { false });
+        }
         let counted = entry.cell.counted();
         let a = self.active.entry(entry.id.clone()).or_insert_with(|| Active {
             entry: entry.clone(),
@@ -374,6 +386,7 @@ impl Handler<GiveBack> for Leaser {
                     client_id: a.entry.id.to_string(),
                     returned: i64::try_from(returned).unwrap_or(i64::MAX),
                     asked: 0,
+                    generation: a.entry.cell.generation(),
                 });
             }
         }

@@ -98,7 +98,7 @@ pub struct CreateClient(pub ClientInput, pub Instant);
 pub struct PutClient(pub ClientInput, pub Instant);
 
 /// Change some settings of a client.
-#[derive(Debug, Message)]
+#[derive(Debug, Clone, Message)]
 #[rtype(result = "Result<ClientView, RegistryError>")]
 pub struct PatchClient {
     /// Which client.

@@ -80,6 +80,7 @@ pub(super) fn entry_from_row(
             bucket,
             u64::try_from(row.admitted).unwrap_or(0),
             u64::try_from(row.refused).unwrap_or(0),
+            row.generation,
         )),
     })
 }
@@ -109,5 +110,6 @@ pub(super) fn row_of(e: &ClientEntry, quota: Quota, key_hash: Option<&[u8; 32]>)
         bucket_at: None,
         admitted: 0,
         refused: 0,
+        generation: e.cell.generation(),
     }
 }

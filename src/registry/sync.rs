@@ -199,7 +199,7 @@ impl ClientRegistry {
 
     /// Applies the stored settings of one client as a delta: its bucket and counters are kept
     /// when it is already known here.
-    fn apply_row(&mut self, row: ClientRow, version: i64) {
+    pub(super) fn apply_row(&mut self, row: ClientRow, version: i64) {
         let id = row.client_id.clone();
         let now = self.now();
         let scope = self.shared.share.scope();
@@ -210,7 +210,13 @@ impl ClientRegistry {
                 return;
             }
         };
-        let entry = match self.table().get(&id) {
+        // Another generation is another incarnation (deleted and created again, the delete
+        // not applied yet): the new one gets its own cell, never the old one's bucket.
+        let entry = match self
+            .table()
+            .get(&id)
+            .filter(|current| current.cell.generation() == fresh.cell.generation())
+        {
             Some(current) => {
                 let quota = fresh.cell.with_bucket(|b| b.quota());
                 current.cell.with_bucket(|b| scope.requota(b, quota, now));

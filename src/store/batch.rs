@@ -7,7 +7,7 @@ use actix::{Context, Handler, Message, ResponseFuture};
 use diesel::prelude::*;
 
 use super::{
-    changelog::{last_version, lock_changes, ChangeOp, ENTITY_CLIENT},
+    changelog::{last_version, lock_changes, next_generation, ChangeOp, Written, ENTITY_CLIENT},
     schema::{changes, clients},
     ClientRow, DbConnection, DbExecutor, StoreError,
 };
@@ -18,13 +18,14 @@ const ROWS_PER_STATEMENT: usize = 500;
 
 /// Insert new clients in one transaction, committed by the deadline or not at all: either
 /// every row (and one change row per client) is stored or none. Answers the newest change
-/// version written (every change of the batch is at most that).
+/// version written (every change of the batch is at most that) and the generation of the new
+/// rows (one for the whole batch: they are new ids).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<i64, StoreError>")]
+#[rtype(result = "Result<Written, StoreError>")]
 pub struct InsertClients(pub Vec<ClientRow>, pub Instant);
 
 impl Handler<InsertClients> for DbExecutor {
-    type Result = ResponseFuture<Result<i64, StoreError>>;
+    type Result = ResponseFuture<Result<Written, StoreError>>;
 
     fn handle(&mut self, msg: InsertClients, _: &mut Context<Self>) -> Self::Result {
         let (rows, deadline) = (msg.0, msg.1);
@@ -33,8 +34,16 @@ impl Handler<InsertClients> for DbExecutor {
 }
 
 /// The rows and their change rows, inside the caller's transaction.
-fn insert_clients(conn: &mut DbConnection, rows: &[ClientRow]) -> Result<i64, StoreError> {
+fn insert_clients(conn: &mut DbConnection, rows: &[ClientRow]) -> Result<Written, StoreError> {
     lock_changes(conn)?;
+    let generation = next_generation(conn)?;
+    let rows: Vec<ClientRow> = rows
+        .iter()
+        .map(|r| ClientRow {
+            generation,
+            ..r.clone()
+        })
+        .collect();
     // Multi-row INSERT is backend-specific in diesel: run it on the concrete connection.
     for chunk in rows.chunks(ROWS_PER_STATEMENT) {
         match conn {
@@ -58,5 +67,8 @@ fn insert_clients(conn: &mut DbConnection, rows: &[ClientRow]) -> Result<i64, St
             DbConnection::Sqlite(c) => diesel::insert_into(changes::table).values(&changed).execute(c),
         }?;
     }
-    Ok(last_version(conn)?)
+    Ok(Written {
+        version: last_version(conn)?,
+        generation,
+    })
 }

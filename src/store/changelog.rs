@@ -81,18 +81,34 @@ impl ChangeRow {
 pub enum ClientWrite {
     /// Insert a new client (conflict if the id, key or unique value is taken).
     Insert(ClientRow),
-    /// Replace the settings of an existing client (bucket columns left alone); an empty
+    /// Replace the settings of an existing client (bucket columns left alone) if the row is
+    /// still the one the change was computed from: the incarnation `row.generation`, last
+    /// written at `seen` (`updated_at`, which every write moves forward: a version). An empty
     /// `api_key_hash` leaves the stored key (hash and prefix) as it is: the gateway keeps only
     /// part of a key's hash in memory, and an unchanged key is not written back.
-    Replace(ClientRow),
+    Replace {
+        /// The new settings.
+        row: ClientRow,
+        /// The `updated_at` of the row as the change saw it.
+        seen: i64,
+    },
     /// Delete a client.
     Delete(String),
 }
 
+/// What a client write stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Written {
+    /// The version of its change row.
+    pub version: i64,
+    /// The row's incarnation (see [`next_generation`]).
+    pub generation: i64,
+}
+
 /// Applies a client write and records its change, in one transaction. `Ok(None)` when the
-/// client to replace or delete does not exist (nothing is written); else the change version.
+/// client to replace or delete does not exist (nothing is written).
 #[derive(Debug, Message)]
-#[rtype(result = "Result<Option<i64>, StoreError>")]
+#[rtype(result = "Result<Option<Written>, StoreError>")]
 pub struct WriteClient {
     /// The write.
     pub write: ClientWrite,
@@ -117,6 +133,37 @@ pub struct GetChanges {
 #[rtype(result = "Result<Vec<ClientRow>, StoreError>")]
 pub struct GetClientRows(pub Vec<String>);
 
+/// Some clients' stored rows (a missing id has none) and a change version the rows reflect
+/// at least (read before them), within the deadline: what an admin write re-reads when
+/// memory's view turned out older than the database.
+#[derive(Debug, Message)]
+#[rtype(result = "Result<(Vec<ClientRow>, i64), StoreError>")]
+pub struct ReadClients {
+    /// Which clients.
+    pub ids: Vec<String>,
+    /// The admin request's deadline.
+    pub deadline: Instant,
+}
+
+impl Handler<ReadClients> for DbExecutor {
+    type Result = ResponseFuture<Result<(Vec<ClientRow>, i64), StoreError>>;
+
+    fn handle(&mut self, msg: ReadClients, _: &mut Context<Self>) -> Self::Result {
+        self.run(Some(msg.deadline), move |conn| {
+            // The version first: every change up to it is committed, so the row read after it
+            // reflects them all (versions become visible in order, see `lock_changes`).
+            let version: Option<i64> = changes::table
+                .select(diesel::dsl::max(changes::version))
+                .first(conn)?;
+            let rows = clients::table
+                .filter(clients::client_id.eq_any(&msg.ids))
+                .select(ClientRow::as_select())
+                .load(conn)?;
+            Ok((rows, version.unwrap_or(0)))
+        })
+    }
+}
+
 /// The newest change version (0 when there is none).
 #[derive(Debug, Message)]
 #[rtype(result = "Result<i64, StoreError>")]
@@ -131,11 +178,29 @@ pub struct PruneChanges {
     pub before_ms: i64,
 }
 
-fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
+/// The generation a row inserted now gets, under the change-log lock: the version the next
+/// change row will at least have, kept to 32 bits (memory keeps it in 4 bytes), never 0 (rows
+/// from before generations). Every incarnation of an id was inserted after the previous one's
+/// change rows, so it gets a larger number (until the log passes 2^32 versions).
+pub(super) fn next_generation(conn: &mut DbConnection) -> QueryResult<i64> {
+    let newest: Option<i64> = changes::table
+        .select(diesel::dsl::max(changes::version))
+        .first(conn)?;
+    Ok(newest.unwrap_or(0).rem_euclid(GENERATIONS) + 1)
+}
+
+/// Generations run from 1 to this.
+const GENERATIONS: i64 = (1 << 32) - 1;
+
+fn replace_row(conn: &mut DbConnection, r: &ClientRow, seen: i64) -> QueryResult<usize> {
+    let this = clients::table
+        .find(&r.client_id)
+        .filter(clients::generation.eq(r.generation))
+        .filter(clients::updated_at.eq(seen));
     // The key (its hash and prefix) only when it is new: memory's view of an unchanged one may
     // be older than the row (rotated on another instance, not yet applied here).
     if !r.api_key_hash.is_empty() {
-        diesel::update(clients::table.find(&r.client_id))
+        diesel::update(this)
             .set((
                 clients::api_key_hash.eq(&r.api_key_hash),
                 clients::key_prefix.eq(&r.key_prefix),
@@ -154,7 +219,7 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
     match conn {
         // The bucket settled at the old quota in the same statement (SET reads the old values):
         // no round trip more for an admin write.
-        DbConnection::Pg(pg) => diesel::update(clients::table.find(&r.client_id))
+        DbConnection::Pg(pg) => diesel::update(this)
             .set((
                 settings,
                 clients::bucket_level.eq(diesel::dsl::sql::<
@@ -165,9 +230,7 @@ fn replace_row(conn: &mut DbConnection, r: &ClientRow) -> QueryResult<usize> {
                 >(&super::leases::pg_settled_at())),
             ))
             .execute(pg),
-        DbConnection::Sqlite(_) => diesel::update(clients::table.find(&r.client_id))
-            .set(settings)
-            .execute(conn),
+        DbConnection::Sqlite(_) => diesel::update(this).set(settings).execute(conn),
     }
 }
 
@@ -207,7 +270,7 @@ pub(super) fn last_version(conn: &mut DbConnection) -> QueryResult<i64> {
 }
 
 impl Handler<WriteClient> for DbExecutor {
-    type Result = ResponseFuture<Result<Option<i64>, StoreError>>;
+    type Result = ResponseFuture<Result<Option<Written>, StoreError>>;
 
     /// Bounded by the message's deadline: committed by then (client row and change row
     /// together) or not at all.
@@ -218,35 +281,51 @@ impl Handler<WriteClient> for DbExecutor {
 }
 
 /// The client write and its change row, inside the caller's transaction.
-fn write_client(conn: &mut DbConnection, write: &ClientWrite, at: i64) -> Result<Option<i64>, StoreError> {
+fn write_client(
+    conn: &mut DbConnection,
+    write: &ClientWrite,
+    at: i64,
+) -> Result<Option<Written>, StoreError> {
     lock_changes(conn)?;
-    let (id, op) = match write {
+    let (id, op, generation) = match write {
         ClientWrite::Insert(row) => {
+            let generation = next_generation(conn)?;
             diesel::insert_into(clients::table)
-                .values(row)
+                .values(&ClientRow {
+                    generation,
+                    ..row.clone()
+                })
                 .execute(conn)
                 .map_err(|e| StoreError::from(e).about(row))?;
-            (row.client_id.as_str(), ChangeOp::Upsert)
+            (row.client_id.as_str(), ChangeOp::Upsert, generation)
         }
-        ClientWrite::Replace(row) => {
+        ClientWrite::Replace { row, seen } => {
             // The row's bucket refilled at the old quota up to now; the new one counts from now
             // (PostgreSQL: in the replacing UPDATE itself, see `replace_row`).
             if let DbConnection::Sqlite(_) = conn {
-                super::leases::settle_in_place(conn, &row.client_id)?;
+                super::leases::settle_in_place(conn, &row.client_id, row.generation)?;
             }
-            if replace_row(conn, row).map_err(|e| StoreError::from(e).about(row))? != 1 {
+            if replace_row(conn, row, *seen).map_err(|e| StoreError::from(e).about(row))? != 1 {
                 return Ok(None);
             }
-            (row.client_id.as_str(), ChangeOp::Upsert)
+            (row.client_id.as_str(), ChangeOp::Upsert, row.generation)
         }
         ClientWrite::Delete(id) => {
-            if diesel::delete(clients::table.find(id)).execute(conn)? != 1 {
+            // Writers hold the change-log lock: nothing changes the row between the two.
+            let found: Option<i64> = clients::table
+                .find(id)
+                .select(clients::generation)
+                .first(conn)
+                .optional()?;
+            let Some(generation) = found else {
                 return Ok(None);
-            }
-            (id.as_str(), ChangeOp::Delete)
+            };
+            diesel::delete(clients::table.find(id)).execute(conn)?;
+            (id.as_str(), ChangeOp::Delete, generation)
         }
     };
-    Ok(Some(record(conn, ENTITY_CLIENT, id, op, at)?))
+    let version = record(conn, ENTITY_CLIENT, id, op, at)?;
+    Ok(Some(Written { version, generation }))
 }
 
 /// Takes the lock that numbers change rows one writer at a time. PostgreSQL: the

@@ -188,9 +188,11 @@ impl Handler<SaveBuckets> for DbExecutor {
         self.write(Instant::now() + self.timeout, move |conn| {
             for b in &msg.0 {
                 // Counts only grow: a batch older than what is stored (two flushes in flight
-                // at shutdown) must not move the state back.
+                // at shutdown) must not move the state back. And they are the incarnation's
+                // they were counted for: not those of a client created again since.
                 let row = clients::table
                     .find(&b.client_id)
+                    .filter(clients::generation.eq(b.generation))
                     .filter(clients::admitted.le(b.admitted))
                     .filter(clients::refused.le(b.refused));
                 let counts = (clients::admitted.eq(b.admitted), clients::refused.eq(b.refused));

@@ -23,6 +23,9 @@ pub struct LeaseAsk {
     pub returned: i64,
     /// Tokens wanted.
     pub asked: i64,
+    /// The incarnation of the client the tokens are for: a row of another one (the client
+    /// was deleted and created again) neither grants nor takes anything back.
+    pub generation: i64,
 }
 
 /// What the row granted.
@@ -60,8 +63,8 @@ fn pg_statement() -> String {
     );
     let grant = format!("LEAST(GREATEST(r.ask, 0), {level} / {u})");
     format!(
-        "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS r(id, ret, ask)), \
-         locked AS MATERIALIZED (SELECT c.client_id FROM clients c JOIN r ON r.id = c.client_id \
+        "WITH r AS (SELECT * FROM unnest($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS r(id, ret, ask, gen)), \
+         locked AS MATERIALIZED (SELECT c.client_id FROM clients c JOIN r ON r.id = c.client_id AND c.generation = r.gen \
            ORDER BY c.client_id COLLATE \"C\" FOR UPDATE OF c), \
          n AS MATERIALIZED (SELECT CAST(EXTRACT(EPOCH FROM clock_timestamp()) * 1000 AS BIGINT) AS ms) \
          UPDATE clients c SET last_grant = {grant}, bucket_level = {level} - {grant} * {u}, \
@@ -125,14 +128,21 @@ fn select_columns(now: &str) -> String {
     format!("SELECT client_id, capacity, rate_milli, bucket_level, bucket_at, {now} AS now_ms FROM clients")
 }
 
-/// The columns of one client's row (SQLite).
-fn sqlite_row(c: &mut diesel::SqliteConnection, id: &str) -> Result<Option<RowColumns>, StoreError> {
-    Ok(
-        diesel::sql_query(format!("{} WHERE client_id = $1", select_columns(SQLITE_NOW)))
-            .bind::<Text, _>(id)
-            .get_result::<RowColumns>(c)
-            .optional()?,
-    )
+/// The columns of one client's row (SQLite), if it is the incarnation `generation` (any
+/// with `None`).
+fn sqlite_row(
+    c: &mut diesel::SqliteConnection,
+    id: &str,
+    generation: Option<i64>,
+) -> Result<Option<RowColumns>, StoreError> {
+    Ok(diesel::sql_query(format!(
+        "{} WHERE client_id = $1 AND ($2 IS NULL OR generation = $2)",
+        select_columns(SQLITE_NOW)
+    ))
+    .bind::<Text, _>(id)
+    .bind::<Nullable<BigInt>, _>(generation)
+    .get_result::<RowColumns>(c)
+    .optional()?)
 }
 
 /// Leases for every client of `asks` in one round trip; a client that no longer exists gets
@@ -150,10 +160,12 @@ pub fn lease(conn: &mut DbConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGran
             let ids: Vec<&str> = sorted.iter().map(|a| a.client_id.as_str()).collect();
             let returned: Vec<i64> = sorted.iter().map(|a| a.returned).collect();
             let asked: Vec<i64> = sorted.iter().map(|a| a.asked).collect();
+            let generations: Vec<i64> = sorted.iter().map(|a| a.generation).collect();
             Ok(diesel::sql_query(pg_statement())
                 .bind::<Array<Text>, _>(ids)
                 .bind::<Array<BigInt>, _>(returned)
                 .bind::<Array<BigInt>, _>(asked)
+                .bind::<Array<BigInt>, _>(generations)
                 .load(pg)?)
         }
         DbConnection::Sqlite(lite) => lite.immediate_transaction(|c| settle_sqlite(c, asks)),
@@ -164,7 +176,7 @@ pub fn lease(conn: &mut DbConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGran
 fn settle_sqlite(c: &mut diesel::SqliteConnection, asks: &[LeaseAsk]) -> Result<Vec<LeaseGrant>, StoreError> {
     let mut grants = Vec::with_capacity(asks.len());
     for a in asks {
-        let Some(row) = sqlite_row(c, &a.client_id)? else {
+        let Some(row) = sqlite_row(c, &a.client_id, Some(a.generation))? else {
             continue;
         };
         let settled = settle(row.bucket(), row.now_ms, a.returned, a.asked);
@@ -186,11 +198,16 @@ fn settle_sqlite(c: &mut diesel::SqliteConnection, asks: &[LeaseAsk]) -> Result<
 /// Refills the row of `client_id` to now at its current quota, inside the caller's
 /// transaction: done before the quota changes, so that the time before the change refills at
 /// the old rate and the time after at the new one.
-pub(super) fn settle_in_place(conn: &mut DbConnection, client_id: &str) -> Result<(), StoreError> {
+pub(super) fn settle_in_place(
+    conn: &mut DbConnection,
+    client_id: &str,
+    generation: i64,
+) -> Result<(), StoreError> {
     let asks = [LeaseAsk {
         client_id: client_id.to_string(),
         returned: 0,
         asked: 0,
+        generation,
     }];
     match conn {
         DbConnection::Pg(_) => lease(conn, &asks).map(drop),
@@ -236,7 +253,7 @@ pub fn row_tokens(conn: &mut DbConnection, ids: &[String]) -> Result<Vec<RowBuck
         DbConnection::Sqlite(c) => {
             let mut rows = Vec::with_capacity(ids.len());
             for id in ids {
-                rows.extend(sqlite_row(c, id)?);
+                rows.extend(sqlite_row(c, id, None)?);
             }
             rows
         }

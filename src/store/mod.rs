@@ -28,8 +28,8 @@ pub use backends::{
 };
 pub use batch::InsertClients;
 pub use changelog::{
-    ChangeOp, ChangeRow, ClientWrite, GetChanges, GetClientRows, GetLatestVersion, PruneChanges, WriteClient,
-    CHANGES_CHANNEL, ENTITY_BACKEND, ENTITY_CLIENT,
+    ChangeOp, ChangeRow, ClientWrite, GetChanges, GetClientRows, GetLatestVersion, PruneChanges, ReadClients,
+    WriteClient, Written, CHANGES_CHANNEL, ENTITY_BACKEND, ENTITY_CLIENT,
 };
 pub use db::{connect_with_retry, DbConnection, DbPool};
 pub use error::StoreError;

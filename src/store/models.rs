@@ -38,6 +38,9 @@ pub struct ClientRow {
     pub refused: i64,
     /// Whether refusals are enforced (`false`: shadow mode, requests are never refused).
     pub enforce: bool,
+    /// Which incarnation of the id this row is: set by the insert from the change log's
+    /// version, so that a client deleted and created again is a new one.
+    pub generation: i64,
 }
 
 /// The write-behind state of one client's bucket.
@@ -52,4 +55,7 @@ pub struct BucketRow {
     pub admitted: i64,
     /// Refused count.
     pub refused: i64,
+    /// The incarnation the counts belong to: a row of another one (the client deleted and
+    /// created again meanwhile) is left alone.
+    pub generation: i64,
 }

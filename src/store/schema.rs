@@ -17,6 +17,7 @@ diesel::table! {
         admitted -> BigInt,
         refused -> BigInt,
         enforce -> Bool,
+        generation -> BigInt,
     }
 }
 

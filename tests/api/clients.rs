@@ -342,6 +342,7 @@ fn foreign_row(id: &str, key: &str) -> tollgate::store::ClientRow {
         admitted: 0,
         refused: 0,
         enforce: true,
+        generation: 0,
     }
 }
 

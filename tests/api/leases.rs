@@ -155,18 +155,40 @@ async fn the_lease_step_is_settle_on_each_row(db: TestDb) {
             client_id: id.to_string(),
             returned: *returned,
             asked: *asked,
+            generation: 0,
         })
         .collect();
     asks.push(LeaseAsk {
         client_id: "no-such-client".into(),
         returned: 3,
         asked: 3,
+        generation: 0,
+    });
+    // A lease for another incarnation of an existing id (deleted and created again while the
+    // statement was on its way) neither grants nor takes anything back.
+    let reborn = RowBucket {
+        capacity: 50,
+        rate_milli: 10_000,
+        level: None,
+        at_ms: None,
+    };
+    insert(&mut conn, "reborn", reborn);
+    asks.push(LeaseAsk {
+        client_id: "reborn".into(),
+        returned: 3,
+        asked: 3,
+        generation: 7,
     });
     let grants = lease(&mut conn, &asks).unwrap();
     assert_eq!(
         grants.len(),
         cases.len(),
-        "one grant per existing client: {grants:?}"
+        "one grant per existing client of the asked generation: {grants:?}"
+    );
+    assert_eq!(
+        stored(&db, "reborn"),
+        (None, None),
+        "the other incarnation's row is untouched"
     );
     for (id, row, returned, asked) in cases {
         let grant = grants.iter().find(|g| g.client_id == id).unwrap();
@@ -231,6 +253,7 @@ async fn concurrent_batches_never_grant_more_than_the_row_creates(db: TestDb) {
                             client_id: id.clone(),
                             returned: 0,
                             asked: 7,
+                            generation: 0,
                         })
                         .collect();
                     for g in lease(&mut conn, &asks).unwrap() {
