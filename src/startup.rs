@@ -319,6 +319,7 @@ impl Application {
 
         let proxy_settings = settings.proxy.clone();
         let connect_timeout = server.connect_timeout;
+        let upstream_idle = settings.proxy.upstream_idle;
         let proxy_pool = pool.clone();
         let traffic = Arc::new(TrafficSet::default());
         let worker_traffic = settings.metrics.enabled.then(|| traffic.clone());
@@ -333,7 +334,7 @@ impl Application {
         };
         let proxy = serve("proxy", proxy_listener, serve_options, move || {
             let handler = ProxyHandler::new(
-                proxy::build_client(connect_timeout),
+                proxy::build_client(connect_timeout, upstream_idle),
                 proxy_pool.clone(),
                 proxy_settings.clone(),
                 limiter.clone(),

@@ -37,4 +37,5 @@ mod slow;
 mod start_errors;
 mod status;
 mod status_page;
+mod upstream;
 mod wire;
