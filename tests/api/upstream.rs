@@ -1,17 +1,207 @@
-//! The gateway's connections to backends: idle connections beyond `TOLLGATE_UPSTREAM_IDLE` are
-//! closed after a burst.
+//! The gateway's connections to backends: a backend's graceful restart costs no request, and
+//! idle connections beyond `TOLLGATE_UPSTREAM_IDLE` are closed after a burst.
 
 use std::{
+    collections::HashSet,
+    io::{Read, Write},
+    net::{TcpListener, TcpStream},
     sync::{
-        atomic::{AtomicBool, AtomicUsize, Ordering},
-        Arc,
+        atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
+        Arc, Mutex,
     },
     time::{Duration, Instant},
 };
 
 use futures_util::future::join_all;
 
-use crate::helpers::{eventually, GatewayProcess};
+use crate::helpers::{eventually, spawn_gateway, GatewayProcess};
+
+/// A keep-alive backend that can restart gracefully on its own, kept, listener: each restart
+/// closes every connection waiting for its next request at once, and ends each busy one with
+/// `Connection: close` on its response, as a server draining for a restart does.
+struct RestartingBackend {
+    port: u16,
+    /// Bumped by each restart; a connection of an older generation is closed.
+    generation: Arc<AtomicU64>,
+    /// The bodies of the POSTs answered, in order.
+    answered: Arc<Mutex<Vec<String>>>,
+    /// Requests whose head arrived on a connection being closed (never answered nor acted on).
+    dropped: Arc<AtomicUsize>,
+}
+
+impl RestartingBackend {
+    fn start() -> RestartingBackend {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let backend = RestartingBackend {
+            port,
+            generation: Arc::default(),
+            answered: Arc::default(),
+            dropped: Arc::default(),
+        };
+        let (generation, answered, dropped) = (
+            backend.generation.clone(),
+            backend.answered.clone(),
+            backend.dropped.clone(),
+        );
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(stream) = stream else { return };
+                let (generation, answered, dropped) = (generation.clone(), answered.clone(), dropped.clone());
+                std::thread::spawn(move || serve(stream, &generation, &answered, &dropped));
+            }
+        });
+        backend
+    }
+
+    fn url(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    fn restart(&self) {
+        self.generation.fetch_add(1, Ordering::SeqCst);
+    }
+
+    fn answered(&self) -> usize {
+        self.answered.lock().unwrap().len()
+    }
+}
+
+/// Serves one connection until its generation is over.
+fn serve(
+    mut stream: TcpStream,
+    generation: &AtomicU64,
+    answered: &Mutex<Vec<String>>,
+    dropped: &AtomicUsize,
+) {
+    let born = generation.load(Ordering::SeqCst);
+    // Waiting for the next request, the connection looks at the generation every millisecond.
+    stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    loop {
+        let mut byte = [0u8; 1];
+        match stream.peek(&mut byte) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                ) =>
+            {
+                if generation.load(Ordering::SeqCst) != born {
+                    // Idle when the restart came: closed at once.
+                    return;
+                }
+                continue;
+            }
+            Err(_) => return,
+        }
+        stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let Some((head, body)) = read_request(&mut stream) else {
+            dropped.fetch_add(1, Ordering::SeqCst);
+            return;
+        };
+        let closing = generation.load(Ordering::SeqCst) != born;
+        if head.starts_with("POST ") {
+            answered.lock().unwrap().push(body);
+        }
+        let connection = if closing { "close" } else { "keep-alive" };
+        let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: {connection}\r\n\r\nok");
+        if stream.write_all(answer.as_bytes()).is_err() || closing {
+            return;
+        }
+        stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
+    }
+}
+
+/// Reads a request head and its `Content-Length` body.
+fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if stream.read(&mut byte).ok()? == 0 {
+            return None;
+        }
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let len = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .and_then(|v| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0u8; len];
+    stream.read_exact(&mut body).ok()?;
+    Some((head, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// Issue 17, item 4: keep-alive POSTs through a backend restarting ten times. None reaches the
+/// backend twice, and none fails but for the race no client can close: a request written in
+/// the microseconds before the backend's close arrives may have been read, so a POST is not
+/// sent again (RFC 9112 §9.3.1). Measured: 2 such failures in 30 runs (about 57,000 POSTs);
+/// without the gateway's check of pooled connections, 2 to 9 in every run.
+#[actix_web::test]
+async fn a_backend_restarting_gracefully_costs_no_post() {
+    let backend = RestartingBackend::start();
+    let gw = spawn_gateway(&[backend.url()], &["--health-interval", "1h"]).await;
+    let stop = Arc::new(AtomicBool::new(false));
+    let next = Arc::new(AtomicUsize::new(0));
+    let clients = (0..8).map(|_| {
+        let (stop, next, client, url) = (stop.clone(), next.clone(), gw.client.clone(), gw.url("/pay"));
+        async move {
+            let mut failures = Vec::new();
+            while !stop.load(Ordering::SeqCst) {
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let mut resp = client.post(&url).send_body(format!("{n}")).await.unwrap();
+                let body = resp.body().await.unwrap_or_default();
+                if resp.status() != 200 {
+                    failures.push(format!("{n}: {} {body:?}", resp.status()));
+                }
+            }
+            failures
+        }
+    });
+    let load = actix_rt::spawn(join_all(clients));
+    for _ in 0..10 {
+        let before = backend.answered();
+        eventually("150 more POSTs answered", Duration::from_secs(30), || async {
+            backend.answered() >= before + 150
+        })
+        .await;
+        backend.restart();
+    }
+    let before = backend.answered();
+    eventually("200 more POSTs answered", Duration::from_secs(30), || async {
+        backend.answered() >= before + 200
+    })
+    .await;
+    stop.store(true, Ordering::SeqCst);
+    let failures: Vec<String> = load.await.unwrap().into_iter().flatten().collect();
+    let sent = next.load(Ordering::SeqCst);
+    let answered = backend.answered.lock().unwrap().clone();
+    let unique: HashSet<&String> = answered.iter().collect();
+    eprintln!(
+        "restart run: {sent} POSTs, {} failed, {} answered by the backend, {} dropped unanswered by it",
+        failures.len(),
+        answered.len(),
+        backend.dropped.load(Ordering::SeqCst)
+    );
+    assert_eq!(unique.len(), answered.len(), "a POST reached the backend twice");
+    assert!(
+        failures.len() <= 1,
+        "{} of {sent} POSTs failed: {failures:?}",
+        failures.len()
+    );
+    assert_eq!(
+        answered.len(),
+        sent - failures.len(),
+        "every POST that got its 200 answered once"
+    );
+}
 
 /// A backend that holds every response until released, counting the connections open to it.
 struct HoldingBackend {

@@ -154,6 +154,11 @@ impl<IO> FramingGuard<IO> {
         self.end.is_done()
     }
 
+    /// The connection itself.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
+    }
+
     /// Notes the start of a request from the first bytes written after a response.
     fn on_write(&mut self, first: &[u8]) {
         if self.request_next && !first.is_empty() {

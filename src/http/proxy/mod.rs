@@ -14,6 +14,7 @@ mod framing;
 mod headers;
 mod idle;
 mod pooled;
+mod resend;
 mod response_end;
 mod retry;
 mod route;

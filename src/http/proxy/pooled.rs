@@ -1,14 +1,26 @@
 //! A backend connection as awc holds it, in and out of awc's pool.
 //!
 //! [`Pooled`] wraps the [`FramingGuard`] of each connection and follows its life: a request in
-//! progress, then idle in awc's pool once its response has passed whole, and counts it idle in
-//! the worker's [`IdleConns`], which closes the ones past `TOLLGATE_UPSTREAM_IDLE` at once
-//! (freeing the socket and the buffers; awc drops the empty shell when it next takes it from its
-//! pool).
+//! progress, then idle in awc's pool once its response has passed whole. It does three things
+//! awc does not:
+//!
+//! - it counts the connection idle in the worker's [`IdleConns`], which closes the ones past
+//!   `TOLLGATE_UPSTREAM_IDLE` at once (freeing the socket and the buffers; awc drops the empty
+//!   shell when it next takes it from its pool);
+//! - when awc takes an idle connection from its pool (its check reads the connection once,
+//!   without waiting), it asks the socket itself with a `MSG_PEEK` whether the backend closed
+//!   it or sent bytes unasked. awc's own check goes through tokio, whose readiness is only as
+//!   fresh as the worker's last turn of its event loop: on a busy worker a close that arrived
+//!   since reads as "nothing yet", and the request was written onto a closed connection;
+//! - right before the first write of a request on a reused connection it asks the socket once
+//!   more (awc built the request in between); a close found then, or a write that fails before
+//!   one byte of the request was accepted, is marked [`resend::not_sent`], for the forwarder to
+//!   send the request again (see `resend`).
 
 use std::{
     cell::{Cell, RefCell},
     fmt, io,
+    mem::MaybeUninit,
     pin::Pin,
     rc::Rc,
     task::{Context, Poll},
@@ -20,6 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use super::{
     framing::FramingGuard,
     idle::{IdleConn, IdleConns},
+    resend,
 };
 
 /// The connection, shared with the worker's [`IdleConns`] (which may close it while idle).
@@ -49,8 +62,8 @@ impl IdleConn for Slot {
 enum Use {
     /// New, or just taken from the pool: the next write starts a request.
     Ready,
-    /// A request in progress.
-    Busy,
+    /// A request in progress; `accepted` once a byte of it was written.
+    Busy { accepted: bool },
     /// Its response passed whole: in awc's pool (or about to be).
     Idle,
 }
@@ -61,6 +74,8 @@ pub struct Pooled {
     backend: Rc<str>,
     idle: Rc<IdleConns>,
     state: Use,
+    /// It has been idle in the pool at least once (so the backend may have closed it since).
+    reused: bool,
 }
 
 impl Pooled {
@@ -74,6 +89,7 @@ impl Pooled {
             backend,
             idle,
             state: Use::Ready,
+            reused: false,
         }
     }
 
@@ -85,9 +101,30 @@ impl Pooled {
         }
     }
 
+    /// What the socket itself says, bypassing tokio's cached readiness (awc's check as it takes
+    /// the connection from its pool, and right before the request is written). `None`: nothing to read (the connection is
+    /// usable, as far as can be known).
+    fn check_taken(&self) -> Option<io::Result<()>> {
+        let conn = self.slot.conn.borrow();
+        let Some(conn) = conn.as_ref() else {
+            return Some(Err(closed_by_cap()));
+        };
+        let mut byte = [MaybeUninit::<u8>::uninit()];
+        match socket2::SockRef::from(conn.get_ref()).peek(&mut byte) {
+            // The backend closed it: awc drops it and takes another.
+            Ok(0) => Some(Ok(())),
+            Ok(_) => Some(Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "the backend sent bytes between responses",
+            ))),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => None,
+            Err(e) => Some(Err(e)),
+        }
+    }
+
     /// After a read: a response that has passed whole makes the connection idle.
     fn after_read(&mut self) {
-        if self.state == Use::Busy
+        if matches!(self.state, Use::Busy { .. })
             && self
                 .slot
                 .conn
@@ -96,16 +133,43 @@ impl Pooled {
                 .is_some_and(|c| c.response_done())
         {
             self.state = Use::Idle;
+            self.reused = true;
             let slot: Rc<dyn IdleConn> = self.slot.clone();
             self.idle.enter(&self.backend, &slot);
         }
     }
 
-    /// Before a write: the first write after a response starts a request.
-    fn before_write(&mut self) {
+    /// Before a write: the first write after a response starts a request. On a reused
+    /// connection the socket is looked at once more right before that write (awc built the
+    /// request since its check): closed, reset or unasked bytes fail the write, with nothing
+    /// of the request written, as [`resend::not_sent`].
+    fn before_write(&mut self) -> Result<(), io::Error> {
         self.taken();
         if self.state == Use::Ready {
-            self.state = Use::Busy;
+            self.state = Use::Busy { accepted: false };
+            if self.reused {
+                return match self.check_taken() {
+                    None => Ok(()),
+                    Some(Ok(())) => Err(resend::not_sent(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "the backend closed the connection",
+                    ))),
+                    Some(Err(e)) => Err(resend::not_sent(e)),
+                };
+            }
+        }
+        Ok(())
+    }
+
+    /// After a write: an error before any byte of the request was accepted is `NotSent`.
+    fn after_write(&mut self, res: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        match (&mut self.state, res) {
+            (Use::Busy { accepted }, Poll::Ready(Ok(n))) => {
+                *accepted |= n > 0;
+                Poll::Ready(Ok(n))
+            }
+            (Use::Busy { accepted: false }, Poll::Ready(Err(e))) => Poll::Ready(Err(resend::not_sent(e))),
+            (_, res) => res,
         }
     }
 }
@@ -135,8 +199,13 @@ impl AsyncRead for Pooled {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = &mut *self;
-        // Nobody reads an idle connection but awc's check as it takes it from the pool.
-        this.taken();
+        if this.state == Use::Idle {
+            // Nobody reads an idle connection but awc's check as it takes it from the pool.
+            this.taken();
+            if let Some(res) = this.check_taken() {
+                return Poll::Ready(res);
+            }
+        }
         let res = poll_with(this, |conn| Pin::new(conn).poll_read(cx, buf));
         this.after_read();
         res
@@ -146,8 +215,9 @@ impl AsyncRead for Pooled {
 impl AsyncWrite for Pooled {
     fn poll_write(mut self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        this.before_write();
-        poll_with(this, |conn| Pin::new(conn).poll_write(cx, buf))
+        this.before_write()?;
+        let res = poll_with(this, |conn| Pin::new(conn).poll_write(cx, buf));
+        this.after_write(res)
     }
 
     fn poll_write_vectored(
@@ -156,8 +226,9 @@ impl AsyncWrite for Pooled {
         bufs: &[io::IoSlice<'_>],
     ) -> Poll<io::Result<usize>> {
         let this = &mut *self;
-        this.before_write();
-        poll_with(this, |conn| Pin::new(conn).poll_write_vectored(cx, bufs))
+        this.before_write()?;
+        let res = poll_with(this, |conn| Pin::new(conn).poll_write_vectored(cx, bufs));
+        this.after_write(res)
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -207,7 +278,11 @@ impl fmt::Debug for Pooled {
 
 #[cfg(test)]
 mod tests {
-    use std::{io::Write as _, net::TcpListener, time::Duration};
+    use std::{
+        io::Write as _,
+        net::TcpListener,
+        time::{Duration, Instant},
+    };
 
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -243,6 +318,23 @@ mod tests {
         }
     }
 
+    /// Polls the socket under `conn` (not through tokio) until `done` says what it shows.
+    fn wait_for(conn: &Pooled, done: impl Fn(io::Result<usize>) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let shows = {
+                let c = conn.slot.conn.borrow();
+                let mut byte = [MaybeUninit::<u8>::uninit()];
+                socket2::SockRef::from(c.as_ref().unwrap().get_ref()).peek(&mut byte)
+            };
+            if done(shows) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "the socket never showed it");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+    }
+
     /// awc's check of a connection it takes from its pool: one read that never waits.
     fn awc_check(conn: &mut Pooled) -> Poll<io::Result<usize>> {
         let mut bytes = [0u8; 2];
@@ -251,6 +343,71 @@ mod tests {
         Pin::new(conn)
             .poll_read(&mut cx, &mut buf)
             .map_ok(|()| buf.filled().len())
+    }
+
+    #[actix_rt::test]
+    async fn a_close_the_event_loop_has_not_seen_yet_is_found_when_the_pool_hands_it_out() {
+        let idle = Rc::new(IdleConns::new(8));
+        let (mut conn, mut backend) = pair(&idle).await;
+        exchange(&mut conn, &mut backend).await;
+        assert_eq!(idle.idle("b:1"), 1, "idle once its response passed whole");
+        // The backend closes it; this task does not yield, so the worker's event loop does not
+        // learn it before awc's check (as on a busy worker).
+        drop(backend);
+        wait_for(&conn, |r| matches!(r, Ok(0)));
+        match awc_check(&mut conn) {
+            Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {}
+            other => panic!("a closed connection passed awc's check: {other:?}"),
+        }
+        assert_eq!(idle.idle("b:1"), 0, "taken out of the pool");
+    }
+
+    #[actix_rt::test]
+    async fn a_live_idle_connection_passes_the_check_and_bytes_sent_unasked_do_not() {
+        let idle = Rc::new(IdleConns::new(8));
+        let (mut conn, mut backend) = pair(&idle).await;
+        exchange(&mut conn, &mut backend).await;
+        assert!(awc_check(&mut conn).is_pending(), "a live connection is usable");
+        exchange(&mut conn, &mut backend).await;
+        backend
+            .write_all(b"HTTP/1.1 408 Request Timeout\r\n\r\n")
+            .unwrap();
+        wait_for(&conn, |r| matches!(r, Ok(n) if n > 0));
+        assert!(matches!(awc_check(&mut conn), Poll::Ready(Err(_))));
+    }
+
+    #[actix_rt::test]
+    async fn only_a_write_refused_before_any_byte_of_the_request_is_marked_not_sent() {
+        let idle = Rc::new(IdleConns::new(8));
+        let is_not_sent = |e: &io::Error| e.get_ref().is_some_and(|i| i.is::<resend::NotSent>());
+        // Reset before the request: its first write fails with nothing accepted.
+        let (mut conn, backend) = pair(&idle).await;
+        socket2::SockRef::from(&backend)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(backend);
+        wait_for(&conn, |r| r.is_err());
+        let err = conn.write_all(b"POST / HTTP/1.1\r\n").await.unwrap_err();
+        assert!(is_not_sent(&err), "{err}");
+        // A reused connection the backend closed after awc's check: the write fails before
+        // writing anything.
+        let (mut conn, mut backend) = pair(&idle).await;
+        exchange(&mut conn, &mut backend).await;
+        assert!(awc_check(&mut conn).is_pending());
+        drop(backend);
+        wait_for(&conn, |r| matches!(r, Ok(0)));
+        let err = conn.write_all(b"POST / HTTP/1.1\r\n").await.unwrap_err();
+        assert!(is_not_sent(&err), "{err}");
+        // Reset after part of the request was accepted: not marked.
+        let (mut conn, backend) = pair(&idle).await;
+        conn.write_all(b"POST / HTTP/1.1\r\n").await.unwrap();
+        socket2::SockRef::from(&backend)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(backend);
+        wait_for(&conn, |r| r.is_err());
+        let err = conn.write_all(b"Host: b\r\n\r\n").await.unwrap_err();
+        assert!(!is_not_sent(&err), "{err}");
     }
 
     #[actix_rt::test]
