@@ -101,10 +101,10 @@ impl Pooled {
         }
     }
 
-    /// What the socket itself says, bypassing tokio's cached readiness (awc's check as it takes
-    /// the connection from its pool, and right before the request is written). `None`: nothing to read (the connection is
-    /// usable, as far as can be known).
-    fn check_taken(&self) -> Option<io::Result<()>> {
+    /// What the socket itself says, bypassing tokio's cached readiness: for awc's check as it
+    /// takes the connection from its pool, and right before the request is written. `None`:
+    /// nothing to read (the connection is usable, as far as can be known).
+    fn ask_socket(&self) -> Option<io::Result<()>> {
         let conn = self.slot.conn.borrow();
         let Some(conn) = conn.as_ref() else {
             return Some(Err(closed_by_cap()));
@@ -148,7 +148,7 @@ impl Pooled {
         if self.state == Use::Ready {
             self.state = Use::Busy { accepted: false };
             if self.reused {
-                return match self.check_taken() {
+                return match self.ask_socket() {
                     None => Ok(()),
                     Some(Ok(())) => Err(resend::not_sent(io::Error::new(
                         io::ErrorKind::UnexpectedEof,
@@ -202,7 +202,7 @@ impl AsyncRead for Pooled {
         if this.state == Use::Idle {
             // Nobody reads an idle connection but awc's check as it takes it from the pool.
             this.taken();
-            if let Some(res) = this.check_taken() {
+            if let Some(res) = this.ask_socket() {
                 return Poll::Ready(res);
             }
         }
