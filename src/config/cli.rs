@@ -82,6 +82,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_RETRIES", default_value = "2")]
     pub retries: String,
 
+    /// Most idle connections kept open to each backend, per worker; more are closed as soon
+    /// as they go idle (0: none kept, a connection per request).
+    #[arg(long, env = "TOLLGATE_UPSTREAM_IDLE", default_value = "32")]
+    pub upstream_idle: String,
+
     /// Largest request body accepted (e.g. 16MiB, 512KiB, 1000000); larger gets 413.
     #[arg(long, env = "TOLLGATE_MAX_BODY_SIZE", default_value = "16MiB")]
     pub max_body_size: String,

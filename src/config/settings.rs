@@ -149,6 +149,7 @@ mod tests {
             (2, 3, 2)
         );
         assert_eq!(s.proxy.max_body_size, 16 * 1024 * 1024);
+        assert_eq!(s.proxy.upstream_idle, 32);
         assert!(matches!(&s.store.url, DatabaseUrl::Sqlite(p) if p == "tollgate.db"));
         assert_eq!(
             s.backends,
@@ -173,6 +174,8 @@ mod tests {
             "5x",
             "--retries",
             "99",
+            "--upstream-idle",
+            "many",
             "--max-body-size",
             "lots",
             "--lb-strategy",
@@ -185,13 +188,14 @@ mod tests {
             "TOLLGATE_LISTEN",
             "TOLLGATE_HEALTH_INTERVAL",
             "TOLLGATE_RETRIES",
+            "TOLLGATE_UPSTREAM_IDLE",
             "TOLLGATE_MAX_BODY_SIZE",
             "TOLLGATE_LB_STRATEGY",
             "TOLLGATE_BACKENDS",
         ] {
             assert!(all.contains(var), "{var} missing from:\n{all}");
         }
-        assert_eq!(p.len(), 6, "{all}");
+        assert_eq!(p.len(), 7, "{all}");
         assert!(all.contains("\"5x\""), "value not quoted: {all}");
     }
 

@@ -38,6 +38,7 @@ mod slow;
 mod start_errors;
 mod status;
 mod status_page;
+mod upstream;
 mod upstream_heads;
 mod wire;
 mod write_race;

@@ -1,4 +1,5 @@
-//! The proxy's settings: retries, body limits and the deadlines of both bodies.
+//! The proxy's settings: retries, idle backend connections, body limits and the deadlines of
+//! both bodies.
 
 use actix_web::http::header::HeaderName;
 
@@ -27,6 +28,12 @@ pub(in crate::config) fn proxy(
         "retries",
         &cli.retries,
         parse_int(&cli.retries, 0, 10),
+    );
+    let upstream_idle = p.check(
+        "TOLLGATE_UPSTREAM_IDLE",
+        "upstream-idle",
+        &cli.upstream_idle,
+        parse_int(&cli.upstream_idle, 0, 100_000),
     );
     let max_body_size = p.check(
         "TOLLGATE_MAX_BODY_SIZE",
@@ -78,6 +85,7 @@ pub(in crate::config) fn proxy(
     );
     Some(ProxySettings {
         retries: retries?,
+        upstream_idle: upstream_idle? as usize,
         max_body_size: max_body_size?,
         request_buffer: request_buffer?,
         upload: UploadPolicy {

@@ -23,7 +23,7 @@ use super::{
     body::{AccessRecord, BodySource, ClientBodyFailure, DownstreamBody, UpstreamRequestBody},
     copy_end_to_end,
     error::{limit_value, RATELIMIT, RATELIMIT_POLICY},
-    headers,
+    headers, resend,
     retry::{self, BodyKind, Failure},
     target,
     upload::PacedPayload,
@@ -174,6 +174,8 @@ impl ProxyHandler {
         let mut same_again = false;
         // The request of the last attempt, kept to seed the next one's headers.
         let mut kept: Option<awc::FrozenClientRequest> = None;
+        // Times the request was sent again because not a byte of it had been accepted.
+        let mut resent = 0;
         loop {
             let picked = self.pool.pick(&tried).or_else(|| {
                 std::mem::take(&mut same_again)
@@ -278,6 +280,13 @@ impl ProxyHandler {
                 }
                 Err(e) => e,
             };
+            if resend::was_not_sent(&e) && resend::may_resend(resent, body.kind()) {
+                // Nothing reached the backend (a connection it had closed): not a failure of
+                // the backend, and any method may go again.
+                resent += 1;
+                log::debug!("[{}] {e}; sending it again", Escaped(request_id.as_str()));
+                continue;
+            }
             if let RequestBody::Streamed(src, _) = &body {
                 if src.too_large() {
                     return Err(ProxyError::BodyTooLarge {

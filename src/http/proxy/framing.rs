@@ -23,16 +23,19 @@ use std::{
     fmt, io,
     mem::MaybeUninit,
     pin::Pin,
+    rc::Rc,
     task::{Context, Poll},
 };
 
-use actix_rt::net::{ActixStream, Ready, TcpStream};
+use actix_rt::net::{ActixStream, Ready};
 use actix_service::Service;
 use actix_tls::connect::{ConnectError, ConnectInfo, Connection, ConnectorService};
 use actix_web::http::Uri;
 use bytes::{Buf, BytesMut};
 use futures_util::future::LocalBoxFuture;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+use super::{idle::IdleConns, pooled::Pooled, response_end::ResponseEnd};
 
 /// Bytes read at a time while collecting a response head.
 const READ_SIZE: usize = 8 * 1024;
@@ -198,6 +201,8 @@ pub struct FramingGuard<IO> {
     head_request: bool,
     /// How large a head may be.
     limits: HeadLimits,
+    /// Where the response in progress ends (for the idle cap, see `pooled`).
+    end: ResponseEnd,
 }
 
 impl<IO> FramingGuard<IO> {
@@ -211,7 +216,18 @@ impl<IO> FramingGuard<IO> {
             request_next: true,
             head_request: false,
             limits,
+            end: ResponseEnd::Unknown,
         }
+    }
+
+    /// Whether the last response has passed whole (the connection is between responses).
+    pub fn response_done(&self) -> bool {
+        self.end.is_done()
+    }
+
+    /// The connection itself.
+    pub fn get_ref(&self) -> &IO {
+        &self.io
     }
 
     /// Notes the start of a request from the first bytes written after a response.
@@ -221,6 +237,7 @@ impl<IO> FramingGuard<IO> {
             self.head_request = first.starts_with(b"HEAD ");
             self.phase = Phase::Head;
             self.head.clear();
+            self.end = ResponseEnd::Unknown;
         }
     }
 
@@ -237,6 +254,10 @@ impl<IO> FramingGuard<IO> {
                     }
                 }
                 HeadScan::Final { end, downgrade } => {
+                    if let Some((len, mut rest)) = ResponseEnd::of_head(&self.head, self.head_request) {
+                        rest.feed(&self.head[len..]);
+                        self.end = rest;
+                    }
                     if downgrade {
                         // "HTTP/1.1" → "HTTP/1.0": same length, so nothing else moves. The
                         // parser skips empty lines before the status line; so does this.
@@ -286,6 +307,7 @@ impl<IO: AsyncRead + Unpin> AsyncRead for FramingGuard<IO> {
                 Phase::Body(end) => {
                     let before = buf.filled().len();
                     std::task::ready!(Pin::new(&mut this.io).poll_read(cx, buf))?;
+                    this.end.feed(&buf.filled()[before..]);
                     if buf.filled().len() == before && end == BodyEnd::Delimited {
                         return Poll::Ready(Err(io::Error::new(
                             io::ErrorKind::UnexpectedEof,
@@ -374,25 +396,29 @@ impl<IO> fmt::Debug for FramingGuard<IO> {
     }
 }
 
-/// awc's TCP connector with every connection wrapped in a [`FramingGuard`].
-#[derive(Clone, Default)]
+/// awc's TCP connector with every connection wrapped in a [`FramingGuard`], itself in a
+/// [`Pooled`] counted against the worker's idle cap.
+#[derive(Clone)]
 pub struct GuardedConnector {
     inner: ConnectorService,
+    idle: Rc<IdleConns>,
     limits: HeadLimits,
 }
 
 impl GuardedConnector {
-    /// A connector whose connections hold response heads to `limits`.
-    pub fn new(limits: HeadLimits) -> GuardedConnector {
+    /// A connector whose connections count against `idle` while idle and hold response heads
+    /// to `limits`.
+    pub fn new(idle: Rc<IdleConns>, limits: HeadLimits) -> GuardedConnector {
         GuardedConnector {
             inner: ConnectorService::default(),
+            idle,
             limits,
         }
     }
 }
 
 impl Service<ConnectInfo<Uri>> for GuardedConnector {
-    type Response = Connection<Uri, FramingGuard<TcpStream>>;
+    type Response = Connection<Uri, Pooled>;
     type Error = ConnectError;
     type Future = LocalBoxFuture<'static, Result<Self::Response, Self::Error>>;
 
@@ -400,12 +426,16 @@ impl Service<ConnectInfo<Uri>> for GuardedConnector {
 
     fn call(&self, req: ConnectInfo<Uri>) -> Self::Future {
         // Once per new connection (they are pooled), so the box costs nothing per request.
+        let backend: Rc<str> = format!("{}:{}", req.hostname(), req.port()).into();
+        let idle = self.idle.clone();
         let connect = self.inner.call(req);
         let limits = self.limits;
         Box::pin(async move {
             let conn = connect.await?;
             let (io, conn) = conn.replace_io(());
-            Ok(conn.replace_io(FramingGuard::new(io, limits)).1)
+            Ok(conn
+                .replace_io(Pooled::new(FramingGuard::new(io, limits), backend, idle))
+                .1)
         })
     }
 }

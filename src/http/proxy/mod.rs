@@ -12,6 +12,10 @@ mod error;
 mod forward;
 mod framing;
 mod headers;
+mod idle;
+mod pooled;
+mod resend;
+mod response_end;
 mod retry;
 mod route;
 mod target;
@@ -49,6 +53,8 @@ pub const ALLOWED_METHODS: &str = "GET, HEAD, POST, PUT, DELETE, PATCH, OPTIONS,
 pub struct ProxySettings {
     /// Extra attempts on other backends.
     pub retries: u32,
+    /// Most idle connections kept per backend and worker (`TOLLGATE_UPSTREAM_IDLE`).
+    pub upstream_idle: usize,
     /// Largest request body accepted.
     pub max_body_size: u64,
     /// Request bodies up to this size are read whole before any backend is contacted.

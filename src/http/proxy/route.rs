@@ -92,15 +92,22 @@ impl Drop for Unanswered {
     }
 }
 
-/// Builds the awc client of one worker. awc's own request timeout is off: it would arm a
-/// timer per request; the forwarder puts each attempt under a deadline of the worker's sweep.
-pub fn build_client(connect_timeout: std::time::Duration, head: framing::HeadLimits) -> awc::Client {
+/// Builds the awc client of one worker, keeping at most `idle_cap` idle connections per
+/// backend and holding response heads to `head`. awc's own request timeout is off: it would
+/// arm a timer per request; the forwarder puts each attempt under a deadline of the worker's
+/// sweep.
+pub fn build_client(
+    connect_timeout: std::time::Duration,
+    idle_cap: usize,
+    head: framing::HeadLimits,
+) -> awc::Client {
+    let idle = std::rc::Rc::new(super::idle::IdleConns::new(idle_cap));
     awc::Client::builder()
         .disable_redirects()
         .no_default_headers()
         .connector(
             awc::Connector::new()
-                .connector(framing::GuardedConnector::new(head))
+                .connector(framing::GuardedConnector::new(idle, head))
                 .timeout(connect_timeout)
                 // No cap on connections per worker: a cap only queues requests inside the
                 // gateway, where the upstream timeout cannot see them.
