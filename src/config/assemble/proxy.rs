@@ -11,11 +11,13 @@ use crate::{
     http::proxy::{ProxySettings, UploadPolicy},
 };
 
-/// Forwarding limits; `strip_header` is the API-key header while rate limiting is on.
+/// Forwarding limits; `strip_header` is the API-key header while rate limiting is on,
+/// `trusted_proxies` those of TOLLGATE_TRUSTED_PROXIES.
 pub(in crate::config) fn proxy(
     p: &mut Problems,
     cli: &Cli,
     strip_header: Option<HeaderName>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 ) -> Option<ProxySettings> {
     let upstream_timeout = p.duration(
         "TOLLGATE_UPSTREAM_TIMEOUT",
@@ -72,6 +74,7 @@ pub(in crate::config) fn proxy(
         },
         upstream_body_timeout: upstream_body_timeout?,
         strip_header,
+        trusted_proxies,
         upstream_timeout: upstream_timeout?,
     })
 }
