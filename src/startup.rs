@@ -304,7 +304,10 @@ impl Application {
                 store::spawn_listener(
                     secrecy::ExposeSecret::expose_secret(url).to_string(),
                     settings.store.checkout_timeout,
-                    move || wake.do_send(CatchUp),
+                    store::Wakers {
+                        changes: move || wake.do_send(CatchUp),
+                        members: member.waker(),
+                    },
                     move || alive.connected(),
                 )
                 .map_err(|source| StartupError::Serve {

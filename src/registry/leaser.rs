@@ -39,6 +39,10 @@ pub const IDLE_TICKS: u32 = 100;
 /// (`TOLLGATE_DB_TIMEOUT`, 2 s), and nothing would be admitted meanwhile.
 pub const OVERDUE_TICKS: u32 = 2;
 
+/// How often the membership is checked for a new read (an atomic load): a join or leave
+/// changes the shares within this, not at the next tick.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(10);
+
 /// A client this instance leases for.
 struct Active {
     entry: Arc<ClientEntry>,
@@ -79,6 +83,8 @@ pub struct Leaser {
     sent_at: u64,
     /// The requests the statement in flight carried were answered as it became overdue.
     answered_early: bool,
+    /// The membership read the live count was last taken from.
+    membership: u64,
     /// Another statement is due once the one in flight is back: a full tick, or only for
     /// the requests that arrived meanwhile.
     again: Option<bool>,
@@ -133,6 +139,7 @@ impl Leaser {
             sent_count: 0,
             sent_at: 0,
             answered_early: false,
+            membership: 0,
             again: None,
         }
     }
@@ -346,8 +353,9 @@ impl Leaser {
 
     /// Refreshes the number of live instances from the last heartbeat that reached the
     /// database (while it is away, the number from before the outage stands).
-    fn refresh_live(&self) {
+    fn refresh_live(&mut self) {
         if let Some(cluster) = &self.cluster {
+            self.membership = cluster.generation();
             let view = cluster.view();
             // Only from a fresh read: a heartbeat stuck on a silent network ages the last rows
             // until every instance, this one too, looks dead (and N would fall to 1 just as
@@ -374,6 +382,15 @@ impl Actor for Leaser {
         ctx.run_interval(self.tick, |act, ctx| {
             act.refresh_live();
             act.send(true, ctx);
+        });
+        ctx.run_interval(MEMBERSHIP_POLL, |act, _| {
+            if act
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.generation() != act.membership)
+            {
+                act.refresh_live();
+            }
         });
     }
 }
