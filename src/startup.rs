@@ -197,8 +197,8 @@ fn bind(what: &'static str, addr: SocketAddr) -> Result<(TcpListener, SocketAddr
 }
 
 impl Application {
-    /// Opens the database, binds the listeners (port 0 picks a free port) or takes those
-    /// handed over by the service manager, then starts the backend pool and the client
+    /// Binds the listeners (port 0 picks a free port) or takes those handed over by the
+    /// service manager, opens the database, then starts the backend pool and the client
     /// registry and builds the servers. Must run inside an actix `System`.
     pub async fn build(mut settings: Settings) -> Result<Application, StartupError> {
         let signals = shutdown::Signals::register().map_err(StartupError::Signals)?;
@@ -229,6 +229,20 @@ impl Application {
                 });
             }
         }
+        // Both listeners are bound (or inherited) first: a taken port fails the start at once,
+        // not after the database start-up wait, and before any actor starts (an actor started
+        // but never run panics when the runtime is dropped after a start error).
+        let (proxy_listener, proxy_addr) = match inherited.take(listeners::PROXY, "proxy")? {
+            Some(inherited) => inherited,
+            None => bind("proxy, TOLLGATE_LISTEN", settings.server.listen)?,
+        };
+        let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
+            Some((listener, addr)) => {
+                listeners::check_admin(addr, settings.admin.token.is_some())?;
+                (listener, addr)
+            }
+            None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?,
+        };
         log::info!("configuration: {}", settings.summary());
 
         let OpenStore {
@@ -258,20 +272,6 @@ impl Application {
         } else {
             log::info!("routing to {} backend(s)", backends.len());
         }
-        let server = &settings.server;
-        // Both listeners are bound (or inherited) before any actor starts: an actor started
-        // but never run panics when the runtime is dropped after a start error.
-        let (proxy_listener, proxy_addr) = match inherited.take(listeners::PROXY, "proxy")? {
-            Some(inherited) => inherited,
-            None => bind("proxy, TOLLGATE_LISTEN", server.listen)?,
-        };
-        let (admin_listener, admin_addr) = match inherited.take(listeners::ADMIN, "admin")? {
-            Some((listener, addr)) => {
-                listeners::check_admin(addr, settings.admin.token.is_some())?;
-                (listener, addr)
-            }
-            None => bind("admin, TOLLGATE_ADMIN_LISTEN", settings.admin.listen)?,
-        };
 
         // Kept by the registry at the change version it has applied; the heartbeat publishes it.
         let applied = AppliedVersion::default();
@@ -304,7 +304,10 @@ impl Application {
                 store::spawn_listener(
                     secrecy::ExposeSecret::expose_secret(url).to_string(),
                     settings.store.checkout_timeout,
-                    move || wake.do_send(CatchUp),
+                    store::Wakers {
+                        changes: move || wake.do_send(CatchUp),
+                        members: member.waker(),
+                    },
                     move || alive.connected(),
                 )
                 .map_err(|source| StartupError::Serve {
@@ -313,6 +316,7 @@ impl Application {
                 })?,
             );
         }
+        let server = &settings.server;
         let draining = Arc::new(AtomicBool::new(false));
         // actix-server counts its drain deadline in whole seconds.
         let drain_secs = server.shutdown_timeout.as_secs_f64().ceil() as u64;
@@ -332,6 +336,7 @@ impl Application {
             workers: server.workers,
             shutdown_secs: drain_secs,
             keep_alive: server.keepalive_timeout,
+            max_body: Some(settings.proxy.max_body_size),
         };
         let proxy = serve("proxy", proxy_listener, serve_options, move || {
             let handler = ProxyHandler::new(
@@ -378,6 +383,7 @@ impl Application {
             workers: 1,
             shutdown_secs: drain_secs,
             keep_alive: server.keepalive_timeout,
+            max_body: None,
         };
         let admin = serve("admin", admin_listener, admin_options, move || {
             App::new()

@@ -3,11 +3,16 @@
 //! The thread registers the instance, heartbeats every [`Liveness::interval`], reads every
 //! instance back for `GET /cluster` (so the handler never waits for the database), removes
 //! rows silent for longer than the retention, and removes its own row on graceful shutdown.
+//! Its join and its leave are notified (PostgreSQL `NOTIFY`), and a notification of another
+//! instance's wakes it to read the membership again at once ([`ClusterMember::waker`]).
 //! Its diesel calls block only this thread, never an HTTP worker or an actor. A database
 //! outage is logged once when it starts and once when it ends, not at every beat.
 
 use std::{
-    sync::{mpsc, Arc},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        mpsc, Arc,
+    },
     thread::JoinHandle,
     time::{Duration, Instant},
 };
@@ -39,6 +44,8 @@ pub struct ClusterHandle {
     me: Arc<str>,
     liveness: Liveness,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    /// Snapshots stored so far: a reader polls it to learn of a new one cheaply.
+    generation: Arc<AtomicU64>,
 }
 
 impl ClusterHandle {
@@ -52,6 +59,11 @@ impl ClusterHandle {
         self.view().instances.iter().filter(|i| i.alive).count()
     }
 
+    /// Changes with every membership read (a heartbeat, or a join or leave notified).
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Relaxed)
+    }
+
     /// The cluster as seen now.
     pub fn view(&self) -> ClusterView {
         let s = self.snapshot.load();
@@ -59,11 +71,20 @@ impl ClusterHandle {
     }
 }
 
+/// What the heartbeat thread is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Told {
+    /// Leave the cluster and end.
+    Stop,
+    /// Another instance joined or left: read the membership now.
+    Read,
+}
+
 /// This instance's membership: the heartbeat thread and the way to stop it.
 #[derive(Debug)]
 pub struct ClusterMember {
     handle: ClusterHandle,
-    stop: mpsc::Sender<()>,
+    tell: mpsc::Sender<Told>,
     thread: JoinHandle<()>,
 }
 
@@ -73,6 +94,7 @@ struct Heartbeat {
     applied: AppliedVersion,
     liveness: Liveness,
     snapshot: Arc<ArcSwap<Snapshot>>,
+    generation: Arc<AtomicU64>,
     beats: u64,
 }
 
@@ -81,6 +103,10 @@ impl Heartbeat {
         let mut conn = self.pool.get()?;
         let applied = i64::try_from(self.applied.get()).unwrap_or(i64::MAX);
         instances::heartbeat(&mut conn, &self.me, applied)?;
+        if self.beats == 0 {
+            // Joined: the others count this instance now, not at their next heartbeat.
+            instances::notify_members(&mut conn)?;
+        }
         if self.beats % SWEEP_EVERY == 0 {
             let removed = instances::remove_stale(&mut conn, self.liveness.retention_ms())?;
             if removed > 0 {
@@ -91,6 +117,29 @@ impl Heartbeat {
             }
         }
         instances::list(&mut conn)
+    }
+
+    fn store(&self, snapshot: Snapshot) {
+        self.snapshot.store(Arc::new(snapshot));
+        self.generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Reads the membership again (told that another instance joined or left). A failure is
+    /// left to the next heartbeat, which tells and logs it.
+    fn read(&self) {
+        let rows = self
+            .pool
+            .get()
+            .map_err(StoreError::from)
+            .and_then(|mut c| instances::list(&mut c));
+        if let Ok(rows) = rows {
+            let database = self.snapshot.load().database;
+            self.store(Snapshot {
+                read_at: Instant::now(),
+                rows,
+                database,
+            });
+        }
     }
 
     /// One heartbeat; logs only a change between reachable and unreachable.
@@ -124,16 +173,25 @@ impl Heartbeat {
                 }
             }
         };
-        self.snapshot.store(Arc::new(next));
+        self.store(next);
     }
 
-    /// Beats on a fixed schedule until told to stop (then leaves) or abandoned (then exits).
-    fn run(mut self, stop: mpsc::Receiver<()>) {
+    /// Beats on a fixed schedule until told to stop (then leaves) or abandoned (then exits);
+    /// reads the membership in between when told to.
+    fn run(mut self, told: mpsc::Receiver<Told>) {
         let mut next = Instant::now() + self.liveness.interval;
         loop {
-            match stop.recv_timeout(next.saturating_duration_since(Instant::now())) {
+            match told.recv_timeout(next.saturating_duration_since(Instant::now())) {
                 Err(mpsc::RecvTimeoutError::Timeout) => {}
-                Ok(()) => return self.leave(),
+                Ok(Told::Stop) => return self.leave(),
+                Ok(Told::Read) => {
+                    // Several notifications at once need one read.
+                    match told.try_iter().find(|t| *t == Told::Stop) {
+                        Some(_) => return self.leave(),
+                        None => self.read(),
+                    }
+                    continue;
+                }
                 // The application was dropped without a shutdown (tests): stop quietly.
                 Err(mpsc::RecvTimeoutError::Disconnected) => return,
             }
@@ -149,12 +207,12 @@ impl Heartbeat {
 
     fn leave(self) {
         let id = &self.me.instance_id;
-        match self
-            .pool
-            .get()
-            .map_err(StoreError::from)
-            .and_then(|mut c| instances::remove(&mut c, id))
-        {
+        match self.pool.get().map_err(StoreError::from).and_then(|mut c| {
+            let removed = instances::remove(&mut c, id)?;
+            // The others count one fewer now, not at their next heartbeat.
+            instances::notify_members(&mut c)?;
+            Ok(removed)
+        }) {
             Ok(_) => log::info!("instance {id} left the cluster"),
             Err(e) => log::warn!("instance {id} could not remove its row ({e}); it will show dead"),
         }
@@ -175,10 +233,12 @@ impl ClusterMember {
             rows: Vec::new(),
             database: DatabaseStatus::Ok,
         }));
+        let generation = Arc::new(AtomicU64::new(0));
         let handle = ClusterHandle {
             me: me.instance_id.as_str().into(),
             liveness,
             snapshot: snapshot.clone(),
+            generation: generation.clone(),
         };
         let mut beat = Heartbeat {
             pool,
@@ -186,15 +246,25 @@ impl ClusterMember {
             applied,
             liveness,
             snapshot,
+            generation,
             beats: 0,
         };
         beat.tick();
         log::info!("instance {} registered", beat.me.instance_id);
-        let (stop, stopped) = mpsc::channel();
+        let (tell, told) = mpsc::channel();
         let thread = std::thread::Builder::new()
             .name("tollgate-heartbeat".into())
-            .spawn(move || beat.run(stopped))?;
-        Ok(ClusterMember { handle, stop, thread })
+            .spawn(move || beat.run(told))?;
+        Ok(ClusterMember { handle, tell, thread })
+    }
+
+    /// Tells the heartbeat thread to read the membership now (another instance joined or
+    /// left); for the change listener.
+    pub fn waker(&self) -> impl Fn() + Send + 'static {
+        let tell = self.tell.clone();
+        move || {
+            let _ = tell.send(Told::Read);
+        }
     }
 
     /// The handle for the admin API.
@@ -205,7 +275,7 @@ impl ClusterMember {
     /// Stops the heartbeat and removes this instance's row, waiting at most `deadline`.
     pub async fn leave(self, deadline: Duration) {
         // The thread may have ended already; then there is nothing to tell it.
-        let _ = self.stop.send(());
+        let _ = self.tell.send(Told::Stop);
         let thread = self.thread;
         let joined =
             actix_rt::time::timeout(deadline, actix_rt::task::spawn_blocking(move || thread.join())).await;
@@ -243,6 +313,7 @@ mod tests {
                 rows: vec![row("a", 9_900), row("b", 8_000), row("c", 5_000)],
                 database: DatabaseStatus::Ok,
             })),
+            generation: Arc::default(),
         };
         assert_eq!(handle.live_instances(), 2);
         assert_eq!(handle.instance_id(), "a");

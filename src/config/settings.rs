@@ -79,7 +79,12 @@ impl Settings {
             (Some(l), Some(true)) => Some(l.api_key_header.clone()),
             _ => None,
         };
-        let proxy = assemble::proxy(&mut p, cli, strip_header);
+        // The proxy strips a client's own forwarding headers unless its peer is trusted.
+        let trusted = limits
+            .as_ref()
+            .map(|l| l.trusted_proxies.clone())
+            .unwrap_or_default();
+        let proxy = assemble::proxy(&mut p, cli, strip_header, trusted);
         let log = assemble::log(&mut p, cli);
         let log_format = p.check(
             "TOLLGATE_LOG_FORMAT",

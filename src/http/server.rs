@@ -13,9 +13,12 @@ use actix_rt::net::TcpStream;
 use actix_service::{fn_service, map_config, IntoServiceFactory, ServiceFactory, ServiceFactoryExt};
 use actix_web::dev::{AppConfig, Server};
 
+use actix_web::HttpMessage;
+
 use super::{
     bare_errors::JsonErrors,
     keepalive::{track_requests, ConnActivity, IdleConn},
+    proxy::expect::refusal,
 };
 
 /// How a listener is served.
@@ -27,6 +30,9 @@ pub struct ServeOptions {
     pub shutdown_secs: u64,
     /// How long a client connection may stay idle between requests (zero: no keep-alive).
     pub keep_alive: Duration,
+    /// The largest request body accepted, when the listener enforces one: a request with
+    /// `Expect: 100-continue` that declares more gets `413` instead of `100 Continue`.
+    pub max_body: Option<u64>,
 }
 
 /// How long a new connection gets to send its first request head (actix-http's default, which
@@ -57,6 +63,7 @@ where
         .shutdown_timeout(options.shutdown_secs);
     let stop = builder.graceful_shutdown_signal();
     let keep_alive = options.keep_alive;
+    let max_body = options.max_body;
     let server = builder
         .listen(name, listener, move || {
             let stop = stop.clone();
@@ -69,6 +76,13 @@ where
                     KeepAlive::Os
                 })
                 .client_request_timeout(FIRST_HEAD)
+                // actix-http sends `100 Continue` once this service lets the request go on.
+                .expect(fn_service(move |req: Request| async move {
+                    match max_body.and_then(|limit| refusal(req.headers(), limit)) {
+                        Some(answer) => Err(answer),
+                        None => Ok(req),
+                    }
+                }))
                 .on_connect_ext(|io: &JsonErrors<IdleConn<TcpStream>>, ext| {
                     if let Some(activity) = io.get_ref().activity() {
                         ext.insert(activity.clone());

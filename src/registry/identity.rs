@@ -17,18 +17,29 @@ pub enum ForwardedHeader {
 }
 
 /// Parses a comma-separated list of addresses or CIDR blocks (an address is its own /32 or
-/// /128); empty gives an empty list.
+/// /128); empty gives an empty list. A block with host bits set (`1.2.3.4/8`) is refused
+/// with the network it names, never silently narrowed or widened into it.
 pub fn parse_nets(raw: &str) -> Result<Vec<IpNet>, String> {
     raw.split(',')
         .map(str::trim)
         .filter(|s| !s.is_empty())
-        .map(|s| {
-            s.parse::<IpNet>()
-                .map(|n| n.trunc())
-                .or_else(|_| s.parse::<std::net::IpAddr>().map(IpNet::from))
-                .map_err(|_| format!("{s} is not an IP address or CIDR block like 10.0.0.0/8"))
+        .map(|s| match s.parse::<IpNet>() {
+            Ok(net) if net.trunc() == net => Ok(net),
+            Ok(net) => Err(format!(
+                "{s} is not a network address; did you mean {}?",
+                net.trunc()
+            )),
+            Err(_) => s
+                .parse::<std::net::IpAddr>()
+                .map(IpNet::from)
+                .map_err(|_| format!("{s} is not an IP address or CIDR block like 10.0.0.0/8")),
         })
         .collect()
+}
+
+/// Whether `peer` is one of the trusted proxies.
+pub fn is_trusted_peer(peer: IpAddr, trusted: &[IpNet]) -> bool {
+    !trusted.is_empty() && is_trusted(peer.to_canonical(), trusted)
 }
 
 /// The address of the client: the direct peer, unless the peer is a trusted proxy, in which
@@ -170,6 +181,54 @@ mod tests {
             client_ip(&headers, peer, &trusted, ForwardedHeader::Forwarded),
             ip("198.51.100.7")
         );
+    }
+
+    #[test]
+    fn a_block_with_host_bits_names_the_network_it_meant() {
+        let cases: &[(&str, Result<&[&str], &str>)] = &[
+            ("", Ok(&[])),
+            (" 10.0.0.0/8 , 10.1.2.3", Ok(&["10.0.0.0/8", "10.1.2.3/32"])),
+            ("2001:db8::/32", Ok(&["2001:db8::/32"])),
+            ("1.2.3.4/32", Ok(&["1.2.3.4/32"])),
+            (
+                "10.0.0.0/8, 1.2.3.4/8",
+                Err("1.2.3.4/8 is not a network address; did you mean 1.0.0.0/8?"),
+            ),
+            (
+                "2001:db8::1/32",
+                Err("2001:db8::1/32 is not a network address; did you mean 2001:db8::/32?"),
+            ),
+            (
+                "nope",
+                Err("nope is not an IP address or CIDR block like 10.0.0.0/8"),
+            ),
+            (
+                "1.2.3.4/33",
+                Err("1.2.3.4/33 is not an IP address or CIDR block like 10.0.0.0/8"),
+            ),
+        ];
+        for (raw, want) in cases {
+            let got = parse_nets(raw).map(|nets| nets.iter().map(ToString::to_string).collect::<Vec<_>>());
+            let want = want
+                .map(|nets| nets.iter().map(ToString::to_string).collect::<Vec<_>>())
+                .map_err(ToString::to_string);
+            assert_eq!(got, want, "{raw:?}");
+        }
+    }
+
+    #[test]
+    fn only_a_listed_peer_is_trusted() {
+        let trusted = nets(&["10.0.0.0/8", "::1/128"]);
+        let cases = [
+            ("10.9.9.9", true),
+            ("11.0.0.1", false),
+            ("::1", true),
+            ("::ffff:10.0.0.1", true),
+        ];
+        for (peer, want) in cases {
+            assert_eq!(is_trusted_peer(peer.parse().unwrap(), &trusted), want, "{peer}");
+        }
+        assert!(!is_trusted_peer("10.0.0.1".parse().unwrap(), &[]));
     }
 
     #[test]

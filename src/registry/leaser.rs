@@ -8,9 +8,11 @@
 //!   in flight at a time).
 //! - **Row empty**: the client is refused locally, with the right `Retry-After`, until the row
 //!   has refilled (see [`empty_for`]); nobody asks the database before then.
-//! - **Database away**: a failed statement switches this instance to its share (`C/N`, `R/N`
-//!   of every client, see [`ClusterShare`]), logged once; each tick probes the database, and
-//!   the first statement that works switches back.
+//! - **Database away**: a statement that failed, or is not back after [`OVERDUE_TICKS`],
+//!   switches this instance to its share (`C/N`, `R/N` of every client, see [`ClusterShare`]),
+//!   logged once; the requests waiting for it take from the share at once, rather than after
+//!   the database timeout. Each tick probes the database, and the first statement that works
+//!   switches back.
 
 use std::{collections::HashMap, sync::Arc, time::Duration};
 
@@ -31,6 +33,15 @@ use crate::{
 
 /// Ticks without a request after which a client's unused tokens go back to its row.
 pub const IDLE_TICKS: u32 = 100;
+
+/// Ticks a lease statement may take before the database counts as away: a statement is
+/// answered within milliseconds, while one that is cut waits out the pool's checkout timeout
+/// (`TOLLGATE_DB_TIMEOUT`, 2 s), and nothing would be admitted meanwhile.
+pub const OVERDUE_TICKS: u32 = 2;
+
+/// How often the membership is checked for a new read (an atomic load): a join or leave
+/// changes the shares within this, not at the next tick.
+const MEMBERSHIP_POLL: Duration = Duration::from_millis(10);
 
 /// A client this instance leases for.
 struct Active {
@@ -64,6 +75,16 @@ pub struct Leaser {
     /// whichever request reaches the bucket first).
     waiters: Vec<(Box<str>, oneshot::Sender<bool>)>,
     in_flight: bool,
+    /// The requests the statement in flight carries, answered when it is back (or overdue).
+    carried: Vec<(Box<str>, oneshot::Sender<bool>)>,
+    /// Statements sent so far: tells an overdue check which statement it was armed for.
+    sent_count: u64,
+    /// When the statement in flight was sent (the registry's clock).
+    sent_at: u64,
+    /// The requests the statement in flight carried were answered as it became overdue.
+    answered_early: bool,
+    /// The membership read the live count was last taken from.
+    membership: u64,
     /// Another statement is due once the one in flight is back: a full tick, or only for
     /// the requests that arrived meanwhile.
     again: Option<bool>,
@@ -114,6 +135,11 @@ impl Leaser {
             active: HashMap::new(),
             waiters: Vec::new(),
             in_flight: false,
+            carried: Vec::new(),
+            sent_count: 0,
+            sent_at: 0,
+            answered_early: false,
+            membership: 0,
             again: None,
         }
     }
@@ -192,7 +218,7 @@ impl Leaser {
             }
             return;
         }
-        let waiters = std::mem::take(&mut self.waiters);
+        self.carried = std::mem::take(&mut self.waiters);
         let asks = sent
             .iter()
             .map(|s| LeaseAsk {
@@ -205,6 +231,10 @@ impl Leaser {
             })
             .collect();
         self.in_flight = true;
+        self.sent_count += 1;
+        self.sent_at = self.shared.clock.now();
+        let this_one = self.sent_count;
+        ctx.run_later(self.tick * OVERDUE_TICKS, move |act, _| act.overdue(this_one));
         self.shared.share.count_statement(tick);
         let f = self
             .db
@@ -212,8 +242,11 @@ impl Leaser {
             .into_actor(self)
             .map(move |res, act, ctx| {
                 act.in_flight = false;
+                let waiters = std::mem::take(&mut act.carried);
+                // Answered as overdue: no request is left to take a reserved token.
+                let reserve = !std::mem::take(&mut act.answered_early);
                 let mut reserved = match res {
-                    Ok(Ok(grants)) => act.granted(&sent, grants),
+                    Ok(Ok(grants)) => act.granted(&sent, grants, reserve),
                     Ok(Err(e)) => act.failed(&sent, &e.to_string()),
                     Err(e) => act.failed(&sent, &e.to_string()),
                 };
@@ -228,9 +261,9 @@ impl Leaser {
         ctx.spawn(f);
     }
 
-    /// Puts the granted tokens in the buckets, except one for each waiting request, which is
-    /// reserved for it: returns how many were reserved per client.
-    fn granted(&mut self, sent: &[Sent], grants: Vec<LeaseGrant>) -> HashMap<Box<str>, u64> {
+    /// Puts the granted tokens in the buckets, except (with `reserve`) one for each waiting
+    /// request, which is reserved for it: returns how many were reserved per client.
+    fn granted(&mut self, sent: &[Sent], grants: Vec<LeaseGrant>, reserve: bool) -> HashMap<Box<str>, u64> {
         if self.shared.share.set_degraded(false, 0) {
             // What is left of the shares was made here, not leased from a row: dropped as
             // leasing resumes (spent or given back as leased tokens, it would count twice).
@@ -262,7 +295,7 @@ impl Leaser {
                     (s.asked > 0).then(|| u64::try_from(self.tick.as_nanos()).unwrap_or(0)),
                 ),
             };
-            let reserve = granted.min(s.waiting);
+            let reserve = if reserve { granted.min(s.waiting) } else { 0 };
             if reserve > 0 {
                 reserved.insert(s.entry.id.clone(), reserve);
             }
@@ -279,14 +312,43 @@ impl Leaser {
             // may still commit, and the row would then have them too (fewer, never more).
             self.settled(s);
         }
-        if self.shared.share.set_degraded(true, self.shared.clock.now()) {
+        self.degrade(error);
+        HashMap::new()
+    }
+
+    /// Switches to the shares, counted from when the last statement was sent (the row was
+    /// last reached before then): logged once per outage.
+    fn degrade(&self, why: &str) {
+        if self.shared.share.set_degraded(true, self.sent_at) {
             log::warn!(
-                "leasing tokens from the database failed ({error}); each client gets this \
+                "leasing tokens from the database failed ({why}); each client gets this \
                  instance's share of its limit (1/{} of capacity and rate) until it works again",
                 self.shared.share.live()
             );
         }
-        HashMap::new()
+    }
+
+    /// The statement `which` was sent [`OVERDUE_TICKS`] ago: if it is still not back, the
+    /// database is taken to be away. The requests waiting for it, or for the next one, are
+    /// answered now (no token reserved): they take from the share. Should the statement
+    /// still succeed, its grant is kept and leasing resumes (one lease per instance more).
+    fn overdue(&mut self, which: u64) {
+        if !self.in_flight || self.sent_count != which || self.shared.share.is_degraded() {
+            return;
+        }
+        let ms = self.tick.as_millis() * u128::from(OVERDUE_TICKS);
+        self.degrade(&format!("no answer within {ms} ms"));
+        self.answered_early = true;
+        for (_, w) in self.carried.drain(..) {
+            let _ = w.send(false);
+        }
+        for (id, w) in self.waiters.drain(..) {
+            // Not carried by any statement: they no longer wait for one.
+            if let Some(a) = self.active.get_mut(&id) {
+                a.waiting = a.waiting.saturating_sub(1);
+            }
+            let _ = w.send(false);
+        }
     }
 
     /// The waiting requests `s` carried are answered.
@@ -298,8 +360,9 @@ impl Leaser {
 
     /// Refreshes the number of live instances from the last heartbeat that reached the
     /// database (while it is away, the number from before the outage stands).
-    fn refresh_live(&self) {
+    fn refresh_live(&mut self) {
         if let Some(cluster) = &self.cluster {
+            self.membership = cluster.generation();
             let view = cluster.view();
             // Only from a fresh read: a heartbeat stuck on a silent network ages the last rows
             // until every instance, this one too, looks dead (and N would fall to 1 just as
@@ -326,6 +389,15 @@ impl Actor for Leaser {
         ctx.run_interval(self.tick, |act, ctx| {
             act.refresh_live();
             act.send(true, ctx);
+        });
+        ctx.run_interval(MEMBERSHIP_POLL, |act, _| {
+            if act
+                .cluster
+                .as_ref()
+                .is_some_and(|c| c.generation() != act.membership)
+            {
+                act.refresh_live();
+            }
         });
     }
 }

@@ -49,7 +49,7 @@ pub use batch::{BatchError, CreateClients, ItemProblem};
 pub use cell::BucketCell;
 pub use entry::{key_id, ClientEntry, ClientExtra, KeyId, KeyPrefix};
 pub use handle::RegistryHandle;
-pub use identity::{anonymous_key, client_ip, parse_nets, ForwardedHeader};
+pub use identity::{anonymous_key, client_ip, is_trusted_peer, parse_nets, ForwardedHeader};
 pub use leaser::{empty_for, GiveBack, Leaser, Want, IDLE_TICKS};
 pub use limiter::{Check, LimitSettings, Limiter, Refusal};
 pub use messages::{

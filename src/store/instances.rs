@@ -86,6 +86,19 @@ pub fn heartbeat(conn: &mut DbConnection, me: &InstanceInfo, applied_version: i6
     Ok(())
 }
 
+/// Channel of the PostgreSQL notification sent when an instance joins or leaves: the others
+/// read the membership again at once, not at their next heartbeat.
+pub const MEMBERS_CHANNEL: &str = "tollgate_members";
+
+/// Wakes the other instances' membership read after a join or a leave (PostgreSQL; SQLite has
+/// no notifications, its instances see the change at their next heartbeat).
+pub fn notify_members(conn: &mut DbConnection) -> Result<(), StoreError> {
+    if let DbConnection::Pg(_) = conn {
+        diesel::sql_query(format!("NOTIFY {MEMBERS_CHANNEL}")).execute(conn)?;
+    }
+    Ok(())
+}
+
 /// Every registered instance, ordered by id.
 pub fn list(conn: &mut DbConnection) -> Result<Vec<InstanceRow>, StoreError> {
     let now = now_ms(conn);

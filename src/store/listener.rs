@@ -1,5 +1,6 @@
 //! The PostgreSQL change listener: one dedicated connection (outside the pool, on its own
-//! thread) that `LISTEN`s on the change channel and wakes the registry's catch-up.
+//! thread) that `LISTEN`s on the change channel and wakes the registry's catch-up, and on the
+//! members channel and wakes the membership read (an instance joined or left).
 //!
 //! A notification only says "look now"; the catch-up query is the truth. So the listener
 //! needs no care about what it may miss: after every (re)connection it wakes the catch-up
@@ -15,7 +16,7 @@ use std::{
 
 use diesel::{connection::SimpleConnection, pg::PgConnection, Connection};
 
-use super::{db::with_pg_timeouts, CHANGES_CHANNEL};
+use super::{db::with_pg_timeouts, CHANGES_CHANNEL, MEMBERS_CHANNEL};
 
 /// How often received notifications are drained (they are read from the socket without a
 /// query; this bounds the extra latency of a woken catch-up).
@@ -27,14 +28,27 @@ const PING_EVERY: Duration = Duration::from_secs(1);
 /// Wait before connecting again after the connection failed.
 pub const RECONNECT_AFTER: Duration = Duration::from_secs(2);
 
-/// Starts the listener thread on `url` (a PostgreSQL URL). `wake` is called on every
-/// notification and after every (re)connection; the thread ends when `alive` says false.
-pub fn spawn_listener(
+/// What the listener wakes.
+pub struct Wakers<W, M> {
+    /// The registry's catch-up: called on every change notification.
+    pub changes: W,
+    /// The membership read: called when an instance joined or left.
+    pub members: M,
+}
+
+/// Starts the listener thread on `url` (a PostgreSQL URL). Each waker is called on every
+/// notification of its channel and after every (re)connection (whatever was notified while
+/// disconnected is lost); the thread ends when `alive` says false.
+pub fn spawn_listener<W, M>(
     url: String,
     timeout: Duration,
-    wake: impl Fn() + Send + 'static,
+    wake: Wakers<W, M>,
     alive: impl Fn() -> bool + Send + 'static,
-) -> std::io::Result<ListenerHandle> {
+) -> std::io::Result<ListenerHandle>
+where
+    W: Fn() + Send + 'static,
+    M: Fn() + Send + 'static,
+{
     let stop = Arc::new(AtomicBool::new(false));
     let stopping = stop.clone();
     let alive = move || alive() && !stopping.load(Ordering::Relaxed);
@@ -88,26 +102,38 @@ impl ListenerHandle {
 }
 
 /// Listens until the connection fails (`Err`) or the registry is gone (`Ok`).
-fn listen(url: &str, wake: &dyn Fn(), alive: &dyn Fn() -> bool) -> Result<(), diesel::result::Error> {
+fn listen<W: Fn(), M: Fn()>(
+    url: &str,
+    wake: &Wakers<W, M>,
+    alive: &dyn Fn() -> bool,
+) -> Result<(), diesel::result::Error> {
     let mut conn = PgConnection::establish(url).map_err(|e| {
         diesel::result::Error::DatabaseError(
             diesel::result::DatabaseErrorKind::ClosedConnection,
             Box::new(e.to_string()),
         )
     })?;
-    conn.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}"))?;
+    conn.batch_execute(&format!("LISTEN {CHANGES_CHANNEL}; LISTEN {MEMBERS_CHANNEL}"))?;
     log::debug!("change listener connected");
-    // Whatever was notified while disconnected is lost: catch up once now.
-    wake();
+    // Whatever was notified while disconnected is lost: catch up once now, and read the
+    // membership (an instance that joined before this LISTEN notified nobody here).
+    (wake.changes)();
+    (wake.members)();
     let mut pinged = Instant::now();
     while alive() {
-        let mut woken = false;
+        let (mut changes, mut members) = (false, false);
         for n in conn.notifications_iter() {
-            n?;
-            woken = true;
+            if n?.channel == MEMBERS_CHANNEL {
+                members = true;
+            } else {
+                changes = true;
+            }
         }
-        if woken {
-            wake();
+        if changes {
+            (wake.changes)();
+        }
+        if members {
+            (wake.members)();
         }
         if pinged.elapsed() >= PING_EVERY {
             conn.batch_execute("SELECT 1")?;

@@ -442,3 +442,35 @@ async fn a_change_without_a_key_keeps_the_stored_key(db: TestDb) {
     );
 }
 both_databases!(a_change_without_a_key_keeps_the_stored_key);
+
+async fn a_block_with_host_bits_is_refused_naming_the_network_it_meant(db: TestDb) {
+    let backend = TestBackend::start("a");
+    let gw = gateway(&db, &backend, &[]).await;
+    for (ips, field, meant) in [
+        (json!(["10.0.0.0/8", "1.2.3.4/8"]), "ips[1]", "1.0.0.0/8"),
+        (json!(["2001:db8::1/32"]), "ips[0]", "2001:db8::/32"),
+    ] {
+        let create = json!({"client_id": "h", "capacity": 5, "rate_per_sec": 1, "ips": ips});
+        let (status, _, body) = send(&gw, "POST", "/clients", Some(create)).await;
+        assert_eq!(status, 422, "{body}");
+        assert_eq!(body["error"], "validation_failed");
+        let message = body["message"].as_str().unwrap();
+        assert!(message.starts_with(field), "{body}");
+        assert!(message.contains(&format!("did you mean {meant}?")), "{body}");
+    }
+    assert!(db.client_row("h").is_none(), "a refused create left a row");
+    let ok = json!({"client_id": "h", "capacity": 5, "rate_per_sec": 1, "ips": ["1.0.0.0/8"]});
+    assert_eq!(send(&gw, "POST", "/clients", Some(ok)).await.0, 201);
+    let (status, _, body) = send(&gw, "PATCH", "/clients/h", Some(json!({"ips": ["1.2.3.4/8"]}))).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(
+        body["message"]
+            .as_str()
+            .unwrap()
+            .contains("did you mean 1.0.0.0/8?"),
+        "{body}"
+    );
+    let (_, _, view) = send(&gw, "GET", "/clients/h", None).await;
+    assert_eq!(view["ips"], json!(["1.0.0.0/8"]), "{view}");
+}
+both_databases!(a_block_with_host_bits_is_refused_naming_the_network_it_meant);

@@ -206,3 +206,87 @@ async fn a_database_outage_is_logged_once_shown_unreachable_and_the_heartbeat_re
     .await;
     assert_eq!(gw.stderr().matches("instance heartbeat failed").count(), 1);
 }
+
+/// Polls `limits.live_instances` of every one of `gws` until each shows `n`; the time it took
+/// (at most `deadline`, then it panics).
+async fn settle(gws: &[&GatewayProcess], n: u64, deadline: Duration) -> Duration {
+    let start = Instant::now();
+    for gw in gws {
+        loop {
+            let live = cluster_view(gw).await["limits"]["live_instances"].clone();
+            if live == n {
+                break;
+            }
+            assert!(
+                start.elapsed() < deadline,
+                "instance :{} counts {live} live instances, not {n}, {:?} on",
+                gw.port,
+                start.elapsed()
+            );
+            actix_rt::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+    start.elapsed()
+}
+
+/// A join and a leave wake the other instances: they count it within a few hundred ms of the
+/// newcomer turning ready (or of the leaver's exit), not at their next heartbeat (up to 1 s
+/// later). Three changes are measured, so a heartbeat falling just right cannot pass it.
+#[actix_web::test]
+async fn a_join_or_a_leave_is_counted_by_the_others_at_once() {
+    let mut cluster = TestCluster::start(TestDb::postgres(), 2, &[], &[]).await;
+    let mut took = Vec::new();
+    for round in 0..2 {
+        let newcomer = cluster.instance_on(&cluster.db.url());
+        newcomer.wait_ready().await;
+        // Ready means it counts every instance registered before it, too.
+        let own = cluster_view(&newcomer).await["limits"]["live_instances"].clone();
+        assert_eq!(own, 3, "the newcomer was ready counting {own} live instances");
+        let mut all: Vec<&GatewayProcess> = cluster.instances.iter().collect();
+        all.push(&newcomer);
+        let joined = settle(&all, 3, Duration::from_secs(5)).await;
+        println!("round {round}: a join counted by all three {joined:?} after the newcomer was ready (it counted {own} at once)");
+        took.push(joined);
+        if round == 0 {
+            newcomer.signal("-TERM");
+            let mut newcomer = newcomer;
+            newcomer.wait_exit(Duration::from_secs(15)).await;
+            let others: Vec<&GatewayProcess> = cluster.instances.iter().collect();
+            let left = settle(&others, 2, Duration::from_secs(5)).await;
+            println!("round {round}: a leave counted by the other two {left:?} after the exit");
+            took.push(left);
+        } else {
+            cluster.instances.push(newcomer);
+        }
+    }
+    let slowest = took.iter().max().copied().unwrap_or_default();
+    assert!(
+        slowest < Duration::from_millis(300),
+        "membership settled in {took:?}: not woken by the join or leave"
+    );
+}
+
+/// Three instances started at once: each counts all three as soon as all are ready (the
+/// membership is read again after the listener is up, and each join wakes the others).
+#[actix_web::test]
+async fn three_started_at_once_count_three_as_soon_as_all_are_ready() {
+    let mut cluster = TestCluster::start(TestDb::postgres(), 0, &[], &[]).await;
+    let spawned = Instant::now();
+    for _ in 0..3 {
+        let gw = cluster.instance_on(&cluster.db.url());
+        cluster.instances.push(gw);
+    }
+    for gw in &cluster.instances {
+        gw.wait_ready().await;
+    }
+    let ready = spawned.elapsed();
+    let all: Vec<&GatewayProcess> = cluster.instances.iter().collect();
+    let settled = settle(&all, 3, Duration::from_secs(5)).await;
+    println!(
+        "three started at once: all ready {ready:?} after the spawn, all counting three {settled:?} later"
+    );
+    assert!(
+        settled < Duration::from_millis(300),
+        "live_instances settled {settled:?} after all three were ready"
+    );
+}

@@ -16,10 +16,14 @@ const ID: &str = "outage";
 const KEY: &str = "cluster-outage-key-0123456789";
 
 fn member(backend: &TestBackend, database_url: &str) -> GatewayProcess {
+    // A lease statement the database does not answer fails after 500 ms.
+    member_with(backend, database_url, "500ms")
+}
+
+fn member_with(backend: &TestBackend, database_url: &str, db_timeout: &str) -> GatewayProcess {
     GatewayProcess::builder()
         .backends(&[backend.url()])
-        // A lease statement the database does not answer fails after 500 ms.
-        .args(&["--health-interval", "1h", "--db-timeout", "500ms"])
+        .args(&["--health-interval", "1h", "--db-timeout", db_timeout])
         .database_url(database_url)
         .capture_stderr()
         .spawn()
@@ -210,6 +214,93 @@ async fn a_database_outage_falls_back_to_shares_and_leasing_resumes_without_rest
             .count();
         assert_eq!((failed, back), (1, 1), "warnings/recoveries logged:\n{log}");
     }
+}
+
+/// The longest time without an admission from `from` until the last admission of `times`.
+fn longest_gap(times: &[Instant], from: Instant) -> Duration {
+    let mut last = from;
+    let mut longest = Duration::ZERO;
+    for t in times.iter().filter(|t| **t > from) {
+        longest = longest.max(*t - last);
+        last = *t;
+    }
+    longest
+}
+
+/// With the default database timeout (2 s), a cut lease statement is not waited out: a client
+/// under its limit is served from the shares within a few ticks of the cut.
+#[actix_web::test]
+async fn a_client_under_its_limit_is_served_from_its_share_within_ticks_of_a_cut() {
+    let db = TestDb::postgres();
+    let relay = Relay::to_postgres();
+    let backend = TestBackend::start("overdue");
+    let via = db.url_via(relay.port);
+    let gws = [
+        member_with(&backend, &via, "2s"),
+        member_with(&backend, &via, "2s"),
+        member_with(&backend, &via, "2s"),
+    ];
+    let all: Vec<&GatewayProcess> = gws.iter().collect();
+    for gw in &all {
+        gw.wait_ready().await;
+    }
+    wait_limits(&all, "cluster", 3, Duration::from_secs(10)).await;
+    // 60/s; the load below asks for at most 30/s: each instance's share (20/s) covers its third.
+    let (capacity, rate) = (60u64, 60.0);
+    create_client(&gws[0], &all, capacity, rate).await;
+    let ports: Vec<u16> = all.iter().map(|g| g.port).collect();
+    let load = Load::start(&ports, KEY, 3, Duration::from_millis(100));
+    eventually("admissions before the cut", Duration::from_secs(10), || async {
+        load.admissions().len() >= 30
+    })
+    .await;
+
+    relay.cut();
+    let cut = Instant::now();
+    let switched = wait_limits(&all, "degraded", 3, Duration::from_secs(5)).await;
+    eventually(
+        "three seconds of admissions after the cut",
+        Duration::from_secs(10),
+        || async {
+            load.admissions()
+                .last()
+                .is_some_and(|t| *t > cut + Duration::from_secs(3))
+        },
+    )
+    .await;
+    let admissions = load.admissions();
+    let (tallies, run) = load.stop().await;
+
+    let first = admissions
+        .iter()
+        .find(|t| **t > cut)
+        .map(|t| *t - cut)
+        .unwrap_or_default();
+    let gap = longest_gap(&admissions, cut);
+    let total = admitted(&tallies);
+    let bound = capacity as f64 + rate * run.as_secs_f64() + 3.0 * capacity.div_ceil(3) as f64;
+    println!(
+        "cut under load (database timeout 2 s): all three degraded {switched:?} after the cut; \
+         first admission {first:?} after it, longest stretch without one {gap:?}; admitted \
+         {total} over {run:?} (bound {bound:.1}){}",
+        per_instance(&tallies)
+    );
+    for (i, t) in tallies.iter().enumerate() {
+        assert!(t.clean(), "instance {i} answered other than 200/429: {t}");
+    }
+    assert!(
+        gap < Duration::from_secs(1),
+        "nothing admitted for {gap:?} after the cut: the lease was waited out{}",
+        per_instance(&tallies)
+    );
+    assert!(
+        switched < Duration::from_millis(1500),
+        "degraded only {switched:?} after the cut"
+    );
+    assert!(
+        total as f64 <= bound,
+        "admitted {total} > bound {bound:.1} over {run:?}"
+    );
 }
 
 #[actix_web::test]

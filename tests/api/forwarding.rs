@@ -3,6 +3,7 @@
 
 use std::{
     io::{Read, Write},
+    net::IpAddr,
     net::TcpStream,
     time::Duration,
 };
@@ -208,4 +209,86 @@ async fn a_broken_chunked_body_gets_400_bad_request_body() {
         "{answer}"
     );
     assert_eq!(backend.arrived(), 0);
+}
+
+#[actix_web::test]
+async fn expect_100_continue_over_the_body_limit_gets_413_at_once() {
+    let backend = TestBackend::start("a");
+    let gw = spawn_gateway(
+        &[backend.url()],
+        &["--health-interval", "1h", "--max-body-size", "1KiB"],
+    )
+    .await;
+    let port = gw.port;
+    let head = actix_rt::task::spawn_blocking(move || {
+        let mut s = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        s.write_all(
+            b"POST /upload HTTP/1.1\r\nHost: x\r\nContent-Length: 2048\r\nExpect: 100-continue\r\n\r\n",
+        )
+        .unwrap();
+        // The client sends nothing more until it is told to go on: the first answer is final.
+        let head = read_head(&mut s);
+        let mut rest = Vec::new();
+        let _ = s.read_to_end(&mut rest);
+        format!("{head}{}", String::from_utf8_lossy(&rest))
+    })
+    .await
+    .unwrap();
+    assert_eq!(raw_status(&head), 413, "{head}");
+    let body: Value = serde_json::from_str(raw_body(&head)).unwrap();
+    assert_eq!(body["error"], "body_too_large", "{body}");
+    assert!(
+        body["request_id"].as_str().is_some_and(|id| !id.is_empty()),
+        "{body}"
+    );
+    assert!(backend.proxied().is_empty());
+}
+
+/// A request from `from` naming forwarding headers of its own, some of them in `Connection`.
+async fn spoofing_request(port: u16, from: &str) -> String {
+    let from: IpAddr = from.parse().unwrap();
+    let request = "GET /who HTTP/1.1\r\nHost: x\r\nConnection: close, X-Forwarded-For\r\n\
+                   X-Forwarded-For: 203.0.113.7\r\nForwarded: for=203.0.113.8\r\n\
+                   X-Real-IP: 203.0.113.9\r\nX-Forwarded-Port: 1\r\n\r\n";
+    actix_rt::task::spawn_blocking(move || raw_request_from(from, port, request))
+        .await
+        .unwrap()
+}
+
+#[actix_web::test]
+async fn an_untrusted_peers_own_forwarding_headers_never_reach_the_backend() {
+    let backend = TestBackend::start("a");
+    let gw = spawn_gateway(
+        &[backend.url()],
+        &["--health-interval", "1h", "--trusted-proxies", "127.0.0.2/32"],
+    )
+    .await;
+    // Untrusted: the gateway's own X-Forwarded-* are all the backend sees.
+    let answer = spoofing_request(gw.port, "127.0.0.1").await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    // Trusted: what its proxy wrote is passed on, the peer appended.
+    let answer = spoofing_request(gw.port, "127.0.0.2").await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    let seen = backend.proxied();
+    assert_eq!(seen.len(), 2);
+    let untrusted = &seen[0].headers;
+    assert_eq!(untrusted["x-forwarded-for"], vec!["127.0.0.1"], "{untrusted:?}");
+    for gone in ["forwarded", "x-real-ip", "x-forwarded-port"] {
+        assert!(
+            !untrusted.contains_key(gone),
+            "{gone} reached the backend: {untrusted:?}"
+        );
+    }
+    assert_eq!(untrusted["x-forwarded-proto"], vec!["http"]);
+    assert_eq!(untrusted["x-forwarded-host"], vec!["x"]);
+    let trusted = &seen[1].headers;
+    assert_eq!(
+        trusted["x-forwarded-for"],
+        vec!["203.0.113.7, 127.0.0.2"],
+        "{trusted:?}"
+    );
+    assert_eq!(trusted["forwarded"], vec!["for=203.0.113.8"]);
+    assert_eq!(trusted["x-real-ip"], vec!["203.0.113.9"]);
+    assert_eq!(trusted["x-forwarded-port"], vec!["1"]);
 }

@@ -12,11 +12,13 @@ use crate::{
     http::proxy::{HeadLimits, ProxySettings, UploadPolicy, MAX_HEADER_LINES, MAX_HEAD_BYTES},
 };
 
-/// Forwarding limits; `strip_header` is the API-key header while rate limiting is on.
+/// Forwarding limits; `strip_header` is the API-key header while rate limiting is on,
+/// `trusted_proxies` those of TOLLGATE_TRUSTED_PROXIES.
 pub(in crate::config) fn proxy(
     p: &mut Problems,
     cli: &Cli,
     strip_header: Option<HeaderName>,
+    trusted_proxies: Vec<ipnet::IpNet>,
 ) -> Option<ProxySettings> {
     let upstream_timeout = p.duration(
         "TOLLGATE_UPSTREAM_TIMEOUT",
@@ -99,6 +101,7 @@ pub(in crate::config) fn proxy(
             max_lines: max_lines? as usize,
         },
         strip_header,
+        trusted_proxies,
         upstream_timeout: upstream_timeout?,
     })
 }

@@ -350,6 +350,9 @@ impl ProxyHandler {
         let client = req.headers_mut();
         let capacity = client.len() + headers::ADDED;
         let mut map = std::mem::replace(client, HeaderMap::with_capacity(capacity));
+        if !peer.is_some_and(|p| crate::registry::is_trusted_peer(p, &self.settings.trusted_proxies)) {
+            headers::drop_client_forwarding(&mut map);
+        }
         headers::to_upstream(&mut map, peer, request_id.header_value());
         if let Some(host) = authority {
             map.insert(header::HOST, host.clone());

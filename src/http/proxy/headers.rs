@@ -93,6 +93,17 @@ pub fn to_upstream(headers: &mut HeaderMap, peer: Option<IpAddr>, request_id: &H
     );
 }
 
+/// Removes the forwarding headers a client wrote itself (`Forwarded`, `X-Real-IP` and every
+/// `X-Forwarded-*`), named in `Connection` or not: from a peer that is not a trusted proxy
+/// they are hearsay, and a backend must see only the gateway's own. Call before
+/// [`to_upstream`], which then sets the gateway's.
+pub fn drop_client_forwarding(headers: &mut HeaderMap) {
+    headers.retain(|name, _| {
+        let name = name.as_str();
+        !(name == "forwarded" || name == "x-real-ip" || name.starts_with("x-forwarded-"))
+    });
+}
+
 /// The `X-Forwarded-For` value sent on: the client's own values, then `peer`. `None` when the
 /// result is not a valid value (the header is then left out).
 fn forwarded_for(headers: &HeaderMap, peer: IpAddr) -> Option<HeaderValue> {
@@ -286,6 +297,35 @@ mod tests {
         assert_eq!(out.get("x-forwarded-host").unwrap(), "api.example");
         assert_eq!(out.get("x-forwarded-proto").unwrap(), "http");
         assert_eq!(out.get("x-request-id").unwrap(), "rid1");
+    }
+
+    #[test]
+    fn an_untrusted_clients_forwarding_headers_are_replaced_by_the_gateways() {
+        let mut src = map(&[
+            ("connection", "close, X-Forwarded-For"),
+            ("x-forwarded-for", "203.0.113.7"),
+            ("X-Forwarded-Port", "1"),
+            ("x-forwarded-host", "spoofed"),
+            ("forwarded", "for=203.0.113.8"),
+            ("x-real-ip", "203.0.113.9"),
+            ("host", "h"),
+        ]);
+        drop_client_forwarding(&mut src);
+        let out = upstream(
+            &src,
+            Some("10.0.0.9".parse().unwrap()),
+            &HeaderValue::from_static("rid1"),
+        );
+        assert_eq!(
+            pairs(&out),
+            vec![
+                ("host".to_string(), vec!["h".to_string()]),
+                ("x-forwarded-for".to_string(), vec!["10.0.0.9".to_string()]),
+                ("x-forwarded-host".to_string(), vec!["h".to_string()]),
+                ("x-forwarded-proto".to_string(), vec!["http".to_string()]),
+                ("x-request-id".to_string(), vec!["rid1".to_string()]),
+            ]
+        );
     }
 
     /// The in-place headers against the rebuilt ones, for requests that name, repeat or

@@ -9,6 +9,7 @@ pub mod actor;
 mod body;
 mod deadline;
 mod error;
+pub mod expect;
 mod forward;
 mod framing;
 mod headers;
@@ -67,6 +68,9 @@ pub struct ProxySettings {
     pub upstream_head: HeadLimits,
     /// A request header never sent to backends (the API key header while rate limiting is on).
     pub strip_header: Option<HeaderName>,
+    /// Peers whose forwarding headers are passed on (TOLLGATE_TRUSTED_PROXIES); any other
+    /// peer's are stripped.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
     /// Deadline for the response head once the request is sent.
     pub upstream_timeout: Duration,
 }

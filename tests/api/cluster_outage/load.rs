@@ -68,6 +68,8 @@ pub struct Load {
     /// Indexes (into `ports`) still sent to.
     targets: Rc<RefCell<Vec<usize>>>,
     tallies: Rc<RefCell<Vec<Tally>>>,
+    /// When each 200 arrived, in order.
+    admissions: Rc<RefCell<Vec<Instant>>>,
     workers: Vec<tokio::task::JoinHandle<()>>,
     started: Instant,
 }
@@ -77,6 +79,7 @@ impl Load {
         let stop = Rc::new(Cell::new(false));
         let targets = Rc::new(RefCell::new((0..ports.len()).collect::<Vec<_>>()));
         let tallies = Rc::new(RefCell::new(vec![Tally::default(); ports.len()]));
+        let admissions: Rc<RefCell<Vec<Instant>>> = Rc::default();
         let cursor = Rc::new(Cell::new(0usize));
         let urls: Rc<Vec<String>> = Rc::new(
             ports
@@ -86,12 +89,13 @@ impl Load {
         );
         let workers = (0..connections)
             .map(|_| {
-                let (stop, targets, tallies, cursor, urls) = (
+                let (stop, targets, tallies, cursor, urls, admissions) = (
                     stop.clone(),
                     targets.clone(),
                     tallies.clone(),
                     cursor.clone(),
                     urls.clone(),
+                    admissions.clone(),
                 );
                 let key = key.to_string();
                 actix_rt::spawn(async move {
@@ -127,7 +131,10 @@ impl Load {
                             let mut all = tallies.borrow_mut();
                             let t = &mut all[target];
                             match outcome {
-                                Ok((200, _)) => t.ok += 1,
+                                Ok((200, _)) => {
+                                    t.ok += 1;
+                                    admissions.borrow_mut().push(Instant::now());
+                                }
                                 Ok((429, _)) => t.limited += 1,
                                 Ok((s, body)) => {
                                     t.record_other(format!("{s} {}", String::from_utf8_lossy(&body)))
@@ -144,6 +151,7 @@ impl Load {
             stop,
             targets,
             tallies,
+            admissions,
             workers,
             started: Instant::now(),
         }
@@ -152,6 +160,11 @@ impl Load {
     /// Sends nothing more to gateway `i` (requests already on their way still count).
     pub fn drop_target(&self, i: usize) {
         self.targets.borrow_mut().retain(|t| *t != i);
+    }
+
+    /// When each 200 so far arrived, in order.
+    pub fn admissions(&self) -> Vec<Instant> {
+        self.admissions.borrow().clone()
     }
 
     /// The tallies so far.
