@@ -152,10 +152,13 @@ async fn hardly_under_admits_at_rate_half_a_token_per_second() {
 }
 
 #[actix_web::test]
-async fn hardly_under_admits_at_rate_1000() {
-    // A debug build on two cores cannot send 10 × R = 10,000 requests per second: as fast as
-    // 64 connections go, measured.
-    hardly_under_admits(50, 1000.0, Duration::from_secs(5), None, 64).await;
+async fn hardly_under_admits_at_rate_500() {
+    // As fast as 64 connections go. A debug build on two cores sends 1,000-1,300 requests per
+    // second while the rest of the suite runs: at R = 1000 (this test's rate until issue 17)
+    // that was a demand of 1.0-1.3 × R, not the demand over the rate this test is about, and
+    // it failed at 0.87-0.90 on unchanged code under the suite's load. At R = 500 the demand
+    // is about 2 × R.
+    hardly_under_admits(50, 500.0, Duration::from_secs(5), None, 64).await;
 }
 
 /// A full bucket of 30 (refill 0.001/s) and 90 requests at once over the three instances:
