@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rebuilds vendor/actix-http from the published crate named in patches/actix-http/SOURCE plus
-# the patch files patches/actix-http/*.patch, applied in name order (README, "The patched
-# actix-http").
+# the patch files patches/actix-http/*.patch, applied in name order (docs/security.md,
+# "The patched actix-http").
 #
 #   scripts/vendor-actix-http.sh           rebuild vendor/actix-http
 #   scripts/vendor-actix-http.sh --check   fail (exit 1) when vendor/actix-http differs from

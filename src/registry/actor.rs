@@ -25,8 +25,8 @@ use crate::{
 };
 
 /// How long change-log rows are kept. An instance that was away (or partitioned) for longer
-/// than this may have missed changes: it then reloads nothing by itself, so the README tells
-/// operators to restart such an instance.
+/// than this may have missed changes: it then reloads nothing by itself, so docs/cluster.md
+/// tells operators to restart such an instance.
 pub const CHANGE_RETENTION: Duration = Duration::from_secs(3600);
 
 /// How often old change-log rows are pruned.

@@ -7,7 +7,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-/// The propagation bound the README promises with the default `TOLLGATE_SYNC_INTERVAL`.
+/// The propagation bound docs/cluster.md promises with the default `TOLLGATE_SYNC_INTERVAL`.
 const WITHIN: Duration = Duration::from_secs(1);
 
 fn instance(db_url: &str, backend: &TestBackend, env: &[(&str, &str)]) -> GatewayProcess {

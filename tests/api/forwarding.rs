@@ -1,4 +1,4 @@
-//! What the README promises about forwarding that the other files do not cover: `Expect`,
+//! What docs/forwarding.md promises about forwarding that the other files do not cover: `Expect`,
 //! a broken client body, 204, `Content-Length: 0`, a backend path prefix, readiness.
 
 use std::{

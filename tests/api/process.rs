@@ -99,14 +99,14 @@ fn help_lists_every_setting() {
         .unwrap();
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
-    let readme = include_str!("../../README.md");
+    let settings = include_str!("../../docs/settings.md");
     let vars = tollgate::config::env_vars();
     assert!(vars.len() >= 19, "{vars:?}");
     for var in &vars {
         assert!(help.contains(var.as_str()), "{var} missing from --help");
         assert!(
-            readme.contains(&format!("`{var}`")),
-            "{var} missing from the README settings table"
+            settings.contains(&format!("`{var}`")),
+            "{var} missing from the settings table in docs/settings.md"
         );
     }
 }

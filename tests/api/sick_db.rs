@@ -11,7 +11,7 @@ use crate::helpers::*;
 
 /// The database timeout of these tests.
 const DB_TIMEOUT: Duration = Duration::from_secs(1);
-/// What the README allows on top of it (measured from the client, on a busy machine).
+/// What docs/clients-and-limits.md ("Persistence") allows on top of it (measured from the client, on a busy machine).
 const MARGIN: Duration = Duration::from_millis(1000);
 
 async fn gateway(db: &TestDb, relay: &Relay) -> TestGateway {

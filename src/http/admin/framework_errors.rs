@@ -20,7 +20,7 @@ use crate::{error_body, request_id::request_id};
 pub const ADMIN_BODY_LIMIT: usize = 256 * 1024;
 
 /// The `error` name and message of an error status the framework answered by itself: the
-/// names the README lists, else the reason phrase in snake case (`408` → `request_timeout`).
+/// names docs/forwarding.md ("Errors") lists, else the reason phrase in snake case (`408` → `request_timeout`).
 fn describe(status: StatusCode) -> (String, String) {
     let reason = status.canonical_reason().unwrap_or("Error");
     match status {

@@ -3,7 +3,8 @@
 //! and receiving each request as a message from the route.
 //!
 //! Built only with `--features proxy-actor`; the default build forwards from the route
-//! directly (the README's Architecture section gives the measurement behind that choice).
+//! directly (docs/benchmarks.md, "Architecture: the forwarder is a per-worker struct, not an
+//! actor", gives the measurement behind that choice).
 //! actix's `Addr::send` requires `Send` messages while a request is bound to its worker
 //! thread, so request and response travel in a `SendWrapper`, which checks at run time that
 //! they never leave that thread (they cannot: the actor runs on the route's own arbiter).

@@ -1,4 +1,4 @@
-//! The compose stack the README describes: two gateways on the one PostgreSQL, behind a load
+//! The compose stack docs/operations.md describes ("Compose quick start"): two gateways on the one PostgreSQL, behind a load
 //! balancer (the lb service: HAProxy with docker/haproxy.cfg) that alone publishes the proxy
 //! port, each gateway's admin API on its own loopback port. The two files are read as text and
 //! checked against each other and against the gateways' environment.
@@ -21,7 +21,7 @@ use super::{
 /// Where the official HAProxy image reads its configuration.
 const HAPROXY_CFG_IN_CONTAINER: &str = "/usr/local/etc/haproxy/haproxy.cfg";
 
-/// The proxy port the README promises on the host.
+/// The proxy port docs/operations.md promises on the host.
 const PUBLIC_PORT: u16 = 8080;
 
 /// The load balancer: the one service that runs the official HAProxy image.
@@ -134,7 +134,7 @@ fn servers(cfg: &[Section], backend: &Section) -> Vec<Server> {
         .collect()
 }
 
-/// A duration the gateway's environment sets, else the binary's default (README,
+/// A duration the gateway's environment sets, else the binary's default (docs/settings.md,
 /// Configuration).
 fn env_duration(gateway: &Service, var: &str, default: &str) -> Duration {
     let raw = gateway.env_var(var).unwrap_or(default);
@@ -149,7 +149,7 @@ fn two_gateways_share_one_database_and_differ_only_in_ports() {
     assert_eq!(
         gateways.len(),
         2,
-        "the README promises two gateway replicas: {names:?}"
+        "docs/operations.md promises two gateway replicas: {names:?}"
     );
     assert!(services.contains_key("postgres"), "no postgres service");
     for (name, gateway) in &gateways {
