@@ -1,6 +1,6 @@
 //! The route table: which route a request takes, decided the same way every time.
 //!
-//! Order (README, "Routing"): a route naming the request's host exactly beats one matching it
+//! Order: a route naming the request's host exactly beats one matching it
 //! by a wildcard (the longer wildcard first), which beats one naming no host; then the longest
 //! path (an exact path before a prefix of the same length); then the route with more
 //! conditions (host, path, methods, each header); then the higher `priority`; then the id, so

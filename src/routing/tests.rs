@@ -1,4 +1,4 @@
-//! The choice between routes, case by case (README, "Routing").
+//! The choice between routes, case by case (the order is documented in `table.rs`).
 
 use actix_web::http::{
     header::{HeaderMap, HeaderName, HeaderValue},
