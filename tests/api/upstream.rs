@@ -3,7 +3,7 @@
 
 use std::{
     collections::HashSet,
-    io::{Read, Write},
+    io::Write,
     net::{TcpListener, TcpStream},
     sync::{
         atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering},
@@ -14,7 +14,7 @@ use std::{
 
 use futures_util::future::join_all;
 
-use crate::helpers::{eventually, spawn_gateway, GatewayProcess};
+use crate::helpers::{eventually, read_request, spawn_gateway, GatewayProcess, RawRequest};
 
 /// A keep-alive backend that can restart gracefully on its own, kept, listener: each restart
 /// closes every connection waiting for its next request at once, and ends each busy one with
@@ -97,13 +97,16 @@ fn serve(
             Err(_) => return,
         }
         stream.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        let Some((head, body)) = read_request(&mut stream) else {
+        let Some(RawRequest { head, body }) = read_request(&mut stream, true) else {
             dropped.fetch_add(1, Ordering::SeqCst);
             return;
         };
         let closing = generation.load(Ordering::SeqCst) != born;
         if head.starts_with("POST ") {
-            answered.lock().unwrap().push(body);
+            answered
+                .lock()
+                .unwrap()
+                .push(String::from_utf8_lossy(&body).into_owned());
         }
         let connection = if closing { "close" } else { "keep-alive" };
         let answer = format!("HTTP/1.1 200 OK\r\ncontent-length: 2\r\nconnection: {connection}\r\n\r\nok");
@@ -112,31 +115,6 @@ fn serve(
         }
         stream.set_read_timeout(Some(Duration::from_millis(1))).unwrap();
     }
-}
-
-/// Reads a request head and its `Content-Length` body.
-fn read_request(stream: &mut TcpStream) -> Option<(String, String)> {
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if stream.read(&mut byte).ok()? == 0 {
-            return None;
-        }
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let len = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length:")
-                .map(|v| v.trim().to_string())
-        })
-        .and_then(|v| v.parse::<usize>().ok())
-        .unwrap_or(0);
-    let mut body = vec![0u8; len];
-    stream.read_exact(&mut body).ok()?;
-    Some((head, String::from_utf8_lossy(&body).into_owned()))
 }
 
 /// Issue 17, item 4: keep-alive POSTs through a backend restarting ten times. None reaches the

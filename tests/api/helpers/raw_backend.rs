@@ -229,7 +229,7 @@ fn play(steps: &[Step], mut stream: TcpStream) {
 }
 
 /// Reads one request head and, when `with_body`, its `Content-Length` body.
-fn read_request(stream: &mut TcpStream, with_body: bool) -> Option<RawRequest> {
+pub fn read_request(stream: &mut TcpStream, with_body: bool) -> Option<RawRequest> {
     let mut buf = Vec::new();
     let mut byte = [0u8; 1];
     while !buf.ends_with(b"\r\n\r\n") {
