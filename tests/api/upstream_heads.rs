@@ -119,3 +119,20 @@ async fn a_response_that_is_not_http_is_not_sent_again() {
     assert_eq!(raw_status(&answer), 502, "{answer}");
     assert_eq!(b.received(), 1);
 }
+
+// Failed before the fix (502): a head larger than awc's read buffer is handed to awc in
+// several reads, and the connection counted idle after the first, while awc was still reading
+// it; its next read was then taken for the pool's check and found the backend's close.
+#[actix_web::test]
+async fn a_head_larger_than_one_read_passes_whole() {
+    // 60 lines of about 420 bytes: 25 KB of head, within the 64 KiB and 256-line limits.
+    let b = RawBackend::start(Script::new().write(cookie_response(60, 400)));
+    let gw = spawn_gateway(&[b.url()], &[]).await;
+    for i in 0..3 {
+        let answer = get(gw.port, &format!("long-head-{i}"));
+        assert_eq!(raw_status(&answer), 200, "{}", &answer[..answer.len().min(300)]);
+        assert_eq!(set_cookies(&answer), 60);
+        assert_eq!(raw_body(&answer), "ok");
+    }
+    assert_eq!(b.received(), 3);
+}

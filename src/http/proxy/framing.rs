@@ -134,8 +134,19 @@ pub enum HeadScan {
 }
 
 /// Reads the start of `buf` as a response head (RFC 9112 §6.3), for a request that was `HEAD`
-/// when `head_request` is set.
+/// when `head_request` is set (the tests' view of [`scan_head_and_end`]).
+#[cfg(test)]
 pub fn scan_head(buf: &[u8], head_request: bool, limits: HeadLimits) -> HeadScan {
+    scan_head_and_end(buf, head_request, limits).0
+}
+
+/// [`scan_head`], and for a final head its length and where its response ends (for the idle
+/// cap), from the same parse.
+fn scan_head_and_end(
+    buf: &[u8],
+    head_request: bool,
+    limits: HeadLimits,
+) -> (HeadScan, Option<(usize, ResponseEnd)>) {
     // Uninitialised slots (httparse writes each one it uses): nothing is zeroed per call.
     let mut slots = [MaybeUninit::<httparse::Header<'_>>::uninit(); MAX_HEADER_LINES];
     let lines = limits.max_lines.clamp(1, MAX_HEADER_LINES);
@@ -150,18 +161,18 @@ pub fn scan_head(buf: &[u8], head_request: bool, limits: HeadLimits) -> HeadScan
         })
     };
     let len = match config.parse_response_with_uninit_headers(&mut resp, buf, &mut slots[..lines]) {
-        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => return too_large(len),
+        Ok(httparse::Status::Complete(len)) if len > limits.max_bytes => return (too_large(len), None),
         Ok(httparse::Status::Complete(len)) => len,
-        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => return too_large(buf.len()),
-        Ok(httparse::Status::Partial) => return HeadScan::Partial,
+        Ok(httparse::Status::Partial) if buf.len() > limits.max_bytes => return (too_large(buf.len()), None),
+        Ok(httparse::Status::Partial) => return (HeadScan::Partial, None),
         Err(httparse::Error::TooManyHeaders) => {
-            return HeadScan::TooLarge(HeadTooLarge::Lines { limit: lines });
+            return (HeadScan::TooLarge(HeadTooLarge::Lines { limit: lines }), None);
         }
-        Err(_) => return HeadScan::Unparsable,
+        Err(_) => return (HeadScan::Unparsable, None),
     };
     let code = resp.code.unwrap_or(0);
     if (100..200).contains(&code) && code != 101 {
-        return HeadScan::Interim(len);
+        return (HeadScan::Interim(len), None);
     }
     let has = |name: &str| resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
     // actix-http honours chunked coding on HTTP/1.1 only, as the final coding.
@@ -180,10 +191,11 @@ pub fn scan_head(buf: &[u8], head_request: bool, limits: HeadLimits) -> HeadScan
     } else {
         BodyEnd::AtClose
     };
-    HeadScan::Final {
+    let scan = HeadScan::Final {
         end,
         downgrade: end == BodyEnd::AtClose && resp.version == Some(1),
-    }
+    };
+    (scan, Some((len, ResponseEnd::of_parsed(&resp, head_request))))
 }
 
 /// A backend connection whose response heads are read before awc sees them (see the module
@@ -220,9 +232,11 @@ impl<IO> FramingGuard<IO> {
         }
     }
 
-    /// Whether the last response has passed whole (the connection is between responses).
+    /// Whether the last response has passed whole to awc (the connection is between
+    /// responses): its end was read, and nothing of it waits in `ready` (a head larger than
+    /// awc's read buffer is handed over in several reads).
     pub fn response_done(&self) -> bool {
-        self.end.is_done()
+        self.end.is_done() && self.ready.is_empty()
     }
 
     /// The connection itself.
@@ -245,7 +259,8 @@ impl<IO> FramingGuard<IO> {
     /// are needed, or the head is over the limits.
     fn scan(&mut self) -> Result<(), HeadTooLarge> {
         loop {
-            match scan_head(&self.head, self.head_request, self.limits) {
+            let (scan, parsed_end) = scan_head_and_end(&self.head, self.head_request, self.limits);
+            match scan {
                 HeadScan::Partial => return Ok(()),
                 HeadScan::Interim(len) => {
                     self.head.advance(len);
@@ -254,7 +269,7 @@ impl<IO> FramingGuard<IO> {
                     }
                 }
                 HeadScan::Final { end, downgrade } => {
-                    if let Some((len, mut rest)) = ResponseEnd::of_head(&self.head, self.head_request) {
+                    if let Some((len, mut rest)) = parsed_end {
                         rest.feed(&self.head[len..]);
                         self.end = rest;
                     }
@@ -635,6 +650,36 @@ mod tests {
                 bytes.len()
             );
         }
+    }
+
+    #[actix_rt::test]
+    async fn the_end_of_a_long_head_response_is_known_from_the_one_parse() {
+        // 200 header lines: more than the 128 a second parse once allowed (the connection was
+        // then never counted idle); 4 KB, read in 1 KiB pieces.
+        let mut bytes = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n".to_vec();
+        for i in 0..200 {
+            bytes.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+        }
+        bytes.extend_from_slice(b"\r\nok");
+        let mut g = FramingGuard::new(&bytes[..], HeadLimits::default());
+        g.on_write(b"GET / HTTP/1.1\r\n");
+        assert!(!g.response_done());
+        // As awc reads: the head and the body's two bytes, not on to the close, in reads
+        // smaller than the response: not done while any of it is still to be handed over.
+        let mut out = Vec::new();
+        let mut chunk = [0u8; 1024];
+        while out.len() < bytes.len() {
+            assert!(
+                !g.response_done(),
+                "done with {} of {} bytes handed over",
+                out.len(),
+                bytes.len()
+            );
+            let n = tokio::io::AsyncReadExt::read(&mut g, &mut chunk).await.unwrap();
+            out.extend_from_slice(&chunk[..n]);
+        }
+        assert_eq!(out, bytes);
+        assert!(g.response_done());
     }
 
     #[actix_rt::test]

@@ -54,7 +54,9 @@ const SIZE_START: Chunk = Chunk::Size {
 impl ResponseEnd {
     /// The end of the response whose head is at the start of `buf`, and the head's length;
     /// `None` when `buf` does not start with a complete head. `head_request`: the request was
-    /// a `HEAD` (no body whatever the head says).
+    /// a `HEAD` (no body whatever the head says). The guard itself takes the end from its own
+    /// parse of the head ([`ResponseEnd::of_parsed`]); this reads one for the tests.
+    #[cfg(test)]
     pub fn of_head(buf: &[u8], head_request: bool) -> Option<(usize, ResponseEnd)> {
         let mut headers = [httparse::EMPTY_HEADER; 128];
         let mut resp = httparse::Response::new(&mut headers);
@@ -64,13 +66,18 @@ impl ResponseEnd {
             Ok(httparse::Status::Complete(len)) => len,
             _ => return None,
         };
+        Some((len, ResponseEnd::of_parsed(&resp, head_request)))
+    }
+
+    /// The end of the response whose head `resp` is (parsed once, by the framing guard).
+    pub fn of_parsed(resp: &httparse::Response<'_, '_>, head_request: bool) -> ResponseEnd {
         let code = resp.code.unwrap_or(0);
         if code == 101 {
             // An upgraded connection is never pooled.
-            return Some((len, ResponseEnd::Unknown));
+            return ResponseEnd::Unknown;
         }
         if head_request || code == 204 || code == 304 {
-            return Some((len, ResponseEnd::Done));
+            return ResponseEnd::Done;
         }
         let mut length = None;
         let mut coded = false;
@@ -85,7 +92,7 @@ impl ResponseEnd {
                     (None, Some(v)) => length = Some(v),
                     // Repeated with the same value: one length.
                     (Some(l), Some(v)) if l == v => {}
-                    _ => return Some((len, ResponseEnd::Unknown)),
+                    _ => return ResponseEnd::Unknown,
                 }
             }
         }
@@ -98,14 +105,13 @@ impl ResponseEnd {
                             .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
                     })
             });
-        let end = match (coded, chunked, length) {
+        match (coded, chunked, length) {
             (true, true, None) => ResponseEnd::Chunked(SIZE_START),
             (false, _, Some(0)) => ResponseEnd::Done,
             (false, _, Some(n)) => ResponseEnd::Length(n),
             // Both, a coding other than chunked, or neither: not followed.
             _ => ResponseEnd::Unknown,
-        };
-        Some((len, end))
+        }
     }
 
     /// Whether the whole response has passed.
