@@ -8,7 +8,8 @@
 //!   in flight at a time).
 //! - **Row empty**: the client is refused locally, with the right `Retry-After`, until the row
 //!   has refilled (see [`empty_for`]); nobody asks the database before then.
-//! - **Database away**: a statement that failed, or is not back after [`OVERDUE_TICKS`],
+//! - **Database away**: a statement that failed, or is not back after two ticks (or four
+//!   times the usual statement time of a slow database, see [`super::overdue`]),
 //!   switches this instance to its share (`C/N`, `R/N` of every client, see [`ClusterShare`]),
 //!   logged once; the requests waiting for it take from the share at once, rather than after
 //!   the database timeout. Each tick probes the database, and the first statement that works
@@ -33,11 +34,6 @@ use crate::{
 
 /// Ticks without a request after which a client's unused tokens go back to its row.
 pub const IDLE_TICKS: u32 = 100;
-
-/// Ticks a lease statement may take before the database counts as away: a statement is
-/// answered within milliseconds, while one that is cut waits out the pool's checkout timeout
-/// (`TOLLGATE_DB_TIMEOUT`, 2 s), and nothing would be admitted meanwhile.
-pub const OVERDUE_TICKS: u32 = 2;
 
 /// How often the membership is checked for a new read (an atomic load): a join or leave
 /// changes the shares within this, not at the next tick.
@@ -83,6 +79,8 @@ pub struct Leaser {
     sent_at: u64,
     /// The requests the statement in flight carried were answered as it became overdue.
     answered_early: bool,
+    /// The usual time of the statements that came back (when one is overdue).
+    statement_time: super::overdue::StatementTime,
     /// The membership read the live count was last taken from.
     membership: u64,
     /// Another statement is due once the one in flight is back: a full tick, or only for
@@ -139,6 +137,7 @@ impl Leaser {
             sent_count: 0,
             sent_at: 0,
             answered_early: false,
+            statement_time: Default::default(),
             membership: 0,
             again: None,
         }
@@ -234,7 +233,8 @@ impl Leaser {
         self.sent_count += 1;
         self.sent_at = self.shared.clock.now();
         let this_one = self.sent_count;
-        ctx.run_later(self.tick * OVERDUE_TICKS, move |act, _| act.overdue(this_one));
+        let overdue_after = self.statement_time.overdue_after(self.tick);
+        ctx.run_later(overdue_after, move |act, _| act.overdue(this_one, overdue_after));
         self.shared.share.count_statement(tick);
         let f = self
             .db
@@ -246,7 +246,11 @@ impl Leaser {
                 // Answered as overdue: no request is left to take a reserved token.
                 let reserve = !std::mem::take(&mut act.answered_early);
                 let mut reserved = match res {
-                    Ok(Ok(grants)) => act.granted(&sent, grants, reserve),
+                    Ok(Ok(grants)) => {
+                        let took = act.shared.clock.now().saturating_sub(act.sent_at);
+                        act.statement_time.observe(took);
+                        act.granted(&sent, grants, reserve)
+                    }
                     Ok(Err(e)) => act.failed(&sent, &e.to_string()),
                     Err(e) => act.failed(&sent, &e.to_string()),
                 };
@@ -328,16 +332,15 @@ impl Leaser {
         }
     }
 
-    /// The statement `which` was sent [`OVERDUE_TICKS`] ago: if it is still not back, the
+    /// The statement `which` was sent `after` ago: if it is still not back, the
     /// database is taken to be away. The requests waiting for it, or for the next one, are
     /// answered now (no token reserved): they take from the share. Should the statement
     /// still succeed, its grant is kept and leasing resumes (one lease per instance more).
-    fn overdue(&mut self, which: u64) {
+    fn overdue(&mut self, which: u64, after: Duration) {
         if !self.in_flight || self.sent_count != which || self.shared.share.is_degraded() {
             return;
         }
-        let ms = self.tick.as_millis() * u128::from(OVERDUE_TICKS);
-        self.degrade(&format!("no answer within {ms} ms"));
+        self.degrade(&format!("no answer within {} ms", after.as_millis()));
         self.answered_early = true;
         for (_, w) in self.carried.drain(..) {
             let _ = w.send(false);

@@ -33,6 +33,7 @@ mod identity;
 mod leaser;
 mod limiter;
 mod messages;
+mod overdue;
 mod rows;
 mod share;
 mod sync;

@@ -303,6 +303,58 @@ async fn a_client_under_its_limit_is_served_from_its_share_within_ticks_of_a_cut
     );
 }
 
+/// A database that answers every statement, slowly (300 ms and more: each answer is held
+/// back), is not taken for a lost one statement after statement. Failed before the fix: the
+/// instance switched to its share and back on every statement (each switch drops the tokens
+/// on hand, and a share admits beside the row); now at most once, for the first slow
+/// statement, which cannot be told from a cut.
+#[actix_web::test]
+async fn a_slow_database_is_not_taken_for_a_lost_one_on_every_statement() {
+    let db = TestDb::postgres();
+    let relay = Relay::to_postgres();
+    let backend = TestBackend::start("slow-db");
+    let gw = member_with(&backend, &db.url_via(relay.port), "5s");
+    gw.wait_ready().await;
+    let all = [&gw];
+    wait_limits(&all, "cluster", 1, Duration::from_secs(10)).await;
+    create_client(&gw, &all, 60, 60.0).await;
+    let load = Load::start(&[gw.port], KEY, 3, Duration::from_millis(100));
+    eventually(
+        "admissions before the database slows",
+        Duration::from_secs(10),
+        || async { load.admissions().len() >= 20 },
+    )
+    .await;
+
+    relay.slow(Duration::from_millis(300));
+    let slowed = Instant::now();
+    eventually(
+        "four seconds of admissions with a slow database",
+        Duration::from_secs(15),
+        || async {
+            load.admissions()
+                .last()
+                .is_some_and(|t| *t > slowed + Duration::from_secs(4))
+        },
+    )
+    .await;
+    let admissions = load.admissions();
+    let (tallies, _) = load.stop().await;
+    relay.slow(Duration::ZERO);
+
+    let switches = gw.stderr().matches("instance's share of its limit").count();
+    let gap = longest_gap(&admissions, slowed);
+    println!("database answering in 300 ms and more: {switches} switch(es) to the share; longest stretch without an admission {gap:?}");
+    assert!(tallies.iter().all(|t| t.clean()), "{}", per_instance(&tallies));
+    assert!(
+        switches <= 1,
+        "switched to the share {switches} times with a database that answers\n{}",
+        gw.stderr()
+    );
+    // Statements of 300 ms and more: a request may wait for one or two of them.
+    assert!(gap < Duration::from_secs(2), "nothing admitted for {gap:?}");
+}
+
 #[actix_web::test]
 async fn an_instance_killed_holding_leases_loses_them_and_the_others_count_two() {
     let db = TestDb::postgres();

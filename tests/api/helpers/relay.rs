@@ -5,7 +5,7 @@ use std::{
     io::{Read, Write},
     net::{TcpListener, TcpStream},
     sync::{
-        atomic::{AtomicBool, Ordering},
+        atomic::{AtomicBool, AtomicU64, Ordering},
         Arc, Mutex,
     },
     time::Duration,
@@ -18,11 +18,14 @@ pub struct Relay {
     pub port: u16,
     up: Arc<AtomicBool>,
     stalled: Arc<AtomicBool>,
+    /// Milliseconds each chunk from PostgreSQL is held back (a slow database).
+    delay_ms: Arc<AtomicU64>,
     open: Arc<Mutex<Vec<TcpStream>>>,
 }
 
-/// Copies `from` to `to`, holding every chunk back while `stalled` is set.
-fn pump(mut from: TcpStream, mut to: TcpStream, stalled: Arc<AtomicBool>) {
+/// Copies `from` to `to`, holding every chunk back while `stalled` is set, and for `delay_ms`
+/// (when given).
+fn pump(mut from: TcpStream, mut to: TcpStream, stalled: Arc<AtomicBool>, delay_ms: Option<Arc<AtomicU64>>) {
     let mut buf = [0u8; 16 * 1024];
     loop {
         let n = match from.read(&mut buf) {
@@ -31,6 +34,13 @@ fn pump(mut from: TcpStream, mut to: TcpStream, stalled: Arc<AtomicBool>) {
         };
         while stalled.load(Ordering::SeqCst) {
             std::thread::sleep(Duration::from_millis(10));
+        }
+        if let Some(ms) = delay_ms
+            .as_ref()
+            .map(|d| d.load(Ordering::SeqCst))
+            .filter(|ms| *ms > 0)
+        {
+            std::thread::sleep(Duration::from_millis(ms));
         }
         if to.write_all(&buf[..n]).is_err() {
             break;
@@ -45,8 +55,9 @@ impl Relay {
         let port = listener.local_addr().unwrap().port();
         let up = Arc::new(AtomicBool::new(true));
         let stalled = Arc::new(AtomicBool::new(false));
+        let delay_ms = Arc::new(AtomicU64::new(0));
         let open: Arc<Mutex<Vec<TcpStream>>> = Arc::default();
-        let (up2, stalled2, open2) = (up.clone(), stalled.clone(), open.clone());
+        let (up2, stalled2, open2, delay2) = (up.clone(), stalled.clone(), open.clone(), delay_ms.clone());
         std::thread::spawn(move || {
             for client in listener.incoming() {
                 let Ok(client) = client else { return };
@@ -62,12 +73,13 @@ impl Relay {
                     o.push(client.try_clone().unwrap());
                     o.push(server.try_clone().unwrap());
                 }
-                for (from, to) in [
-                    (client.try_clone().unwrap(), server.try_clone().unwrap()),
-                    (server, client),
+                // Answers are held back by the delay; requests pass at once.
+                for (from, to, delay) in [
+                    (client.try_clone().unwrap(), server.try_clone().unwrap(), None),
+                    (server, client, Some(delay2.clone())),
                 ] {
                     let stalled = stalled2.clone();
-                    std::thread::spawn(move || pump(from, to, stalled));
+                    std::thread::spawn(move || pump(from, to, stalled, delay));
                 }
             }
         });
@@ -75,8 +87,15 @@ impl Relay {
             port,
             up,
             stalled,
+            delay_ms,
             open,
         }
+    }
+
+    /// Holds every answer of the database back by `delay` (zero: none), on open connections
+    /// and new ones: a database that works, slowly.
+    pub fn slow(&self, delay: Duration) {
+        self.delay_ms.store(delay.as_millis() as u64, Ordering::SeqCst);
     }
 
     /// Closes every relayed connection and refuses new ones.
