@@ -71,7 +71,7 @@ impl SyncState {
     }
 
     /// Whether change `v` of `id` is newer than what the table reflects.
-    fn is_new(&self, id: &str, v: i64) -> bool {
+    pub(super) fn is_new(&self, id: &str, v: i64) -> bool {
         v > self.last_applied && self.known.get(id).is_none_or(|k| v > *k)
     }
 

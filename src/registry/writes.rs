@@ -238,6 +238,12 @@ impl ClientRegistry {
         let mut rows: std::collections::HashMap<String, ClientRow> =
             rows.into_iter().map(|r| (r.client_id.clone(), r)).collect();
         for id in ids {
+            // The change log's catch-up may have applied a newer change of this id while the
+            // read was on its way (both run on this actor, their statements in any order):
+            // the read is then older than the table, and applying it would undo that change.
+            if !self.sync.is_new(&id, version) {
+                continue;
+            }
             match rows.remove(&id) {
                 Some(row) => self.apply_row(row, version),
                 None => {

@@ -76,8 +76,33 @@ impl ResponseEnd {
             // An upgraded connection is never pooled.
             return ResponseEnd::Unknown;
         }
-        if head_request || code == 204 || code == 304 {
+        // A connection awc will not pool is never counted idle: one the backend closes after
+        // this response. HTTP/1.0 ones are left uncounted too (rare; actix-http keeps them only
+        // on `keep-alive`, and reads a body of length 0 until the close).
+        let closes = resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("connection")
+                && std::str::from_utf8(h.value)
+                    .is_ok_and(|v| v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")))
+        });
+        if closes || resp.version != Some(1) {
+            return ResponseEnd::Unknown;
+        }
+        if head_request {
             return ResponseEnd::Done;
+        }
+        if code == 204 || code == 304 {
+            // actix-http reads the body a 204 or 304 declares (a length or a coding) like any
+            // other's, and the forwarder drops it: such a connection is not pooled either.
+            let declares_body = resp.headers.iter().any(|h| {
+                h.name.eq_ignore_ascii_case("transfer-encoding")
+                    || (h.name.eq_ignore_ascii_case("content-length")
+                        && std::str::from_utf8(h.value).map_or(true, |v| v.trim() != "0"))
+            });
+            return if declares_body {
+                ResponseEnd::Unknown
+            } else {
+                ResponseEnd::Done
+            };
         }
         let mut length = None;
         let mut coded = false;
@@ -263,7 +288,7 @@ mod tests {
             (b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", false),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", false),
             (b"HTTP/1.1 204 No Content\r\n\r\n", false),
-            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n", false),
+            (b"HTTP/1.1 304 Not Modified\r\nContent-Length: 0\r\n\r\n", false),
             (b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\n\r\n", true),
             (
                 b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n",
@@ -294,6 +319,14 @@ mod tests {
     #[test]
     fn framing_it_does_not_follow_leaves_the_end_unknown() {
         let unknown: &[&[u8]] = &[
+            // Connections awc does not pool (found by review: a closing response was counted
+            // idle, and at the cap evicted a good pooled connection).
+            b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok",
+            b"HTTP/1.1 200 OK\r\nConnection: Upgrade, Close\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n",
+            b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\nConnection: keep-alive\r\n\r\nok",
+            b"HTTP/1.1 304 Not Modified\r\nContent-Length: 9\r\n\r\n",
+            b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
             // Until the close of the connection.
             b"HTTP/1.1 200 OK\r\n\r\nbody",
             b"HTTP/1.0 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",

@@ -68,23 +68,19 @@ pub fn classify(e: &SendRequestError) -> Failure {
             Some(too_large) => Failure::Answered {
                 too_large: Some(too_large),
             },
-            // A reset or abort before a complete head: nothing usable was answered.
-            None if is_broken_connection(e) => Failure::AfterSend { timeout: false },
-            // The connection ended in the middle of a head: the backend was answering.
+            // The socket failed (reset, unreachable, timed out...): that shows nothing of what
+            // the backend sent.
+            None if e.raw_os_error().is_some() => Failure::AfterSend {
+                timeout: e.kind() == io::ErrorKind::TimedOut,
+            },
+            // An error of the decoder's own, such as bytes left at the close: the connection
+            // ended in the middle of a head the backend was sending.
             None => Failure::Answered { too_large: None },
         },
         // Bytes came back that are not an HTTP response head.
         SendRequestError::Response(_) => Failure::Answered { too_large: None },
         _ => Failure::AfterSend { timeout: false },
     }
-}
-
-/// Whether `e` is the connection breaking rather than something the backend sent.
-fn is_broken_connection(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
-        io::ErrorKind::ConnectionReset | io::ErrorKind::ConnectionAborted | io::ErrorKind::BrokenPipe
-    )
 }
 
 /// Whether, every backend having been tried, the failed attempt's backend may take the
@@ -195,8 +191,21 @@ mod tests {
                 },
             ),
             (
-                SendRequestError::Response(ParseError::Io(io::ErrorKind::ConnectionReset.into())),
+                SendRequestError::Response(ParseError::Io(io::Error::from_raw_os_error(104))),
                 Failure::AfterSend { timeout: false },
+            ),
+            // Host unreachable, network unreachable: the socket's failure, not an answer.
+            (
+                SendRequestError::Response(ParseError::Io(io::Error::from_raw_os_error(113))),
+                Failure::AfterSend { timeout: false },
+            ),
+            (
+                SendRequestError::Response(ParseError::Io(io::Error::from_raw_os_error(101))),
+                Failure::AfterSend { timeout: false },
+            ),
+            (
+                SendRequestError::Response(ParseError::Io(io::Error::from_raw_os_error(110))),
+                Failure::AfterSend { timeout: true },
             ),
             (
                 SendRequestError::Response(ParseError::Io(io::Error::other("bytes remaining on stream"))),
@@ -213,13 +222,12 @@ mod tests {
         ];
         for (e, want) in cases {
             assert_eq!(classify(&e), want, "{e}");
-            assert_eq!(
-                want.is_timeout(),
-                matches!(
-                    e,
-                    SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout)
-                )
-            );
+            let timed_out = match &e {
+                SendRequestError::Timeout | SendRequestError::Connect(ConnectError::Timeout) => true,
+                SendRequestError::Response(ParseError::Io(io)) => io.kind() == io::ErrorKind::TimedOut,
+                _ => false,
+            };
+            assert_eq!(want.is_timeout(), timed_out, "{e}");
         }
     }
 }
