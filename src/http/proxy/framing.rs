@@ -175,16 +175,7 @@ fn scan_head_and_end(
         return (HeadScan::Interim(len), None);
     }
     let has = |name: &str| resp.headers.iter().any(|h| h.name.eq_ignore_ascii_case(name));
-    // actix-http honours chunked coding on HTTP/1.1 only, as the final coding.
-    let chunked = resp.version == Some(1)
-        && resp.headers.iter().any(|h| {
-            h.name.eq_ignore_ascii_case("transfer-encoding")
-                && std::str::from_utf8(h.value).is_ok_and(|v| {
-                    v.rsplit(',')
-                        .next()
-                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-                })
-        });
+    let chunked = super::response_end::is_chunked(&resp);
     let bodiless = head_request || code == 204 || code == 304 || code == 101;
     let end = if bodiless || chunked || has("content-length") {
         BodyEnd::Delimited

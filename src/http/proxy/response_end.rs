@@ -51,6 +51,20 @@ const SIZE_START: Chunk = Chunk::Size {
     seen: 0,
 };
 
+/// Whether the body of `resp` is chunked as actix-http reads it: on HTTP/1.1 only, as the
+/// final coding.
+pub fn is_chunked(resp: &httparse::Response<'_, '_>) -> bool {
+    resp.version == Some(1)
+        && resp.headers.iter().any(|h| {
+            h.name.eq_ignore_ascii_case("transfer-encoding")
+                && std::str::from_utf8(h.value).is_ok_and(|v| {
+                    v.rsplit(',')
+                        .next()
+                        .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
+                })
+        })
+}
+
 impl ResponseEnd {
     /// The end of the response whose head is at the start of `buf`, and the head's length;
     /// `None` when `buf` does not start with a complete head. `head_request`: the request was
@@ -121,15 +135,7 @@ impl ResponseEnd {
                 }
             }
         }
-        let chunked = resp.version == Some(1)
-            && resp.headers.iter().any(|h| {
-                h.name.eq_ignore_ascii_case("transfer-encoding")
-                    && std::str::from_utf8(h.value).is_ok_and(|v| {
-                        v.rsplit(',')
-                            .next()
-                            .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"))
-                    })
-            });
+        let chunked = is_chunked(resp);
         match (coded, chunked, length) {
             (true, true, None) => ResponseEnd::Chunked(SIZE_START),
             (false, _, Some(0)) => ResponseEnd::Done,
