@@ -79,8 +79,10 @@ struct Entry {
 #[derive(Debug)]
 pub struct RouteTable<T> {
     routes: Vec<RouteRule<T>>,
-    exact: HashMap<String, Vec<Entry>>,
-    wildcard: HashMap<String, Vec<Entry>>,
+    // aHash: a host is hashed once per request (and once per parent name for wildcards),
+    // and SipHash's cost is what a lookup among many hosts adds over one among few.
+    exact: HashMap<String, Vec<Entry>, ahash::RandomState>,
+    wildcard: HashMap<String, Vec<Entry>, ahash::RandomState>,
     any: Vec<Entry>,
 }
 
@@ -88,8 +90,8 @@ impl<T> Default for RouteTable<T> {
     fn default() -> Self {
         RouteTable {
             routes: Vec::new(),
-            exact: HashMap::new(),
-            wildcard: HashMap::new(),
+            exact: HashMap::default(),
+            wildcard: HashMap::default(),
             any: Vec::new(),
         }
     }
