@@ -97,13 +97,19 @@ impl PathPattern {
 
     /// Whether `path` is matched.
     pub fn matches(&self, path: &str) -> bool {
+        path_matches(self.as_str(), self.is_exact(), path)
+    }
+
+    /// The pattern's path, without the `=` of an exact one.
+    pub fn as_str(&self) -> &str {
         match self {
-            PathPattern::Exact(p) => path == p,
-            PathPattern::Prefix(p) => {
-                path.starts_with(p.as_str())
-                    && (path.len() == p.len() || p.ends_with('/') || path.as_bytes()[p.len()] == b'/')
-            }
+            PathPattern::Exact(p) | PathPattern::Prefix(p) => p,
         }
+    }
+
+    /// Whether the pattern is one exact path.
+    pub fn is_exact(&self) -> bool {
+        matches!(self, PathPattern::Exact(_))
     }
 
     /// Length of the pattern's path: the longer, the more specific.
@@ -147,6 +153,16 @@ impl fmt::Display for PathPattern {
             PathPattern::Exact(p) => write!(f, "={p}"),
         }
     }
+}
+
+/// Whether `path` is matched by the pattern path `pattern`: equal to it when `exact`, else
+/// equal to it or under it (segment-aware).
+pub fn path_matches(pattern: &str, exact: bool, path: &str) -> bool {
+    if exact {
+        return path == pattern;
+    }
+    path.starts_with(pattern)
+        && (path.len() == pattern.len() || pattern.ends_with('/') || path.as_bytes()[pattern.len()] == b'/')
 }
 
 /// The host a request names, as routes compare it: lower case, without the port, without a

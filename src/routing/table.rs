@@ -13,7 +13,7 @@ use std::{cmp::Reverse, collections::HashMap};
 
 use actix_web::http::{header::HeaderMap, header::HeaderName, Method};
 
-use super::pattern::{normalize_host, HostPattern, PathPattern};
+use super::pattern::{normalize_host, path_matches, HostPattern, PathPattern};
 
 /// A route as the table sees it: its match conditions and what it leads to (`T`).
 #[derive(Debug, Clone)]
@@ -73,6 +73,21 @@ struct Entry {
     path: Option<u16>,
     /// Sort key, greatest first: path length, exact before prefix, conditions, priority.
     rank: (usize, bool, usize, i32),
+    /// Where the path condition is in the list's `paths` (start, length).
+    at: (u32, u32),
+    /// The path condition is exact.
+    exact: bool,
+    /// The route has no method or header condition: a matching path is enough.
+    plain: bool,
+}
+
+/// The routes of one host (or of any host), in the order they are tried, with their path
+/// conditions end to end in one string: a lookup reads the list and that string, and reaches
+/// the route itself only once it matches (a table of 10,000 routes does not fit in a cache).
+#[derive(Debug, Default)]
+struct List {
+    entries: Vec<Entry>,
+    paths: String,
 }
 
 /// Routes by host class, each list in the order they are tried.
@@ -81,9 +96,9 @@ pub struct RouteTable<T> {
     routes: Vec<RouteRule<T>>,
     // aHash: a host is hashed once per request (and once per parent name for wildcards),
     // and SipHash's cost is what a lookup among many hosts adds over one among few.
-    exact: HashMap<String, Vec<Entry>, ahash::RandomState>,
-    wildcard: HashMap<String, Vec<Entry>, ahash::RandomState>,
-    any: Vec<Entry>,
+    exact: HashMap<String, List, ahash::RandomState>,
+    wildcard: HashMap<String, List, ahash::RandomState>,
+    any: List,
 }
 
 impl<T> Default for RouteTable<T> {
@@ -92,7 +107,7 @@ impl<T> Default for RouteTable<T> {
             routes: Vec::new(),
             exact: HashMap::default(),
             wildcard: HashMap::default(),
-            any: Vec::new(),
+            any: List::default(),
         }
     }
 }
@@ -175,6 +190,9 @@ impl<T> RouteTable<T> {
                             r.conditions(),
                             r.priority,
                         ),
+                        at: (0, 0),
+                        exact: false,
+                        plain: r.methods.is_empty() && r.headers.is_empty(),
                     };
                     let list = match host {
                         Some(HostPattern::Exact(name)) => table.exact.entry(name.clone()).or_default(),
@@ -183,16 +201,28 @@ impl<T> RouteTable<T> {
                         }
                         None => &mut table.any,
                     };
-                    list.push(entry);
+                    list.entries.push(entry);
                 }
             }
         }
         drop(seen);
         let order = |e: &Entry| (Reverse(e.rank), e.route);
-        for list in table.exact.values_mut().chain(table.wildcard.values_mut()) {
-            list.sort_by_key(order);
+        let lists = table
+            .exact
+            .values_mut()
+            .chain(table.wildcard.values_mut())
+            .chain(std::iter::once(&mut table.any));
+        for list in lists {
+            list.entries.sort_by_key(order);
+            for e in &mut list.entries {
+                if let Some(j) = e.path {
+                    let p = &routes[e.route as usize].paths[j as usize];
+                    e.at = (list.paths.len() as u32, p.as_str().len() as u32);
+                    e.exact = p.is_exact();
+                    list.paths.push_str(p.as_str());
+                }
+            }
         }
-        table.any.sort_by_key(order);
         table.routes = routes;
         Ok(table)
     }
@@ -249,18 +279,26 @@ impl<T> RouteTable<T> {
         self.first(&self.any, path, method, headers)
     }
 
-    fn first(
-        &self,
-        list: &[Entry],
-        path: &str,
-        method: &Method,
-        headers: &HeaderMap,
-    ) -> Option<Chosen<'_, T>> {
-        list.iter().find_map(|e| {
+    fn first(&self, list: &List, path: &str, method: &Method, headers: &HeaderMap) -> Option<Chosen<'_, T>> {
+        list.entries.iter().find_map(|e| {
+            if e.path.is_some() {
+                let (at, len) = (e.at.0 as usize, e.at.1 as usize);
+                if !list
+                    .paths
+                    .get(at..at + len)
+                    .is_some_and(|p| path_matches(p, e.exact, path))
+                {
+                    return None;
+                }
+            }
             let route = &self.routes[e.route as usize];
-            let pattern = e.path.map(|j| &route.paths[j as usize]);
-            (pattern.is_none_or(|p| p.matches(path)) && route.admits(method, headers))
-                .then_some(Chosen { route, path: pattern })
+            if !e.plain && !route.admits(method, headers) {
+                return None;
+            }
+            Some(Chosen {
+                route,
+                path: e.path.map(|j| &route.paths[j as usize]),
+            })
         })
     }
 }
