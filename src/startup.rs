@@ -325,6 +325,7 @@ impl Application {
         let connect_timeout = server.connect_timeout;
         let head_limits = settings.proxy.upstream_head;
         let upstream_idle = settings.proxy.upstream_idle;
+        let upstream_idle_timeout = settings.proxy.upstream_idle_timeout;
         let proxy_pool = pool.clone();
         let traffic = Arc::new(TrafficSet::default());
         let worker_traffic = settings.metrics.enabled.then(|| traffic.clone());
@@ -340,7 +341,7 @@ impl Application {
         };
         let proxy = serve("proxy", proxy_listener, serve_options, move || {
             let handler = ProxyHandler::new(
-                proxy::build_client(connect_timeout, upstream_idle, head_limits),
+                proxy::build_client(connect_timeout, upstream_idle, upstream_idle_timeout, head_limits),
                 proxy_pool.clone(),
                 proxy_settings.clone(),
                 limiter.clone(),

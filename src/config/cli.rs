@@ -87,6 +87,11 @@ pub struct Cli {
     #[arg(long, env = "TOLLGATE_UPSTREAM_IDLE", default_value = "32")]
     pub upstream_idle: String,
 
+    /// Longest a backend connection may sit idle and still be reused; keep it below the
+    /// backends' own keep-alive timeout (5s in Node.js, Apache and actix-web).
+    #[arg(long, env = "TOLLGATE_UPSTREAM_IDLE_TIMEOUT", default_value = "4s")]
+    pub upstream_idle_timeout: String,
+
     /// Largest request body accepted (e.g. 16MiB, 512KiB, 1000000); larger gets 413.
     #[arg(long, env = "TOLLGATE_MAX_BODY_SIZE", default_value = "16MiB")]
     pub max_body_size: String,

@@ -18,7 +18,7 @@ impl Settings {
             "listen={} admin_listen={} admin_token={} backends={} lb_strategy={} health_path={} \
              health_interval={:?} health_timeout={:?} healthy_threshold={} unhealthy_threshold={} \
              passive_eject_window={:?} panic_threshold={}% \
-             connect_timeout={:?} upstream_timeout={:?} retries={} upstream_idle={} max_body_size={} \
+             connect_timeout={:?} upstream_timeout={:?} retries={} upstream_idle={} upstream_idle_timeout={:?} max_body_size={} \
              shutdown_timeout={:?} keepalive_timeout={:?} workers={} database_url={} demo={} rate_limit={} api_key_header={} \
              default_capacity={} default_rate={} trusted_proxies=[{}] require_api_key={} flush_interval={:?} \
              db_timeout={:?} db_startup_timeout={:?} request_buffer={} client_body_timeout={:?} \
@@ -46,6 +46,7 @@ impl Settings {
             proxy.upstream_timeout,
             proxy.retries,
             proxy.upstream_idle,
+            proxy.upstream_idle_timeout,
             proxy.max_body_size,
             server.shutdown_timeout,
             server.keepalive_timeout,

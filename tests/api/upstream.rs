@@ -14,7 +14,7 @@ use std::{
 
 use futures_util::future::join_all;
 
-use crate::helpers::{eventually, read_request, spawn_gateway, GatewayProcess, RawRequest};
+use crate::helpers::{client, eventually, read_request, spawn_gateway, GatewayProcess, RawRequest};
 
 /// A keep-alive backend that can restart gracefully on its own, kept, listener: each restart
 /// closes every connection waiting for its next request at once, and ends each busy one with
@@ -185,6 +185,8 @@ async fn a_backend_restarting_gracefully_costs_no_post() {
 struct HoldingBackend {
     port: u16,
     open: Arc<AtomicUsize>,
+    /// Connections accepted in all.
+    accepted: Arc<AtomicUsize>,
     held: Arc<AtomicUsize>,
     release: Arc<AtomicBool>,
 }
@@ -196,9 +198,11 @@ impl HoldingBackend {
         let backend = HoldingBackend {
             port: listener.local_addr().unwrap().port(),
             open: Arc::default(),
+            accepted: Arc::default(),
             held: Arc::default(),
             release: Arc::default(),
         };
+        let accepted = backend.accepted.clone();
         let (open, held, release) = (
             backend.open.clone(),
             backend.held.clone(),
@@ -217,6 +221,7 @@ impl HoldingBackend {
                     };
                     let (open, held, release) = (open.clone(), held.clone(), release.clone());
                     open.fetch_add(1, Ordering::SeqCst);
+                    accepted.fetch_add(1, Ordering::SeqCst);
                     tokio::spawn(async move {
                         hold_and_answer(stream, &held, &release).await;
                         open.fetch_sub(1, Ordering::SeqCst);
@@ -229,6 +234,10 @@ impl HoldingBackend {
 
     fn open(&self) -> usize {
         self.open.load(Ordering::SeqCst)
+    }
+
+    fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 }
 
@@ -354,4 +363,52 @@ async fn after_a_burst_idle_backend_connections_fall_to_the_cap() {
         "the burst did not open connections: {peak_open}"
     );
     assert_eq!(answered, BURST, "every GET of the burst answered");
+}
+
+/// A backend connection idle longer than `TOLLGATE_UPSTREAM_IDLE_TIMEOUT` is not reused (a
+/// backend closing it at its own keep-alive timeout would race the request written onto it);
+/// one idle for less is. Failed before the setting: awc reused connections idle up to 15 s.
+#[actix_web::test]
+async fn a_connection_idle_past_the_idle_timeout_is_not_reused() {
+    let backend = HoldingBackend::start();
+    backend.release.store(true, Ordering::SeqCst);
+    let gw = GatewayProcess::builder()
+        .backends(&[format!("http://127.0.0.1:{}", backend.port)])
+        .args(&[
+            "--workers",
+            "1",
+            "--health-interval",
+            "1h",
+            "--rate-limit",
+            "false",
+            "--upstream-idle-timeout",
+            "1s",
+        ])
+        .spawn();
+    gw.wait_ready().await;
+    let get = || async {
+        let mut resp = client().get(gw.url("/x")).send().await.unwrap();
+        assert_eq!(resp.status().as_u16(), 200);
+        let _ = resp.body().await;
+    };
+    get().await;
+    let first = backend.accepted();
+    // At once: the pooled connection is reused.
+    get().await;
+    assert_eq!(
+        backend.accepted(),
+        first,
+        "a connection idle for a moment was not reused"
+    );
+    // Idle past the timeout: a new connection.
+    let idle_since = Instant::now();
+    while idle_since.elapsed() < Duration::from_millis(1300) {
+        actix_rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    get().await;
+    assert_eq!(
+        backend.accepted(),
+        first + 1,
+        "a connection idle past the timeout was reused"
+    );
 }

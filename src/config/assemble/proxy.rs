@@ -37,6 +37,11 @@ pub(in crate::config) fn proxy(
         &cli.upstream_idle,
         parse_int(&cli.upstream_idle, 0, 100_000),
     );
+    let upstream_idle_timeout = p.duration(
+        "TOLLGATE_UPSTREAM_IDLE_TIMEOUT",
+        "upstream-idle-timeout",
+        &cli.upstream_idle_timeout,
+    );
     let max_body_size = p.check(
         "TOLLGATE_MAX_BODY_SIZE",
         "max-body-size",
@@ -88,6 +93,7 @@ pub(in crate::config) fn proxy(
     Some(ProxySettings {
         retries: retries?,
         upstream_idle: upstream_idle? as usize,
+        upstream_idle_timeout: upstream_idle_timeout?,
         max_body_size: max_body_size?,
         request_buffer: request_buffer?,
         upload: UploadPolicy {

@@ -56,6 +56,9 @@ pub struct ProxySettings {
     pub retries: u32,
     /// Most idle connections kept per backend and worker (`TOLLGATE_UPSTREAM_IDLE`).
     pub upstream_idle: usize,
+    /// Longest a backend connection may sit idle and still be reused
+    /// (`TOLLGATE_UPSTREAM_IDLE_TIMEOUT`).
+    pub upstream_idle_timeout: Duration,
     /// Largest request body accepted.
     pub max_body_size: u64,
     /// Request bodies up to this size are read whole before any backend is contacted.

@@ -93,12 +93,13 @@ impl Drop for Unanswered {
 }
 
 /// Builds the awc client of one worker, keeping at most `idle_cap` idle connections per
-/// backend and holding response heads to `head`. awc's own request timeout is off: it would
-/// arm a timer per request; the forwarder puts each attempt under a deadline of the worker's
-/// sweep.
+/// backend (reused only while idle less than `idle_timeout`) and holding response heads to
+/// `head`. awc's own request timeout is off: it would arm a timer per request; the forwarder
+/// puts each attempt under a deadline of the worker's sweep.
 pub fn build_client(
     connect_timeout: std::time::Duration,
     idle_cap: usize,
+    idle_timeout: std::time::Duration,
     head: framing::HeadLimits,
 ) -> awc::Client {
     let idle = std::rc::Rc::new(super::idle::IdleConns::new(idle_cap));
@@ -109,6 +110,10 @@ pub fn build_client(
             awc::Connector::new()
                 .connector(framing::GuardedConnector::new(idle, head))
                 .timeout(connect_timeout)
+                // A connection idle longer than this is closed rather than reused: a backend
+                // closing its own idle ones at its keep-alive timeout would otherwise race the
+                // next request written onto it (awc's default is 15 s; most servers close at 5).
+                .conn_keep_alive(idle_timeout)
                 // No cap on connections per worker: a cap only queues requests inside the
                 // gateway, where the upstream timeout cannot see them.
                 .limit(0),
