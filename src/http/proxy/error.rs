@@ -34,7 +34,7 @@ pub enum ProxyError {
         /// Backend base URL.
         backend: String,
         /// Which limit it passed.
-        cause: super::framing::HeadTooLarge,
+        cause: super::head::HeadTooLarge,
     },
     /// The backend did not connect or answer in time.
     #[error("backend {backend} timed out: {cause}")]

@@ -12,6 +12,7 @@ mod error;
 pub mod expect;
 mod forward;
 mod framing;
+mod head;
 mod headers;
 mod idle;
 mod pooled;
@@ -28,7 +29,7 @@ use actix_web::{http::header::HeaderName, HttpRequest};
 
 pub use body::AccessRecord;
 pub use error::{rate_limit_headers, ProxyError};
-pub use framing::{HeadLimits, HeadTooLarge, MAX_HEADER_LINES, MAX_HEAD_BYTES};
+pub use head::{HeadLimits, HeadTooLarge, MAX_HEADER_LINES, MAX_HEAD_BYTES};
 pub use headers::copy_end_to_end;
 pub use route::{build_client, handle};
 pub use upload::UploadPolicy;

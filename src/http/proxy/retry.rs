@@ -10,7 +10,7 @@ use std::io;
 use actix_http::error::ParseError;
 use awc::error::{ConnectError, SendRequestError};
 
-use super::framing::HeadTooLarge;
+use super::head::HeadTooLarge;
 
 /// How an attempt failed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

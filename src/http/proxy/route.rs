@@ -100,7 +100,7 @@ pub fn build_client(
     connect_timeout: std::time::Duration,
     idle_cap: usize,
     idle_timeout: std::time::Duration,
-    head: framing::HeadLimits,
+    head: super::head::HeadLimits,
 ) -> awc::Client {
     let idle = std::rc::Rc::new(super::idle::IdleConns::new(idle_cap));
     awc::Client::builder()
