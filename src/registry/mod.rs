@@ -34,6 +34,7 @@ mod leaser;
 mod limiter;
 mod messages;
 mod overdue;
+mod refill;
 mod rows;
 mod share;
 mod sync;
@@ -51,12 +52,13 @@ pub use cell::BucketCell;
 pub use entry::{key_id, ClientEntry, ClientExtra, KeyId, KeyPrefix};
 pub use handle::RegistryHandle;
 pub use identity::{anonymous_key, client_ip, is_trusted_peer, parse_nets, ForwardedHeader};
-pub use leaser::{empty_for, GiveBack, Leaser, Want, IDLE_TICKS};
+pub use leaser::{GiveBack, Leaser, Want, IDLE_TICKS};
 pub use limiter::{Check, LimitSettings, Limiter, Refusal};
 pub use messages::{
     CatchUp, ClientInput, ClientPatch, ClientView, CreateClient, Created, Flush, PatchClient, PutClient,
     RegistryError, RemoveClient,
 };
+pub use refill::empty_for;
 pub use rows::unix_ms;
 pub use share::{ClusterShare, LimitScope, LimitsMode};
 pub use table::ClientTable;
